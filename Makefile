@@ -1,0 +1,38 @@
+# xvs — build, test, demo. Every target installs what it needs (idempotently).
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the build and the tests use: clang/llvm/libbpf-dev build the XDP
+# programs, iproute2/ethtool/nftables/curl drive the namespace tests.
+APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables
+
+.PHONY: all deps build test fmt-check clippy unit demo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --workspace --release
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace
+
+# The README's test command: formatting, lints, then every test.
+test: deps fmt-check clippy unit
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! The connection table. Being written.

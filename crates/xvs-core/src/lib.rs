@@ -1,0 +1,12 @@
+//! xvs-core: all of xvs's packet and service logic, with no I/O.
+//!
+//! Frames come in as byte buffers and time as an argument; verdicts go out as
+//! values. The AF_XDP layer and the daemon are thin loops around this crate, so
+//! everything here is testable and benchmarkable in memory.
+
+pub mod conn;
+pub mod rewrite;
+pub mod sched;
+pub mod service;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Frame rewrites for NAT, DR, TUN and FULLNAT. Being written.

@@ -1,0 +1,1 @@
+//! Schedulers with the kernel's semantics. Being written.

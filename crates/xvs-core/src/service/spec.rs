@@ -1,0 +1,309 @@
+//! Plain-data descriptions of services and destinations, as an operator gives them.
+//!
+//! These are what `xvsadm` sends, what `-S` prints and what the service table
+//! validates; the live objects (with counters) are in [`super::table`] and [`super::dest`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Transport protocol of a service (SCTP is not supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    /// Name as ipvsadm prints it (`TCP`, `UDP`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+/// Address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Af {
+    V4,
+    V6,
+}
+
+impl Af {
+    pub fn of(addr: &IpAddr) -> Af {
+        match addr {
+            IpAddr::V4(_) => Af::V4,
+            IpAddr::V6(_) => Af::V6,
+        }
+    }
+}
+
+/// What identifies a virtual service: protocol + VIP + port, or a firewall mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceKey {
+    Addr {
+        proto: Protocol,
+        addr: IpAddr,
+        port: u16,
+    },
+    /// xvs assigns marks itself from the mark table of its config (XDP sees no skb mark).
+    Fwmark { mark: u32, af: Af },
+}
+
+impl ServiceKey {
+    pub fn af(&self) -> Af {
+        match self {
+            ServiceKey::Addr { addr, .. } => Af::of(addr),
+            ServiceKey::Fwmark { af, .. } => *af,
+        }
+    }
+
+    /// The service port (0 for fwmark services).
+    pub fn port(&self) -> u16 {
+        match self {
+            ServiceKey::Addr { port, .. } => *port,
+            ServiceKey::Fwmark { .. } => 0,
+        }
+    }
+
+    pub fn is_fwmark(&self) -> bool {
+        matches!(self, ServiceKey::Fwmark { .. })
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    /// Numeric form as ipvsadm -S -n prints it: `-t 10.0.0.1:80`, `-u [::1]:53`, `-f 5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceKey::Addr { proto, addr, port } => {
+                let opt = match proto {
+                    Protocol::Tcp => "-t",
+                    Protocol::Udp => "-u",
+                };
+                match addr {
+                    IpAddr::V4(a) => write!(f, "{opt} {a}:{port}"),
+                    IpAddr::V6(a) => write!(f, "{opt} [{a}]:{port}"),
+                }
+            }
+            ServiceKey::Fwmark { mark, af: Af::V4 } => write!(f, "-f {mark}"),
+            ServiceKey::Fwmark { mark, af: Af::V6 } => write!(f, "-f {mark} -6"),
+        }
+    }
+}
+
+/// How packets reach a destination (`-m`, `-g`, `-i`, `--fullnat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FwdMethod {
+    /// NAT (`-m`): rewrite VIP:vport to RIP:rport, and back on the reply.
+    Masq,
+    /// Direct routing (`-g`, the default): only the destination MAC changes.
+    Route,
+    /// IPIP / ip6ip6 tunnel (`-i`).
+    Tunnel,
+    /// Full NAT (`--fullnat`): source to a local address too.
+    FullNat,
+}
+
+impl FwdMethod {
+    /// Name in `-L` output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FwdMethod::Masq => "Masq",
+            FwdMethod::Route => "Route",
+            FwdMethod::Tunnel => "Tunnel",
+            FwdMethod::FullNat => "FullNat",
+        }
+    }
+
+    /// Option in `-S` output.
+    pub const fn option(self) -> &'static str {
+        match self {
+            FwdMethod::Masq => "-m",
+            FwdMethod::Route => "-g",
+            FwdMethod::Tunnel => "-i",
+            FwdMethod::FullNat => "--fullnat",
+        }
+    }
+
+    /// Conn flag value of the kernel (`IP_VS_CONN_F_*`; FullNat as in the FNAT forks).
+    pub const fn conn_flag(self) -> u32 {
+        match self {
+            FwdMethod::Masq => 0,
+            FwdMethod::Tunnel => 2,
+            FwdMethod::Route => 3,
+            FwdMethod::FullNat => 5,
+        }
+    }
+}
+
+/// The schedulers xvs implements, named as `-s` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SchedKind {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Lblc,
+    Lblcr,
+    Dh,
+    Sh,
+    Sed,
+    Nq,
+    Mh,
+    Fo,
+    Ovf,
+}
+
+impl SchedKind {
+    pub const ALL: [SchedKind; 13] = [
+        SchedKind::Rr,
+        SchedKind::Wrr,
+        SchedKind::Lc,
+        SchedKind::Wlc,
+        SchedKind::Lblc,
+        SchedKind::Lblcr,
+        SchedKind::Dh,
+        SchedKind::Sh,
+        SchedKind::Sed,
+        SchedKind::Nq,
+        SchedKind::Mh,
+        SchedKind::Fo,
+        SchedKind::Ovf,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            SchedKind::Rr => "rr",
+            SchedKind::Wrr => "wrr",
+            SchedKind::Lc => "lc",
+            SchedKind::Wlc => "wlc",
+            SchedKind::Lblc => "lblc",
+            SchedKind::Lblcr => "lblcr",
+            SchedKind::Dh => "dh",
+            SchedKind::Sh => "sh",
+            SchedKind::Sed => "sed",
+            SchedKind::Nq => "nq",
+            SchedKind::Mh => "mh",
+            SchedKind::Fo => "fo",
+            SchedKind::Ovf => "ovf",
+        }
+    }
+
+    /// Looks a scheduler up by its `-s` name.
+    pub fn from_name(s: &str) -> Option<SchedKind> {
+        SchedKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for SchedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Service flags, with the kernel's bit values (`IP_VS_SVC_F_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SvcFlags(pub u32);
+
+impl SvcFlags {
+    pub const PERSISTENT: u32 = 0x1;
+    pub const ONEPACKET: u32 = 0x4;
+    /// sh-fallback / mh-fallback / flag-1.
+    pub const SCHED1: u32 = 0x8;
+    /// sh-port / mh-port / flag-2.
+    pub const SCHED2: u32 = 0x10;
+    /// flag-3.
+    pub const SCHED3: u32 = 0x20;
+    pub const SCHED_MASK: u32 = Self::SCHED1 | Self::SCHED2 | Self::SCHED3;
+
+    #[inline]
+    pub const fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    pub fn persistent(self) -> bool {
+        self.has(Self::PERSISTENT)
+    }
+
+    pub fn one_packet(self) -> bool {
+        self.has(Self::ONEPACKET)
+    }
+}
+
+/// Default persistence timeout of a bare `-p`, in seconds (ipvsadm's `6*60`).
+pub const DEFAULT_PERSIST_TIMEOUT: u32 = 360;
+
+/// A virtual service as configured by `-A`/`-E`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    pub sched: SchedKind,
+    pub flags: SvcFlags,
+    /// Persistence timeout in seconds (meaningful with `SvcFlags::PERSISTENT`).
+    pub timeout: u32,
+    /// Persistence netmask as the kernel keeps it: for IPv4 the mask in host order
+    /// (0xffffffff = /32), for IPv6 the prefix length (128).
+    pub netmask: u32,
+}
+
+impl ServiceSpec {
+    /// A service with ipvsadm's defaults: wlc, not persistent, host netmask.
+    pub fn new(key: ServiceKey) -> Self {
+        ServiceSpec {
+            key,
+            sched: SchedKind::Wlc,
+            flags: SvcFlags::default(),
+            timeout: 0,
+            netmask: default_netmask(key.af()),
+        }
+    }
+}
+
+/// Host netmask of an address family, in [`ServiceSpec::netmask`]'s encoding.
+pub const fn default_netmask(af: Af) -> u32 {
+    match af {
+        Af::V4 => 0xffff_ffff,
+        Af::V6 => 128,
+    }
+}
+
+/// A real server as configured by `-a`/`-e`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestSpec {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub fwd: FwdMethod,
+    /// 0..=65535; 0 = quiesced (no new connections).
+    pub weight: i32,
+    /// Upper connection threshold, 0 = none.
+    pub u_threshold: u32,
+    /// Lower connection threshold, 0 = 3/4 of the upper.
+    pub l_threshold: u32,
+}
+
+impl DestSpec {
+    /// A dest with ipvsadm's defaults: weight 1, direct routing, no thresholds.
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        DestSpec {
+            addr,
+            port,
+            fwd: FwdMethod::Route,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+        }
+    }
+}
+
+/// Maximum weight of a destination.
+pub const MAX_WEIGHT: i32 = 65535;

@@ -1,0 +1,1 @@
+//! The service table (add/edit/delete/clear of services and dests). Being written.
