@@ -4,7 +4,9 @@
 //! values. The AF_XDP layer and the daemon are thin loops around this crate, so
 //! everything here is testable and benchmarkable in memory.
 
+pub mod addr;
 pub mod conn;
+pub mod frame;
 pub mod rewrite;
 pub mod sched;
 pub mod service;
