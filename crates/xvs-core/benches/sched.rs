@@ -1,0 +1,2 @@
+//! Scheduling cost per new connection (being written).
+fn main() {}
