@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod conn;
+pub mod fib;
 pub mod frame;
 pub mod rewrite;
 pub mod sched;
