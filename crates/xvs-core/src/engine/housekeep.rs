@@ -1,0 +1,197 @@
+//! Work off the fast path, run by the daemon's housekeeping thread (or a test
+//! with a manual clock): expiring connections and templates, settling dest
+//! counters, estimating rates every 2 s, and the DoS defence levels.
+
+use super::stats::{Estimator, Rates, Totals, ESTIMATOR_INTERVAL_SECS};
+use super::Engine;
+use crate::conn::table::{flags, secs_to_ticks, tick_after, tick_of, ConnView};
+use crate::conn::TcpState;
+use crate::time::Time;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// Seconds a template with live conns is re-armed for when it expires (kernel: 60 s).
+const TEMPLATE_REARM_SECS: u32 = 60;
+
+/// Housekeeping progress kept between calls.
+#[derive(Debug, Default)]
+pub struct State {
+    cursor: u32,
+    last_estimate: Option<Time>,
+    svc_est: HashMap<u32, Estimator>,
+    dest_est: HashMap<u32, Estimator>,
+    total_est: Option<Estimator>,
+}
+
+/// What one housekeeping call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub visited: u32,
+    pub expired: u32,
+    pub templates_rearmed: u32,
+}
+
+impl Engine {
+    /// Sweeps up to `budget` entries from where the last call stopped, expiring
+    /// those whose time has come. Call it often (e.g. every 100 ms with a budget
+    /// of a tenth of the table) so that a full pass takes about a second.
+    pub fn housekeep(&self, now: Time, budget: u32) -> Swept {
+        let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = self.snapshot();
+        let tick = tick_of(now);
+        let mut out = Swept::default();
+        let mut expire = |v: ConnView, exp: u32| {
+            out.visited += 1;
+            let fl = v.flags();
+            let dest = snap.dest(v.dest_id);
+            let nodest = snap.knobs.expire_nodest_conn
+                && fl & flags::TEMPLATE == 0
+                && dest.is_some_and(|d| !d.is_available());
+            let dead_tpl = fl & flags::DEAD_TEMPLATE != 0;
+            if !nodest && !dead_tpl && !tick_after(tick, exp) {
+                return;
+            }
+            if fl & flags::TEMPLATE != 0 && self.conns.n_control(v.idx) > 0 {
+                if !dead_tpl {
+                    self.conns
+                        .set_expires(v.idx, tick.wrapping_add(secs_to_ticks(TEMPLATE_REARM_SECS)));
+                    out.templates_rearmed += 1;
+                }
+                return;
+            }
+            if self.conns.remove(v.idx, v.sw).is_none() {
+                return; // a worker changed it meanwhile; next pass decides
+            }
+            out.expired += 1;
+            let template = fl & flags::TEMPLATE != 0;
+            if let Some(d) = dest {
+                d.unbind_conn(template, fl & flags::INACTIVE == 0);
+            }
+            if v.control != 0 {
+                self.conns.add_n_control(v.control - 1, -1);
+            }
+        };
+        st.cursor = self.conns.scan(st.cursor, budget, &mut expire);
+        self.update_defense();
+        drop(st);
+        self.estimate(now);
+        out
+    }
+
+    /// Sweeps the whole table once (tests, shutdown).
+    pub fn housekeep_all(&self, now: Time) -> Swept {
+        {
+            let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+            st.cursor = 0;
+        }
+        self.housekeep(now, u32::MAX)
+    }
+
+    /// The kernel's `update_defense_level`, with "low memory" meaning fewer than
+    /// `amemthresh` free connection entries.
+    fn update_defense(&self) {
+        let snap = self.snapshot();
+        let free = self.conns.capacity().saturating_sub(self.conns.live());
+        let nomem = free < snap.knobs.amemthresh;
+        let secure = match snap.knobs.secure_tcp {
+            0 => false,
+            1 | 2 => nomem,
+            _ => true,
+        };
+        let rate = match snap.knobs.drop_packet {
+            0 => 0,
+            1 | 2 if nomem => {
+                let am = snap.knobs.amemthresh.max(1);
+                am / am.saturating_sub(free).max(1)
+            }
+            1 | 2 => 0,
+            _ => snap.knobs.am_droprate,
+        };
+        self.secure_on.store(secure, Ordering::Relaxed);
+        self.drop_rate.store(rate, Ordering::Relaxed);
+    }
+
+    /// Secure TCP table in force.
+    pub fn secure_tcp_on(&self) -> bool {
+        self.secure_on.load(Ordering::Relaxed)
+    }
+
+    /// Current drop_packet rate (0 = off).
+    pub fn drop_packet_rate(&self) -> u32 {
+        self.drop_rate.load(Ordering::Relaxed)
+    }
+
+    /// Runs the 2-second rate estimator if its time has come.
+    fn estimate(&self, now: Time) {
+        let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = st.last_estimate {
+            if now.since(last) < ESTIMATOR_INTERVAL_SECS * 1_000_000_000 {
+                return;
+            }
+        }
+        st.last_estimate = Some(now);
+        let snap = self.snapshot();
+        let mut all = Totals::default();
+        let mut svc_ids = Vec::new();
+        for id in 0..self.limits.max_services as u32 {
+            if let Some(s) = snap.service(id) {
+                svc_ids.push(id);
+                for d in &s.dests {
+                    let t = self.dest_totals(d.id);
+                    st.dest_est
+                        .entry(d.id)
+                        .or_insert_with(|| Estimator::new(t))
+                        .update(t);
+                }
+            }
+        }
+        for id in svc_ids {
+            let t = self.service_totals(id);
+            all.conns += t.conns;
+            all.inpkts += t.inpkts;
+            all.outpkts += t.outpkts;
+            all.inbytes += t.inbytes;
+            all.outbytes += t.outbytes;
+            st.svc_est
+                .entry(id)
+                .or_insert_with(|| Estimator::new(t))
+                .update(t);
+        }
+        st.total_est.get_or_insert_with(|| Estimator::new(all)).update(all);
+    }
+
+    /// Estimated rates of service `id`.
+    pub fn service_rates(&self, id: u32) -> Rates {
+        let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        st.svc_est.get(&id).map(Estimator::rates).unwrap_or_default()
+    }
+
+    /// Estimated rates of dest `id`.
+    pub fn dest_rates(&self, id: u32) -> Rates {
+        let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        st.dest_est.get(&id).map(Estimator::rates).unwrap_or_default()
+    }
+
+    /// Forgets the rate history of removed services and dests.
+    pub fn forget_rates(&self, svc_id: Option<u32>, dest_id: Option<u32>) {
+        let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = svc_id {
+            st.svc_est.remove(&id);
+        }
+        if let Some(id) = dest_id {
+            st.dest_est.remove(&id);
+        }
+    }
+}
+
+/// Name of a connection's state as `-c` lists it.
+pub fn state_name(proto: u8, template: bool, state: u8) -> &'static str {
+    if template {
+        return if state == 0 { "NONE" } else { "ASSURED" };
+    }
+    match proto {
+        6 => TcpState::from_index(state).name(),
+        17 => "UDP",
+        _ => "NONE",
+    }
+}

@@ -1,0 +1,207 @@
+//! Choosing the real server for a new connection: the scheduler, or a
+//! persistence template (the kernel's `ip_vs_schedule` / `ip_vs_sched_persist`).
+//!
+//! A template is an entry of the connection table keyed by
+//! `<proto, client & netmask, 0, vaddr, vport>` (fwmark services:
+//! `<IP, client & netmask, 0, fwmark, 0>`; port-0 and FTP services: vport 0).
+//! A valid template pins the client to its dest without asking the scheduler,
+//! even when that dest is overloaded; each new connection restarts its timer.
+
+use super::snapshot::Snapshot;
+use crate::addr::Addr;
+use crate::conn::table::{flags, secs_to_ticks, Tick, TEMPLATE_PROTO};
+use crate::conn::{ConnKey, ConnTable, NewConn};
+use crate::sched::SchedInput;
+use crate::service::table::Service;
+use crate::service::{Dest, ServiceKey};
+use crate::time::Time;
+use std::sync::Arc;
+
+const FTP_PORT: u16 = 21;
+
+/// The dest picked for a new connection.
+#[derive(Debug)]
+pub struct Picked {
+    pub dest: Arc<Dest>,
+    /// Destination port of the connection.
+    pub dport: u16,
+    /// Controlling template index + 1, or 0.
+    pub control: u32,
+}
+
+/// Why no dest was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// The scheduler found no available dest (answer with ICMP unreachable).
+    NoDest,
+    /// Non-persistent port-0 service: not scheduled (the kernel logs an error).
+    PortZero,
+    /// The template could not be stored.
+    TableFull,
+}
+
+/// The client address masked by the service's persistence netmask.
+pub fn masked(addr: &Addr, netmask: u32) -> Addr {
+    let mut o = addr.0;
+    if addr.is_v4() {
+        let m = netmask.to_be_bytes();
+        for i in 0..4 {
+            o[12 + i] &= m[i];
+        }
+    } else {
+        let bits = netmask.min(128) as usize;
+        for (i, b) in o.iter_mut().enumerate() {
+            let keep = bits.saturating_sub(i * 8).min(8);
+            *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        }
+    }
+    Addr(o)
+}
+
+/// The template key of a packet of a persistent service, and the template's dport rule:
+/// `true` when the template stores the dest port (non-FTP, packet to the service port).
+pub fn template_key(svc: &Service, proto: u8, saddr: &Addr, daddr: &Addr, dport: u16) -> (ConnKey, bool) {
+    let snet = masked(saddr, svc.spec.netmask);
+    let svc_port = svc.spec.key.port();
+    match svc.spec.key {
+        ServiceKey::Fwmark { mark, .. } => (
+            ConnKey {
+                proto: TEMPLATE_PROTO,
+                saddr: snet,
+                sport: 0,
+                daddr: Addr::v4(mark.to_be_bytes()),
+                dport: 0,
+            },
+            false,
+        ),
+        ServiceKey::Addr { .. } => {
+            let keep_port = dport == svc_port && svc_port != FTP_PORT;
+            (
+                ConnKey {
+                    proto: TEMPLATE_PROTO | proto,
+                    saddr: snet,
+                    sport: 0,
+                    daddr: *daddr,
+                    dport: if keep_port { dport } else { 0 },
+                },
+                keep_port,
+            )
+        }
+    }
+}
+
+/// Whether a template's dest may still be used (`ip_vs_check_template`).
+fn template_valid(snap: &Snapshot, dest: Option<&Arc<Dest>>) -> bool {
+    match dest {
+        Some(d) => {
+            d.is_available() && !(snap.knobs.expire_quiescent_template && d.weight() == 0)
+        }
+        None => false,
+    }
+}
+
+/// Picks the dest of a new connection, creating or refreshing the template of a
+/// persistent service.
+#[allow(clippy::too_many_arguments)]
+pub fn pick(
+    conns: &ConnTable,
+    snap: &Snapshot,
+    svc: &Service,
+    proto: u8,
+    saddr: &Addr,
+    sport: u16,
+    daddr: &Addr,
+    dport: u16,
+    now: Time,
+    tick: Tick,
+) -> Result<Picked, NoPick> {
+    let input = SchedInput {
+        saddr: *saddr,
+        daddr: *daddr,
+        sport,
+        dport,
+        now,
+    };
+    let svc_port = svc.spec.key.port();
+    if !svc.spec.flags.persistent() {
+        if !svc.spec.key.is_fwmark() && dport != svc_port {
+            return Err(NoPick::PortZero);
+        }
+        let dest = svc.schedule(&input).ok_or(NoPick::NoDest)?.clone();
+        let dport = if dest.port != 0 { dest.port } else { dport };
+        return Ok(Picked {
+            dest,
+            dport,
+            control: 0,
+        });
+    }
+
+    let (key, keep_port) = template_key(svc, proto, saddr, daddr, dport);
+    let timeout = svc.spec.timeout;
+    let found = conns.lookup(&key, tick).and_then(|(t, _)| {
+        let dest = snap.dest(t.dest_id);
+        if template_valid(snap, dest) {
+            return Some((t.idx, dest.cloned()?));
+        }
+        // Invalidate: the template only waits for its conns to go.
+        let fl = t.flags() | flags::DEAD_TEMPLATE;
+        conns.cas_state(t.idx, t.sw, t.state(), fl);
+        None
+    });
+    let (tpl, dest) = match found {
+        Some(x) => x,
+        None => {
+            let dest = svc.schedule(&input).ok_or(NoPick::NoDest)?.clone();
+            let t = NewConn {
+                proto: key.proto,
+                caddr: key.saddr,
+                cport: 0,
+                vaddr: key.daddr,
+                vport: key.dport,
+                daddr: Addr::from(dest.addr),
+                dport: if keep_port { dest.port } else { 0 },
+                lip: 0,
+                lport: 0,
+                fwd: dest.fwd().conn_flag() as u8,
+                svc_id: svc.id,
+                dest_id: dest.id,
+                control: 0,
+                state: 0,
+                flags: flags::TEMPLATE,
+                expires: tick.wrapping_add(secs_to_ticks(timeout)),
+                timeout,
+            };
+            let idx = conns.insert(&t).map_err(|_| NoPick::TableFull)?;
+            dest.bind_conn(true);
+            (idx, dest)
+        }
+    };
+    // The new conn restarts the template's timer (`ip_vs_conn_put`).
+    conns.set_expires(tpl, tick.wrapping_add(secs_to_ticks(timeout)));
+    let dport = if dport == svc_port && dest.port != 0 {
+        dest.port
+    } else {
+        dport
+    };
+    Ok(Picked {
+        dest,
+        dport,
+        control: tpl + 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmask_masks_v4_and_v6() {
+        let a = Addr::from("10.77.3.99".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(masked(&a, 0xffff_ff00).to_string(), "10.77.3.0");
+        assert_eq!(masked(&a, 0xffff_ffff), a);
+        let b = Addr::from("fd77::12:3456".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(masked(&b, 112).to_string(), "fd77::12:0");
+        assert_eq!(masked(&b, 100).to_string(), "fd77::");
+        assert_eq!(masked(&b, 128), b);
+    }
+}

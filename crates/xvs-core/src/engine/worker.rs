@@ -1,0 +1,776 @@
+//! One data-path worker: frame in, verdict out.
+//!
+//! The per-packet path: parse → look the 5-tuple up in the connection table →
+//! (new flow: find the service, schedule or follow a template, insert) → TCP state
+//! transition and timer refresh → rewrite for the forwarding method → next hop.
+//! No allocation, no lock, no syscall; counters are the worker's own.
+
+use crate::fib::{Fib, NextHop, Resolve};
+use super::persist::{self, NoPick};
+use super::snapshot::Snapshot;
+use super::stats::{bump, DropReason, WorkerStats};
+use super::xmit;
+use super::Engine;
+use crate::addr::Addr;
+use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
+use crate::conn::table::{flags, secs_to_ticks, tick_of, ConnView, KeyDir, NewConn, Tick};
+use crate::conn::{ConnKey, TcpState};
+use crate::frame::Frame;
+use crate::service::FwdMethod;
+use crate::time::Time;
+use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
+use std::sync::Arc;
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// What to do with a frame after [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on this port.
+    Tx(u16),
+    /// Not ours: hand it to the kernel unchanged.
+    Pass,
+    /// Dropped, and counted under this reason.
+    Drop(DropReason),
+}
+
+/// Where a connection's packets go: the fields of a conn the rewrites need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route {
+    pub fwd: FwdMethod,
+    pub caddr: Addr,
+    pub cport: u16,
+    pub vaddr: Addr,
+    pub vport: u16,
+    pub daddr: Addr,
+    pub dport: u16,
+    pub laddr: Addr,
+    pub lport: u16,
+    pub svc_id: u32,
+    pub dest_id: u32,
+}
+
+fn fwd_of(flag: u8) -> FwdMethod {
+    match flag {
+        0 => FwdMethod::Masq,
+        2 => FwdMethod::Tunnel,
+        5 => FwdMethod::FullNat,
+        _ => FwdMethod::Route,
+    }
+}
+
+/// Remembers, per worker, which connection the first fragment of a datagram
+/// belonged to, so later fragments (which carry no ports) can follow it.
+struct FragCache {
+    slots: Box<[FragSlot]>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct FragSlot {
+    saddr: Addr,
+    daddr: Addr,
+    id: u32,
+    proto: u8,
+    inbound: bool,
+    expires: Tick,
+    route: Option<RouteCopy>,
+}
+
+/// `Route` without `FwdMethod`'s non-Default type, for the cache.
+#[derive(Clone, Copy, Default)]
+struct RouteCopy {
+    fwd: u8,
+    caddr: Addr,
+    cport: u16,
+    vaddr: Addr,
+    vport: u16,
+    daddr: Addr,
+    dport: u16,
+    laddr: Addr,
+    lport: u16,
+    svc_id: u32,
+    dest_id: u32,
+}
+
+const FRAG_SLOTS: usize = 1024;
+/// Ticks a fragment cache entry stays valid (the kernel's ipfrag_time is 30 s).
+const FRAG_TICKS: u32 = 30 * 100;
+
+impl FragCache {
+    fn new() -> Self {
+        FragCache {
+            slots: vec![FragSlot::default(); FRAG_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn slot_of(saddr: &Addr, daddr: &Addr, id: u32, proto: u8) -> usize {
+        let h = saddr
+            .fold32()
+            .wrapping_mul(0x9E37_79B1)
+            .wrapping_add(daddr.fold32())
+            .wrapping_mul(0x85EB_CA6B)
+            ^ id.wrapping_mul(0xC2B2_AE35)
+            ^ proto as u32;
+        (h as usize) % FRAG_SLOTS
+    }
+
+    fn remember(&mut self, info: &PacketInfo, id: u32, inbound: bool, r: &Route, now: Tick) {
+        let s = &mut self.slots[Self::slot_of(&info.saddr, &info.daddr, id, info.proto)];
+        *s = FragSlot {
+            saddr: info.saddr,
+            daddr: info.daddr,
+            id,
+            proto: info.proto,
+            inbound,
+            expires: now.wrapping_add(FRAG_TICKS),
+            route: Some(RouteCopy {
+                fwd: r.fwd.conn_flag() as u8,
+                caddr: r.caddr,
+                cport: r.cport,
+                vaddr: r.vaddr,
+                vport: r.vport,
+                daddr: r.daddr,
+                dport: r.dport,
+                laddr: r.laddr,
+                lport: r.lport,
+                svc_id: r.svc_id,
+                dest_id: r.dest_id,
+            }),
+        };
+    }
+
+    fn find(&self, info: &PacketInfo, id: u32, now: Tick) -> Option<(Route, bool)> {
+        let s = &self.slots[Self::slot_of(&info.saddr, &info.daddr, id, info.proto)];
+        let r = s.route?;
+        if s.saddr != info.saddr
+            || s.daddr != info.daddr
+            || s.id != id
+            || s.proto != info.proto
+            || crate::conn::table::tick_after(now, s.expires)
+        {
+            return None;
+        }
+        Some((
+            Route {
+                fwd: fwd_of(r.fwd),
+                caddr: r.caddr,
+                cport: r.cport,
+                vaddr: r.vaddr,
+                vport: r.vport,
+                daddr: r.daddr,
+                dport: r.dport,
+                laddr: r.laddr,
+                lport: r.lport,
+                svc_id: r.svc_id,
+                dest_id: r.dest_id,
+            },
+            s.inbound,
+        ))
+    }
+}
+
+/// A data-path worker. Create with [`Engine::worker`].
+pub struct Worker {
+    engine: Arc<Engine>,
+    fib: Arc<dyn Fib>,
+    snap: Arc<Snapshot>,
+    id: u32,
+    stats: Arc<WorkerStats>,
+    now: Time,
+    tick: Tick,
+    secure: bool,
+    drop_rate: u32,
+    drop_counter: u32,
+    lip_cursor: u32,
+    lport_cursor: u32,
+    frags: FragCache,
+    icmp_tokens: u32,
+    icmp_refill_tick: Tick,
+    ip_id: u16,
+}
+
+/// Generated ICMP messages a worker may send per second (burst and refill).
+const ICMP_BURST: u32 = 100;
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).finish()
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        id: u32,
+        stats: Arc<WorkerStats>,
+        fib: Arc<dyn Fib>,
+    ) -> Worker {
+        let snap = engine.snapshot();
+        let workers = engine.limits.workers.max(1);
+        Worker {
+            engine,
+            fib,
+            snap,
+            id,
+            stats,
+            now: Time::ZERO,
+            tick: 0,
+            secure: false,
+            drop_rate: 0,
+            drop_counter: 0,
+            lip_cursor: 0,
+            lport_cursor: id % workers,
+            frags: FragCache::new(),
+            icmp_tokens: ICMP_BURST,
+            icmp_refill_tick: 0,
+            ip_id: (id as u16).wrapping_mul(7919),
+        }
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// Call once per batch: takes the time and picks up new rules.
+    #[inline]
+    pub fn begin_batch(&mut self, now: Time) {
+        self.now = now;
+        self.tick = tick_of(now);
+        if self.engine.generation() != self.snap.generation {
+            self.snap = self.engine.snapshot();
+        }
+        self.secure = self.engine.secure_tcp_on();
+        self.drop_rate = self.engine.drop_packet_rate();
+        if crate::conn::table::tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
+            self.icmp_tokens = ICMP_BURST;
+            self.icmp_refill_tick = self.tick;
+        }
+    }
+
+    /// Processes one frame received on `rx_port`: rewrites it in place (it may
+    /// grow into its headroom) and says where it goes.
+    pub fn process(&mut self, frame: &mut Frame, rx_port: u16) -> Verdict {
+        bump(&self.stats.rx_packets, 1);
+        let v = self.process_inner(frame, rx_port);
+        match v {
+            Verdict::Tx(_) => bump(&self.stats.tx_packets, 1),
+            Verdict::Pass => bump(&self.stats.passed, 1),
+            Verdict::Drop(r) => self.stats.drop(r),
+        }
+        v
+    }
+
+    fn process_inner(&mut self, frame: &mut Frame, rx_port: u16) -> Verdict {
+        let info = match parse(frame.data()) {
+            Ok(i) => i,
+            Err(ParseError::NotIp) => return Verdict::Pass,
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        if info.icmp.is_some() {
+            return self.icmp_error(frame, &info);
+        }
+        if let Frag::Later { id, .. } = info.frag {
+            return self.later_fragment(frame, &info, id);
+        }
+        if info.proto != PROTO_TCP && info.proto != PROTO_UDP {
+            return Verdict::Pass;
+        }
+        let key = ConnKey {
+            proto: info.proto,
+            saddr: info.saddr,
+            sport: info.sport,
+            daddr: info.daddr,
+            dport: info.dport,
+        };
+        match self.engine.conns.lookup(&key, self.tick) {
+            Some((v, KeyDir::In)) => self.inbound(frame, &info, v, rx_port),
+            Some((v, KeyDir::Out)) => self.outbound(frame, &info, v),
+            None => self.new_conn(frame, &info, rx_port),
+        }
+    }
+
+    fn route_of(&self, v: &ConnView) -> Route {
+        Route {
+            fwd: fwd_of(v.fwd),
+            caddr: v.caddr,
+            cport: v.cport,
+            vaddr: v.vaddr,
+            vport: v.vport,
+            daddr: v.daddr,
+            dport: v.dport,
+            laddr: self.engine.conns.lip(v.lip),
+            lport: v.lport,
+            svc_id: v.svc_id,
+            dest_id: v.dest_id,
+        }
+    }
+
+    /// Removes a connection now (expire_nodest_conn, conn reuse), undoing its accounting.
+    fn expire_now(&self, v: &ConnView) -> bool {
+        if v.flags() & flags::TEMPLATE == 0 && self.engine.conns.n_control(v.idx) > 0 {
+            return false;
+        }
+        if self.engine.conns.remove(v.idx, v.sw).is_none() {
+            return false;
+        }
+        if let Some(d) = self.snap.dest(v.dest_id) {
+            d.unbind_conn(
+                v.flags() & flags::TEMPLATE != 0,
+                v.flags() & flags::INACTIVE == 0,
+            );
+        }
+        if v.control != 0 {
+            self.engine.conns.add_n_control(v.control - 1, -1);
+        }
+        true
+    }
+
+    /// The state transition and timer refresh of a packet of conn `v`.
+    fn track(&self, mut v: ConnView, info: &PacketInfo, dir: Direction) {
+        let conns = &self.engine.conns;
+        let timeouts = &self.snap.timeouts;
+        let mut timeout = timeouts.udp;
+        if v.proto == PROTO_TCP {
+            // Retry a lost race with the other direction a few times.
+            for _ in 0..4 {
+                let fl = v.flags();
+                let dir = if dir == Direction::Input && fl & flags::NOOUTPUT != 0 {
+                    Direction::InputOnly
+                } else {
+                    dir
+                };
+                let old = TcpState::from_index(v.state());
+                let new = tcp_transition(self.secure, dir, old, info.tcp_flags);
+                let mut nfl = fl;
+                if dir == Direction::Output {
+                    nfl &= !flags::NOOUTPUT;
+                }
+                let was_active = fl & flags::INACTIVE == 0;
+                if new.is_active() {
+                    nfl &= !flags::INACTIVE;
+                } else {
+                    nfl |= flags::INACTIVE;
+                }
+                timeout = timeouts.tcp_state(new);
+                if new == old && nfl == fl {
+                    break;
+                }
+                if conns.cas_state(v.idx, v.sw, new as u8, nfl) {
+                    if let Some(d) = self.snap.dest(v.dest_id) {
+                        match (was_active, new.is_active()) {
+                            (false, true) => d.conn_activated(),
+                            (true, false) => d.conn_deactivated(),
+                            _ => {}
+                        }
+                    }
+                    break;
+                }
+                let sw = conns.sw(v.idx);
+                if sw >> 32 != v.sw >> 32 {
+                    return; // expired meanwhile
+                }
+                v.sw = sw;
+            }
+        }
+        let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
+        if conns.expires(v.idx) != exp {
+            conns.set_expires(v.idx, exp);
+        }
+    }
+
+    fn inbound(
+        &mut self,
+        frame: &mut Frame,
+        info: &PacketInfo,
+        v: ConnView,
+        rx_port: u16,
+    ) -> Verdict {
+        let dest = self.snap.dest(v.dest_id);
+        let available = dest.is_some_and(|d| d.is_available());
+        if !available {
+            if !self.snap.knobs.expire_nodest_conn {
+                return Verdict::Drop(DropReason::DestUnavailable);
+            }
+            self.expire_now(&v);
+            return self.new_conn(frame, info, rx_port);
+        }
+        if v.proto == PROTO_TCP
+            && info.tcp_flags & TCP_SYN != 0
+            && self.snap.knobs.conn_reuse_mode & 1 != 0
+        {
+            let st = TcpState::from_index(v.state());
+            let quiesced = self.snap.knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
+            let reusable = v.control == 0
+                && (st == TcpState::TimeWait
+                    || st == TcpState::Close
+                    || (self.snap.knobs.conn_reuse_mode & 2 != 0
+                        && st == TcpState::FinWait
+                        && v.flags() & flags::NOOUTPUT != 0));
+            if (quiesced || reusable) && self.expire_now(&v) {
+                return self.new_conn(frame, info, rx_port);
+            }
+        }
+        self.track(v, info, Direction::Input);
+        let route = self.route_of(&v);
+        if let Frag::First { id } = info.frag {
+            self.frags.remember(info, id, true, &route, self.tick);
+        }
+        self.stats
+            .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
+        self.forward_in(frame, info, &route)
+    }
+
+    fn outbound(&mut self, frame: &mut Frame, info: &PacketInfo, v: ConnView) -> Verdict {
+        self.track(v, info, Direction::Output);
+        let route = self.route_of(&v);
+        if let Frag::First { id } = info.frag {
+            self.frags.remember(info, id, false, &route, self.tick);
+        }
+        self.stats
+            .packet(route.svc_id, route.dest_id, false, frame.len() as u64);
+        self.forward_out(frame, info, &route)
+    }
+
+    fn later_fragment(&mut self, frame: &mut Frame, info: &PacketInfo, id: u32) -> Verdict {
+        let Some((route, inbound)) = self.frags.find(info, id, self.tick) else {
+            return Verdict::Drop(DropReason::FragmentUnknown);
+        };
+        if inbound {
+            self.stats
+                .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
+            self.forward_in(frame, info, &route)
+        } else {
+            self.stats
+                .packet(route.svc_id, route.dest_id, false, frame.len() as u64);
+            self.forward_out(frame, info, &route)
+        }
+    }
+
+    fn new_conn(&mut self, frame: &mut Frame, info: &PacketInfo, rx_port: u16) -> Verdict {
+        let snap = self.snap.clone();
+        let Some(svc) = snap.service_for(info.proto, &info.daddr, info.dport) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        if info.proto == PROTO_TCP
+            && (info.tcp_flags & TCP_RST != 0
+                || (info.tcp_flags & TCP_SYN == 0 && !snap.knobs.sloppy_tcp))
+        {
+            return Verdict::Drop(DropReason::NotSyn);
+        }
+        if self.drop_rate != 0 {
+            self.drop_counter = self.drop_counter.saturating_sub(1);
+            if self.drop_counter == 0 {
+                self.drop_counter = self.drop_rate;
+                return Verdict::Drop(DropReason::Defense);
+            }
+        }
+        let conns = &self.engine.conns;
+        let picked = match persist::pick(
+            conns,
+            &snap,
+            svc,
+            info.proto,
+            &info.saddr,
+            info.sport,
+            &info.daddr,
+            info.dport,
+            self.now,
+            self.tick,
+        ) {
+            Ok(p) => p,
+            Err(NoPick::NoDest) => return self.unreachable(frame, info, rx_port),
+            Err(NoPick::PortZero) => return Verdict::Drop(DropReason::NoService),
+            Err(NoPick::TableFull) => return Verdict::Drop(DropReason::ConnTableFull),
+        };
+        let dest = picked.dest;
+        let fwd = dest.fwd();
+        let nat = matches!(fwd, FwdMethod::Masq | FwdMethod::FullNat);
+        let (state, active) = if info.proto == PROTO_TCP {
+            let dir = if nat {
+                Direction::Input
+            } else {
+                Direction::InputOnly
+            };
+            let s = tcp_transition(self.secure, dir, TcpState::None, info.tcp_flags);
+            (s, s.is_active())
+        } else {
+            (TcpState::None, false)
+        };
+        let timeout = if info.proto == PROTO_TCP {
+            snap.timeouts.tcp_state(state)
+        } else {
+            snap.timeouts.udp
+        };
+        let mut fl = if active { 0 } else { flags::INACTIVE };
+        if nat {
+            fl |= flags::HAS_OUT;
+        } else {
+            fl |= flags::NOOUTPUT;
+        }
+        let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
+            fl |= flags::FULLNAT;
+            match self.alloc_lport(svc.id, &dest, info.proto) {
+                Some(x) => x,
+                None => return Verdict::Drop(DropReason::NoLocalPort),
+            }
+        } else {
+            (0, Addr::UNSPECIFIED, 0)
+        };
+        let route = Route {
+            fwd,
+            caddr: info.saddr,
+            cport: info.sport,
+            vaddr: info.daddr,
+            vport: info.dport,
+            daddr: Addr::from(dest.addr),
+            dport: picked.dport,
+            laddr,
+            lport,
+            svc_id: svc.id,
+            dest_id: dest.id,
+        };
+        let one_packet = svc.spec.flags.one_packet() && info.proto == PROTO_UDP;
+        if !one_packet {
+            let c = NewConn {
+                proto: info.proto,
+                caddr: route.caddr,
+                cport: route.cport,
+                vaddr: route.vaddr,
+                vport: route.vport,
+                daddr: route.daddr,
+                dport: route.dport,
+                lip,
+                lport,
+                fwd: fwd.conn_flag() as u8,
+                svc_id: svc.id,
+                dest_id: dest.id,
+                control: picked.control,
+                state: state as u8,
+                flags: fl,
+                expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
+                timeout: 0,
+            };
+            if conns.insert(&c).is_err() {
+                return Verdict::Drop(DropReason::ConnTableFull);
+            }
+            dest.bind_conn(false);
+            if active {
+                dest.conn_activated();
+            }
+            if picked.control != 0 {
+                conns.add_n_control(picked.control - 1, 1);
+            }
+        }
+        self.stats.conn(svc.id, dest.id);
+        if let Frag::First { id } = info.frag {
+            self.frags.remember(info, id, true, &route, self.tick);
+        }
+        self.stats
+            .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
+        self.forward_in(frame, info, &route)
+    }
+
+    /// A FULLNAT local address and port for a new conn to `dest`: addresses in
+    /// turn, ports from this worker's share of 1024..65535 (port % workers == id),
+    /// skipping any (LIP, lport, RIP, rport) already in use.
+    fn alloc_lport(
+        &mut self,
+        svc_id: u32,
+        dest: &crate::service::Dest,
+        proto: u8,
+    ) -> Option<(u16, Addr, u16)> {
+        let lips = self.snap.lips(svc_id);
+        if lips.is_empty() {
+            return None;
+        }
+        let daddr = Addr::from(dest.addr);
+        let workers = self.engine.limits.workers.max(1);
+        let want_v4 = daddr.is_v4();
+        for _ in 0..lips.len() {
+            self.lip_cursor = self.lip_cursor.wrapping_add(1);
+            let lip = lips[self.lip_cursor as usize % lips.len()];
+            let laddr = self.engine.conns.lip(lip);
+            if laddr.is_v4() != want_v4 {
+                continue;
+            }
+            for _ in 0..64 {
+                self.lport_cursor = self.lport_cursor.wrapping_add(workers);
+                let lport = 1024 + (self.lport_cursor % (65536 - 1024)) as u16;
+                let key = ConnKey {
+                    proto,
+                    saddr: daddr,
+                    sport: dest.port,
+                    daddr: laddr,
+                    dport: lport,
+                };
+                if self.engine.conns.lookup(&key, self.tick).is_none() {
+                    return Some((lip, laddr, lport));
+                }
+            }
+        }
+        None
+    }
+
+    fn resolve(&self, dst: &Addr) -> Result<NextHop, DropReason> {
+        match self.fib.resolve(dst) {
+            Resolve::Ok(nh) => Ok(nh),
+            Resolve::Unresolved => Err(DropReason::NoNeighbour),
+            Resolve::NoRoute => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// Client → server direction, per forwarding method.
+    fn forward_in(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
+        let nh = match self.resolve(&r.daddr) {
+            Ok(nh) => nh,
+            Err(e) => return Verdict::Drop(e),
+        };
+        match r.fwd {
+            FwdMethod::Route => {}
+            FwdMethod::Masq => xmit::dnat(frame.data_mut(), info, &r.daddr, r.dport),
+            FwdMethod::FullNat => xmit::fullnat(
+                frame.data_mut(),
+                info,
+                (&r.laddr, r.lport),
+                (&r.daddr, r.dport),
+            ),
+            FwdMethod::Tunnel => {
+                self.ip_id = self.ip_id.wrapping_add(1);
+                if let Err(e) = xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id) {
+                    return match e {
+                        xmit::EncapError::TooBig { mtu } => self.too_big(frame, info, mtu),
+                        xmit::EncapError::NoHeadroom => Verdict::Drop(DropReason::NoHeadroom),
+                        xmit::EncapError::TooBigNoDf => Verdict::Drop(DropReason::TooBig),
+                    };
+                }
+            }
+        }
+        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+        Verdict::Tx(nh.port)
+    }
+
+    /// Server → client direction (NAT and FULLNAT replies).
+    fn forward_out(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
+        let nh = match self.resolve(&r.caddr) {
+            Ok(nh) => nh,
+            Err(e) => return Verdict::Drop(e),
+        };
+        match r.fwd {
+            FwdMethod::FullNat => xmit::fullnat(
+                frame.data_mut(),
+                info,
+                (&r.vaddr, r.vport),
+                (&r.caddr, r.cport),
+            ),
+            _ => {
+                // The kernel forwards NAT replies (ip_forward), so the TTL drops by one.
+                if !xmit::decrement_ttl(frame.data_mut(), info) {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                xmit::snat(frame.data_mut(), info, &r.vaddr, r.vport);
+            }
+        }
+        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+        Verdict::Tx(nh.port)
+    }
+
+    /// ICMP errors that quote a packet of a known connection follow it, rewritten.
+    fn icmp_error(&mut self, frame: &mut Frame, info: &PacketInfo) -> Verdict {
+        let Some(ic) = info.icmp else {
+            return Verdict::Drop(DropReason::IcmpNoConn);
+        };
+        // The quoted packet went the other way: its reversed tuple is our key.
+        let key = ConnKey {
+            proto: ic.proto,
+            saddr: ic.daddr,
+            sport: ic.dport,
+            daddr: ic.saddr,
+            dport: ic.sport,
+        };
+        let Some((v, dir)) = self.engine.conns.lookup(&key, self.tick) else {
+            return Verdict::Drop(DropReason::IcmpNoConn);
+        };
+        let r = self.route_of(&v);
+        match dir {
+            KeyDir::In => {
+                // About a packet toward the client; goes to the real server.
+                let nh = match self.resolve(&r.daddr) {
+                    Ok(nh) => nh,
+                    Err(e) => return Verdict::Drop(e),
+                };
+                self.stats
+                    .packet(r.svc_id, r.dest_id, true, frame.len() as u64);
+                match r.fwd {
+                    FwdMethod::Route => {}
+                    FwdMethod::Masq => xmit::icmp_to_server(frame.data_mut(), info, &r, false),
+                    FwdMethod::FullNat => xmit::icmp_to_server(frame.data_mut(), info, &r, true),
+                    FwdMethod::Tunnel => {
+                        self.ip_id = self.ip_id.wrapping_add(1);
+                        if xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
+                            .is_err()
+                        {
+                            return Verdict::Drop(DropReason::TooBig);
+                        }
+                    }
+                }
+                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+                Verdict::Tx(nh.port)
+            }
+            KeyDir::Out => {
+                // From the server side about a packet we sent it; goes to the client.
+                let nh = match self.resolve(&r.caddr) {
+                    Ok(nh) => nh,
+                    Err(e) => return Verdict::Drop(e),
+                };
+                self.stats
+                    .packet(r.svc_id, r.dest_id, false, frame.len() as u64);
+                let fullnat = r.fwd == FwdMethod::FullNat;
+                xmit::icmp_to_client(frame.data_mut(), info, &r, fullnat);
+                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+                Verdict::Tx(nh.port)
+            }
+        }
+    }
+
+    fn take_icmp_token(&mut self) -> bool {
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    /// No dest available: ICMP port unreachable back to the client (rate-limited), as `ip_vs_leave`.
+    fn unreachable(&mut self, frame: &mut Frame, info: &PacketInfo, rx_port: u16) -> Verdict {
+        if info.frag != Frag::None || !self.take_icmp_token() {
+            return Verdict::Drop(DropReason::NoDest);
+        }
+        if xmit::port_unreachable(frame, info, &info.daddr) {
+            // The client's packet is dropped (counted) and the error is transmitted.
+            self.stats.drop(DropReason::NoDest);
+            Verdict::Tx(rx_port)
+        } else {
+            Verdict::Drop(DropReason::NoDest)
+        }
+    }
+
+    /// Tunnel MTU exceeded with DF: fragmentation needed / packet too big to the client.
+    fn too_big(&mut self, frame: &mut Frame, info: &PacketInfo, mtu: u16) -> Verdict {
+        if !self.take_icmp_token() {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let Ok(nh) = self.resolve(&info.saddr) else {
+            return Verdict::Drop(DropReason::TooBig);
+        };
+        if xmit::too_big(frame, info, mtu, &nh.src_addr) {
+            self.stats.drop(DropReason::TooBig);
+            xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+            Verdict::Tx(nh.port)
+        } else {
+            Verdict::Drop(DropReason::TooBig)
+        }
+    }
+}
