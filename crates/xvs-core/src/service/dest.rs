@@ -98,6 +98,14 @@ impl Dest {
         self.l_threshold.store(spec.l_threshold, Relaxed);
     }
 
+    /// Re-adds a dest from the trash as the kernel's `__ip_vs_update_dest(.., add = 1)`
+    /// does: the edit of [`Dest::update`], `last_weight` set even to 0, available again.
+    pub fn revive(&self, spec: &DestSpec) {
+        self.update(spec);
+        self.last_weight.store(spec.weight, Relaxed);
+        self.set_available();
+    }
+
     #[inline]
     pub fn fwd(&self) -> FwdMethod {
         fwd_from_u8(self.fwd.load(Relaxed))

@@ -1,0 +1,67 @@
+//! dh, destination hashing (`ip_vs_dh.c`): a 256-bucket table filled by cycling the
+//! list one bucket per dest (weights ignored); the packet's destination address
+//! picks the bucket.
+
+use super::hash::hash_32;
+use super::{SchedInput, Scheduler};
+use crate::service::{Dest, SchedKind, ServiceError, SvcFlags};
+use std::sync::Arc;
+
+/// `IP_VS_DH_TAB_BITS`.
+pub const TAB_BITS: u32 = 8;
+/// Buckets in the table.
+pub const TAB_SIZE: usize = 1 << TAB_BITS;
+const EMPTY: u32 = u32::MAX;
+
+/// The bucket table (dest indices).
+#[derive(Debug, Clone)]
+pub struct DhScheduler {
+    buckets: Box<[u32; TAB_SIZE]>,
+}
+
+impl DhScheduler {
+    /// Builds the table for `dests` (`ip_vs_dh_reassign`).
+    pub fn new(dests: &[Arc<Dest>]) -> Self {
+        let mut buckets = Box::new([EMPTY; TAB_SIZE]);
+        if !dests.is_empty() {
+            for (i, b) in buckets.iter_mut().enumerate() {
+                *b = (i % dests.len()) as u32;
+            }
+        }
+        DhScheduler { buckets }
+    }
+
+    /// The table as dest indices, `None` for an empty bucket.
+    pub fn table(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        self.buckets
+            .iter()
+            .map(|&b| (b != EMPTY).then_some(b as usize))
+    }
+}
+
+impl Scheduler for DhScheduler {
+    fn kind(&self) -> SchedKind {
+        SchedKind::Dh
+    }
+
+    fn schedule(&self, dests: &[Arc<Dest>], input: &SchedInput) -> Option<usize> {
+        let bucket = hash_32(input.daddr.fold32(), TAB_BITS) as usize;
+        let i = self.buckets[bucket] as usize;
+        let d = dests.get(i)?;
+        (d.is_available() && d.weight() > 0 && !d.is_overloaded()).then_some(i)
+    }
+
+    /// The kernel reassigns on add and delete only (no upd_dest hook); the table does
+    /// not depend on weights, so rebuilding on an edit gives the same table.
+    fn rebuild(
+        &self,
+        dests: &[Arc<Dest>],
+        _: SvcFlags,
+    ) -> Result<Box<dyn Scheduler>, ServiceError> {
+        Ok(Box::new(DhScheduler::new(dests)))
+    }
+
+    fn with_flags(&self, _: SvcFlags) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+}
