@@ -188,6 +188,15 @@ fn mh_4093_weights_3_2_1() {
 }
 
 #[test]
+fn mh_4093_quiesced_deleted_and_readded() {
+    // The steps of sched_sequences.rs's mh_sequence: B quiesced, B deleted, B re-added
+    // (now at the list head). Same clients as mh_4093_w3-2-1.
+    check("mh_4093_w3-q2-1.txt");
+    check("mh_4093_w3-1.txt");
+    check("mh_4093_w2-3-1.txt");
+}
+
+#[test]
 fn mh_4093_mixed_weights_shift_quiesced_overloaded() {
     // last weights 1000,3,250,40(quiesced),0,64(overloaded),7,1000: gcd 1, rshift 4.
     check("mh_4093_mixed-weights.txt");

@@ -317,3 +317,43 @@ fn mh_refuses_more_dests_than_slots() {
         "not a kernel prime"
     );
 }
+
+/// rr and wrr advance their cursor by compare-and-swap: picks from many threads at
+/// once are still one exact round-robin sequence, so every dest gets exactly its share.
+#[test]
+fn concurrent_rr_and_wrr_picks_stay_exact() {
+    for (kind, weights) in [
+        (SchedKind::Rr, vec![1, 1, 1, 1]),
+        (SchedKind::Wrr, vec![4, 3, 2, 1]),
+    ] {
+        let list: Vec<DestGen> = weights.iter().map(|&w| (w, false, 0, 0)).collect();
+        let dests = make(&list, 0);
+        let s: Arc<dyn Scheduler> =
+            Arc::from(new_scheduler(kind, SvcFlags::default(), &dests).unwrap());
+        let cycle: usize = weights.iter().sum::<i32>() as usize;
+        let (threads, rounds) = (4, 2500);
+        let counts: Vec<Vec<usize>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (s, dests) = (s.clone(), &dests);
+                    sc.spawn(move || {
+                        let mut c = vec![0usize; dests.len()];
+                        for _ in 0..rounds * cycle {
+                            c[s.schedule(dests, &input(1, 2, 3, 0)).unwrap()] += 1;
+                        }
+                        c
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total: Vec<usize> = (0..dests.len())
+            .map(|i| counts.iter().map(|c| c[i]).sum())
+            .collect();
+        let want: Vec<usize> = weights
+            .iter()
+            .map(|&w| w as usize * threads * rounds)
+            .collect();
+        assert_eq!(total, want, "{kind}");
+    }
+}
