@@ -14,9 +14,15 @@ pub const TAB_SIZE: usize = 1 << TAB_BITS;
 const EMPTY: u32 = u32::MAX;
 
 /// The bucket table (dest indices).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DhScheduler {
     buckets: Box<[u32; TAB_SIZE]>,
+}
+
+impl std::fmt::Debug for DhScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhScheduler").finish_non_exhaustive()
+    }
 }
 
 impl DhScheduler {

@@ -43,13 +43,20 @@ pub(crate) fn bucket_of(addr: &Addr) -> usize {
 
 /// A per-address table with the kernel's periodic GC, generic over the entry value
 /// (lblc: one dest, lblcr: a dest set).
-#[derive(Debug)]
 pub(crate) struct Table<E> {
     pub buckets: Vec<Vec<(Addr, E, Time)>>,
     pub entries: usize,
     rover: usize,
     counter: u32,
     next_check: Option<Time>,
+}
+
+impl<E> std::fmt::Debug for Table<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<E> Table<E> {

@@ -17,7 +17,7 @@ pub const DEFAULT_TABLE_SIZE: u32 = 4093;
 const EMPTY: u32 = u32::MAX;
 
 /// The lookup table (dest indices) and the service flags it reads at schedule time.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MhScheduler {
     flags: SvcFlags,
     af: Option<Af>,
@@ -47,6 +47,15 @@ fn gcd(mut a: i32, mut b: i32) -> i32 {
 /// `fls`: 1-based index of the highest set bit, 0 for 0.
 fn fls(x: u32) -> u32 {
     32 - x.leading_zeros()
+}
+
+impl std::fmt::Debug for MhScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MhScheduler")
+            .field("flags", &self.flags)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MhScheduler {

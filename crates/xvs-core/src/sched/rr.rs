@@ -9,10 +9,18 @@ use std::sync::Arc;
 /// The cursor is the kernel's `svc->sched_data` list position: 0 is the list head
 /// (nothing picked yet), `i + 1` is `dests[i]`. One atomic word, advanced by
 /// compare-and-swap, so concurrent picks are exactly those of the kernel's spinlock.
-#[derive(Debug)]
 pub struct RrScheduler {
     dests: Vec<Arc<Dest>>,
     cursor: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for RrScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RrScheduler")
+            .field("dests", &self.dests.len())
+            .field("cursor", &self.cursor())
+            .finish()
+    }
 }
 
 impl RrScheduler {

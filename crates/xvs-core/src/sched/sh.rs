@@ -14,7 +14,7 @@ pub const TAB_SIZE: usize = 1 << TAB_BITS;
 const EMPTY: u32 = u32::MAX;
 
 /// The bucket table (dest indices) and the service flags it reads at schedule time.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ShScheduler {
     flags: SvcFlags,
     buckets: Box<[u32; TAB_SIZE]>,
@@ -31,6 +31,14 @@ fn hashkey(fold: u32, port: u16, offset: u32) -> usize {
 #[inline]
 fn unavailable(d: &Dest) -> bool {
     d.weight() <= 0 || d.is_overloaded()
+}
+
+impl std::fmt::Debug for ShScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShScheduler")
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ShScheduler {
