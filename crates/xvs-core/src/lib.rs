@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod conn;
+pub mod engine;
 pub mod fib;
 pub mod frame;
 pub mod rewrite;

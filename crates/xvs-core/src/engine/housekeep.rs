@@ -72,6 +72,10 @@ impl Engine {
             }
         };
         st.cursor = self.conns.scan(st.cursor, budget, &mut expire);
+        for svc in snap.services() {
+            // lblc/lblcr table GC (rate-limited inside the scheduler).
+            svc.sched.gc(now);
+        }
         self.update_defense();
         drop(st);
         self.estimate(now);
@@ -132,20 +136,15 @@ impl Engine {
         st.last_estimate = Some(now);
         let snap = self.snapshot();
         let mut all = Totals::default();
-        let mut svc_ids = Vec::new();
-        for id in 0..self.limits.max_services as u32 {
-            if let Some(s) = snap.service(id) {
-                svc_ids.push(id);
-                for d in &s.dests {
-                    let t = self.dest_totals(d.id);
-                    st.dest_est
-                        .entry(d.id)
-                        .or_insert_with(|| Estimator::new(t))
-                        .update(t);
-                }
+        for s in snap.services() {
+            for d in &s.dests {
+                let t = self.dest_totals(d.id);
+                st.dest_est
+                    .entry(d.id)
+                    .or_insert_with(|| Estimator::new(t))
+                    .update(t);
             }
-        }
-        for id in svc_ids {
+            let id = s.id;
             let t = self.service_totals(id);
             all.conns += t.conns;
             all.inpkts += t.inpkts;
@@ -157,19 +156,27 @@ impl Engine {
                 .or_insert_with(|| Estimator::new(t))
                 .update(t);
         }
-        st.total_est.get_or_insert_with(|| Estimator::new(all)).update(all);
+        st.total_est
+            .get_or_insert_with(|| Estimator::new(all))
+            .update(all);
     }
 
     /// Estimated rates of service `id`.
     pub fn service_rates(&self, id: u32) -> Rates {
         let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
-        st.svc_est.get(&id).map(Estimator::rates).unwrap_or_default()
+        st.svc_est
+            .get(&id)
+            .map(Estimator::rates)
+            .unwrap_or_default()
     }
 
     /// Estimated rates of dest `id`.
     pub fn dest_rates(&self, id: u32) -> Rates {
         let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
-        st.dest_est.get(&id).map(Estimator::rates).unwrap_or_default()
+        st.dest_est
+            .get(&id)
+            .map(Estimator::rates)
+            .unwrap_or_default()
     }
 
     /// Forgets the rate history of removed services and dests.

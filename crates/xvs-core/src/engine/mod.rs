@@ -12,6 +12,7 @@ pub mod persist;
 pub mod snapshot;
 pub mod stats;
 pub mod worker;
+mod xmit;
 
 pub use crate::fib::{Fib, NextHop, Resolve, StaticFib};
 pub use snapshot::{Knobs, MarkRule, RuleSet, Snapshot};

@@ -60,7 +60,13 @@ pub fn masked(addr: &Addr, netmask: u32) -> Addr {
 
 /// The template key of a packet of a persistent service, and the template's dport rule:
 /// `true` when the template stores the dest port (non-FTP, packet to the service port).
-pub fn template_key(svc: &Service, proto: u8, saddr: &Addr, daddr: &Addr, dport: u16) -> (ConnKey, bool) {
+pub fn template_key(
+    svc: &Service,
+    proto: u8,
+    saddr: &Addr,
+    daddr: &Addr,
+    dport: u16,
+) -> (ConnKey, bool) {
     let snet = masked(saddr, svc.spec.netmask);
     let svc_port = svc.spec.key.port();
     match svc.spec.key {
@@ -93,9 +99,7 @@ pub fn template_key(svc: &Service, proto: u8, saddr: &Addr, daddr: &Addr, dport:
 /// Whether a template's dest may still be used (`ip_vs_check_template`).
 fn template_valid(snap: &Snapshot, dest: Option<&Arc<Dest>>) -> bool {
     match dest {
-        Some(d) => {
-            d.is_available() && !(snap.knobs.expire_quiescent_template && d.weight() == 0)
-        }
+        Some(d) => d.is_available() && !(snap.knobs.expire_quiescent_template && d.weight() == 0),
         None => false,
     }
 }

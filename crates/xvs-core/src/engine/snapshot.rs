@@ -3,7 +3,7 @@
 
 use crate::addr::Addr;
 use crate::conn::{ConnTable, Timeouts};
-use crate::service::table::Service;
+use crate::service::table::{Service, ServiceTable};
 use crate::service::{Af, Dest, ServiceKey};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -112,6 +112,17 @@ impl std::hash::BuildHasher for Seeded {
     }
 }
 
+impl RuleSet {
+    /// The services and dests of a service table (other fields at their defaults).
+    pub fn from_table(table: &ServiceTable) -> RuleSet {
+        RuleSet {
+            services: table.services().to_vec(),
+            dests: table.all_dests().map(|(id, d)| (id, d.clone())).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 type Map<K, V> = HashMap<K, V, Seeded>;
 
 /// The rules as workers use them.
@@ -207,6 +218,11 @@ impl Snapshot {
             .iter()
             .filter(|m| m.matches(proto, daddr, dport))
             .find_map(|m| self.by_fwmark.get(&(m.mark, af)))
+    }
+
+    /// Every service.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.by_id.iter().flatten()
     }
 
     /// Service by id.

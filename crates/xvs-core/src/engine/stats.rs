@@ -162,16 +162,19 @@ impl WorkerStats {
     }
 
     #[inline]
-    pub fn drop(&self, r: DropReason) {
+    pub fn count_drop(&self, r: DropReason) {
         bump(&self.drops[r as usize], 1);
     }
 
     /// Counts a packet of a connection: `inbound` is client → server.
     #[inline]
     pub fn packet(&self, svc_id: u32, dest_id: u32, inbound: bool, bytes: u64) {
-        for c in [self.svc.get(svc_id as usize), self.dest.get(dest_id as usize)]
-            .into_iter()
-            .flatten()
+        for c in [
+            self.svc.get(svc_id as usize),
+            self.dest.get(dest_id as usize),
+        ]
+        .into_iter()
+        .flatten()
         {
             if inbound {
                 bump(&c.inpkts, 1);
@@ -265,7 +268,7 @@ mod tests {
     fn estimator_converges_to_a_steady_rate() {
         let mut e = Estimator::new(Totals::default());
         let mut t = Totals::default();
-        for _ in 0..40 {
+        for _ in 0..100 {
             t.conns += 200; // 100 conns/s
             t.inpkts += 2000; // 1000 pps
             t.inbytes += 2_000_000; // 1 MB/s
@@ -294,7 +297,7 @@ mod tests {
         w.packet(1, 2, true, 100);
         w.packet(1, 2, false, 60);
         w.conn(1, 2);
-        w.drop(DropReason::NotSyn);
+        w.count_drop(DropReason::NotSyn);
         let mut t = Totals::default();
         t.add(&w.svc[1]);
         assert_eq!(

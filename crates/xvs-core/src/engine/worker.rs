@@ -5,7 +5,6 @@
 //! transition and timer refresh → rewrite for the forwarding method → next hop.
 //! No allocation, no lock, no syscall; counters are the worker's own.
 
-use crate::fib::{Fib, NextHop, Resolve};
 use super::persist::{self, NoPick};
 use super::snapshot::Snapshot;
 use super::stats::{bump, DropReason, WorkerStats};
@@ -15,6 +14,7 @@ use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::table::{flags, secs_to_ticks, tick_of, ConnView, KeyDir, NewConn, Tick};
 use crate::conn::{ConnKey, TcpState};
+use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::Frame;
 use crate::service::FwdMethod;
 use crate::time::Time;
@@ -258,7 +258,7 @@ impl Worker {
         match v {
             Verdict::Tx(_) => bump(&self.stats.tx_packets, 1),
             Verdict::Pass => bump(&self.stats.passed, 1),
-            Verdict::Drop(r) => self.stats.drop(r),
+            Verdict::Drop(r) => self.stats.count_drop(r),
         }
         v
     }
@@ -402,7 +402,8 @@ impl Worker {
             && self.snap.knobs.conn_reuse_mode & 1 != 0
         {
             let st = TcpState::from_index(v.state());
-            let quiesced = self.snap.knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
+            let quiesced =
+                self.snap.knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
             let reusable = v.control == 0
                 && (st == TcpState::TimeWait
                     || st == TcpState::Close
@@ -467,7 +468,8 @@ impl Worker {
                 return Verdict::Drop(DropReason::Defense);
             }
         }
-        let conns = &self.engine.conns;
+        let engine = self.engine.clone();
+        let conns = &engine.conns;
         let picked = match persist::pick(
             conns,
             &snap,
@@ -639,7 +641,8 @@ impl Worker {
             ),
             FwdMethod::Tunnel => {
                 self.ip_id = self.ip_id.wrapping_add(1);
-                if let Err(e) = xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id) {
+                if let Err(e) = xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
+                {
                     return match e {
                         xmit::EncapError::TooBig { mtu } => self.too_big(frame, info, mtu),
                         xmit::EncapError::NoHeadroom => Verdict::Drop(DropReason::NoHeadroom),
@@ -750,7 +753,7 @@ impl Worker {
         }
         if xmit::port_unreachable(frame, info, &info.daddr) {
             // The client's packet is dropped (counted) and the error is transmitted.
-            self.stats.drop(DropReason::NoDest);
+            self.stats.count_drop(DropReason::NoDest);
             Verdict::Tx(rx_port)
         } else {
             Verdict::Drop(DropReason::NoDest)
@@ -766,7 +769,7 @@ impl Worker {
             return Verdict::Drop(DropReason::TooBig);
         };
         if xmit::too_big(frame, info, mtu, &nh.src_addr) {
-            self.stats.drop(DropReason::TooBig);
+            self.stats.count_drop(DropReason::TooBig);
             xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
             Verdict::Tx(nh.port)
         } else {
