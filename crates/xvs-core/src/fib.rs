@@ -31,9 +31,15 @@ pub enum Resolve {
     NoRoute,
 }
 
-/// Route + neighbour lookup. Called per transmitted frame: keep it fast.
+/// Route + neighbour lookup. Workers cache answers per destination and ask
+/// again when [`Fib::generation`] changes.
 pub trait Fib: Send + Sync {
     fn resolve(&self, dst: &Addr) -> Resolve;
+
+    /// Changes whenever any answer may have changed (routes, neighbours, links).
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// A fixed table of hosts and an optional default next hop.

@@ -18,7 +18,7 @@ use nix::sys::socket::{
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -287,6 +287,7 @@ pub struct KernelFib {
     ports: Vec<String>,
     probes: crossbeam::queue::ArrayQueue<(IpAddr, u32)>,
     stop: AtomicBool,
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for KernelFib {
@@ -312,6 +313,7 @@ impl KernelFib {
             ports,
             probes: crossbeam::queue::ArrayQueue::new(1024),
             stop: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
         });
         let listener = nl_socket(msg::GROUPS)?;
         let f = fib.clone();
@@ -335,6 +337,7 @@ impl KernelFib {
     /// Re-reads everything now.
     pub fn refresh(&self) -> Result<(), FibError> {
         self.tables.store(Arc::new(read_tables(&self.ports)?));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -401,6 +404,10 @@ impl KernelFib {
 }
 
 impl Fib for KernelFib {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     #[inline]
     fn resolve(&self, dst: &Addr) -> Resolve {
         let t = self.tables.load();

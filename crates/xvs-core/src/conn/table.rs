@@ -24,7 +24,6 @@
 
 use crate::addr::Addr;
 use crate::time::Time;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -79,7 +78,7 @@ pub mod flags {
 }
 
 /// A lookup key: the 5-tuple as the packet carries it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     /// IP protocol; templates have [`TEMPLATE_PROTO`] set.
     pub proto: u8,
@@ -89,24 +88,36 @@ pub struct ConnKey {
     pub dport: u16,
 }
 
-impl Hash for ConnKey {
+/// Multiply and fold: the mixing step of wyhash-style hashes.
+#[inline]
+fn mum(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r >> 64) as u64 ^ r as u64
+}
+
+impl ConnKey {
+    /// The key as five words: both addresses, then protocol and ports.
     #[inline]
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        let s = &self.saddr.0;
-        let d = &self.daddr.0;
-        h.write_u64(u64::from_ne_bytes([
-            s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
-        ]));
-        h.write_u64(u64::from_ne_bytes([
-            s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15],
-        ]));
-        h.write_u64(u64::from_ne_bytes([
-            d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
-        ]));
-        h.write_u64(u64::from_ne_bytes([
-            d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15],
-        ]));
-        h.write_u64(self.proto as u64 | (self.sport as u64) << 16 | (self.dport as u64) << 32);
+    fn words(&self) -> [u64; 5] {
+        let w = |a: &[u8; 16], i: usize| {
+            u64::from_ne_bytes([
+                a[i],
+                a[i + 1],
+                a[i + 2],
+                a[i + 3],
+                a[i + 4],
+                a[i + 5],
+                a[i + 6],
+                a[i + 7],
+            ])
+        };
+        [
+            w(&self.saddr.0, 0),
+            w(&self.saddr.0, 8),
+            w(&self.daddr.0, 0),
+            w(&self.daddr.0, 8),
+            self.proto as u64 | (self.sport as u64) << 16 | (self.dport as u64) << 32,
+        ]
     }
 }
 
@@ -265,11 +276,25 @@ pub enum InsertError {
     IndexFull,
 }
 
+/// Seven odd 64-bit hash keys from the caller's four (splitmix64 of each).
+fn expand_seed(s: [u64; 4]) -> [u64; 7] {
+    let mut x = s[0] ^ s[1].rotate_left(17) ^ s[2].rotate_left(31) ^ s[3].rotate_left(47);
+    let mut out = [0u64; 7];
+    for (i, o) in out.iter_mut().enumerate() {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15 ^ s[i % 4]);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        *o = (z ^ (z >> 31)) | 1;
+    }
+    out
+}
+
 /// The connection table. See the module documentation for the design.
 pub struct ConnTable {
     entries: Box<[Entry]>,
     index: Box<[Bucket]>,
-    hasher: ahash::RandomState,
+    seed: [u64; 7],
     /// Free stack head: ABA tag << 32 | (idx + 1).
     free_head: AtomicU64,
     /// Entries never used yet are handed out in order from here.
@@ -298,7 +323,7 @@ impl ConnTable {
         ConnTable {
             entries: (0..conn_max).map(|_| Entry::default()).collect(),
             index: (0..nbuckets).map(|_| Bucket::default()).collect(),
-            hasher: ahash::RandomState::with_seeds(seed[0], seed[1], seed[2], seed[3]),
+            seed: expand_seed(seed),
             free_head: AtomicU64::new(0),
             fresh: AtomicU32::new(0),
             live: AtomicU32::new(0),
@@ -351,10 +376,16 @@ impl ConnTable {
             .unwrap_or(Addr::UNSPECIFIED)
     }
 
-    /// The hash of a key (for [`ConnTable::prefetch`] and [`ConnTable::lookup_hashed`]).
+    /// The hash of a key (for [`ConnTable::prefetch`] and [`ConnTable::lookup_hashed`]):
+    /// three independent multiply-folds of the key words with the table's secret
+    /// seeds, so a sender cannot aim keys at one bucket.
     #[inline]
     pub fn hash(&self, key: &ConnKey) -> u64 {
-        self.hasher.hash_one(key)
+        let w = key.words();
+        let k = &self.seed;
+        let h =
+            mum(w[0] ^ k[0], w[1] ^ k[1]) ^ mum(w[2] ^ k[2], w[3] ^ k[3]) ^ mum(w[4] ^ k[4], k[5]);
+        mum(h, k[6])
     }
 
     #[inline]
@@ -392,11 +423,19 @@ impl ConnTable {
         let (b1, b2) = self.buckets_of(h);
         let tag = Self::tag_of(h, KeyDir::In) >> 1;
         for b in [b1, b2] {
-            for slot in &self.index[b].0 {
-                let v = slot.load(Acquire);
-                if v == 0 || (v >> 33) as u32 != tag {
-                    continue;
-                }
+            // Which slots carry our tag, without a branch per slot.
+            let slots = &self.index[b].0;
+            let mut vals = [0u64; BUCKET_SLOTS];
+            let mut mask = 0u32;
+            for (i, s) in slots.iter().enumerate() {
+                let v = s.load(Acquire);
+                vals[i] = v;
+                mask |= ((((v >> 33) as u32 == tag) & (v != 0)) as u32) << i;
+            }
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let v = vals[i];
                 let dir = if (v >> 32) & 1 == 1 {
                     KeyDir::Out
                 } else {
@@ -405,6 +444,9 @@ impl ConnTable {
                 let idx = (v as u32).wrapping_sub(1);
                 if let Some(view) = self.read_if(idx, key, dir) {
                     if view.flags() & flags::TEMPLATE == 0 && tick_after(now, self.expires(idx)) {
+                        continue;
+                    }
+                    if view.flags() & flags::DEAD_TEMPLATE != 0 {
                         continue;
                     }
                     return Some((view, dir));

@@ -171,6 +171,27 @@ impl FragCache {
     }
 }
 
+/// A per-worker, direct-mapped cache of next hops, valid for one generation of
+/// the [`Fib`]: the route and neighbour lookups happen once per destination.
+struct NhCache {
+    slots: Box<[(Addr, u64, Option<NextHop>)]>,
+}
+
+const NH_SLOTS: usize = 1024;
+
+impl NhCache {
+    fn new() -> Self {
+        NhCache {
+            slots: vec![(Addr::UNSPECIFIED, u64::MAX, None); NH_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn slot(a: &Addr) -> usize {
+        (a.fold32().wrapping_mul(0x9E37_79B1) >> 22) as usize % NH_SLOTS
+    }
+}
+
 /// A data-path worker. Create with [`Engine::worker`].
 pub struct Worker {
     engine: Arc<Engine>,
@@ -186,6 +207,8 @@ pub struct Worker {
     lip_cursor: u32,
     lport_cursor: u32,
     frags: FragCache,
+    nh: NhCache,
+    fib_gen: u64,
     icmp_tokens: u32,
     icmp_refill_tick: Tick,
     ip_id: u16,
@@ -223,6 +246,8 @@ impl Worker {
             lip_cursor: 0,
             lport_cursor: id % workers,
             frags: FragCache::new(),
+            nh: NhCache::new(),
+            fib_gen: 0,
             icmp_tokens: ICMP_BURST,
             icmp_refill_tick: 0,
             ip_id: (id as u16).wrapping_mul(7919),
@@ -242,6 +267,7 @@ impl Worker {
         if self.engine.generation() != self.snap.generation {
             self.snap = self.engine.snapshot();
         }
+        self.fib_gen = self.fib.generation();
         self.secure = self.engine.secure_tcp_on();
         self.drop_rate = self.engine.drop_packet_rate();
         if crate::conn::table::tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
@@ -616,9 +642,20 @@ impl Worker {
         None
     }
 
-    fn resolve(&self, dst: &Addr) -> Result<NextHop, DropReason> {
+    #[inline]
+    fn resolve(&mut self, dst: &Addr) -> Result<NextHop, DropReason> {
+        let i = NhCache::slot(dst);
+        let (a, gen, nh) = &self.nh.slots[i];
+        if *gen == self.fib_gen && a == dst {
+            if let Some(nh) = nh {
+                return Ok(*nh);
+            }
+        }
         match self.fib.resolve(dst) {
-            Resolve::Ok(nh) => Ok(nh),
+            Resolve::Ok(nh) => {
+                self.nh.slots[i] = (*dst, self.fib_gen, Some(nh));
+                Ok(nh)
+            }
             Resolve::Unresolved => Err(DropReason::NoNeighbour),
             Resolve::NoRoute => Err(DropReason::NoRoute),
         }

@@ -281,7 +281,65 @@ fn parse_quoted(b: &[u8], l4: usize, proto: u8) -> Option<IcmpInfo> {
 }
 
 /// Parses a frame. See the module documentation.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<PacketInfo, ParseError> {
+    if let Some(p) = parse_v4_fast(frame) {
+        return Ok(p);
+    }
+    parse_slow(frame)
+}
+
+/// The common case in one straight line: untagged IPv4 without options, not a
+/// fragment, TCP or UDP. Anything else (or anything odd) goes the general way.
+#[inline]
+fn parse_v4_fast(f: &[u8]) -> Option<PacketInfo> {
+    let h: &[u8; 38] = f.get(..38)?.try_into().ok()?;
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 {
+        return None;
+    }
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    let fo = u16::from_be_bytes([h[20], h[21]]);
+    let proto = h[23];
+    if fo & 0x3fff != 0 || (total as usize) + 14 > f.len() {
+        return None;
+    }
+    let need = match proto {
+        PROTO_TCP => 40,
+        PROTO_UDP => 28,
+        _ => return None,
+    };
+    if total < need {
+        return None;
+    }
+    let tcp_flags = if proto == PROTO_TCP {
+        let doff = (f[46] >> 4) as u16 * 4;
+        if doff < 20 || 20 + doff > total {
+            return None;
+        }
+        f[47]
+    } else {
+        0
+    };
+    Some(PacketInfo {
+        vlan: None,
+        l3_off: 14,
+        l4_off: 34,
+        af: Af::V4,
+        proto,
+        saddr: Addr::v4([h[26], h[27], h[28], h[29]]),
+        daddr: Addr::v4([h[30], h[31], h[32], h[33]]),
+        sport: u16::from_be_bytes([h[34], h[35]]),
+        dport: u16::from_be_bytes([h[36], h[37]]),
+        tcp_flags,
+        ttl: h[22],
+        df: fo & 0x4000 != 0,
+        l3_len: total,
+        frag: Frag::None,
+        icmp: None,
+    })
+}
+
+fn parse_slow(frame: &[u8]) -> Result<PacketInfo, ParseError> {
     let mut et = be16(frame, 12).ok_or(ParseError::Truncated)?;
     let mut l3 = 14;
     let mut vlan = None;
@@ -376,6 +434,20 @@ mod tests {
         assert_eq!(p.saddr.to_string(), "10.0.0.1");
         assert!(p.df);
         assert_eq!(p.frag, Frag::None);
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree() {
+        let mut f = SYN.to_vec();
+        for flags in [0x02u8, 0x10, 0x11] {
+            f[47] = flags;
+            assert_eq!(parse_v4_fast(&f), Some(parse_slow(&f).unwrap()));
+        }
+        let mut u = SYN[..34].to_vec();
+        u[23] = 17;
+        u[16..18].copy_from_slice(&28u16.to_be_bytes());
+        u.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        assert_eq!(parse_v4_fast(&u), Some(parse_slow(&u).unwrap()));
     }
 
     #[test]

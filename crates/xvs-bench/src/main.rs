@@ -1,0 +1,28 @@
+//! `xvs-bench`: benchmarks of xvs.
+//!
+//! `xvs-bench engine` runs the packet engine alone, on one core, over in-memory
+//! frames: the established-flow fast path, new connections, and the cost per
+//! packet as the connection table grows.
+
+mod engine;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xvs-bench", about = "Benchmarks of xvs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The engine alone on in-memory 64-byte frames, one core.
+    Engine(engine::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Engine(a) => engine::run(a),
+    }
+}
