@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables
 
-.PHONY: all deps build test fmt-check clippy unit demo bench clean
+.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz
 
 all: build
 
@@ -36,3 +36,10 @@ test: deps fmt-check clippy unit
 
 clean:
 	$(CARGO) clean
+
+# Coverage-guided fuzzing of the whole per-packet path (cargo-fuzz; stable
+# toolchain with RUSTC_BOOTSTRAP for the sanitizer flags). FUZZ_SECS=60 by default.
+FUZZ_SECS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd crates/xvs-core && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run engine -- -max_total_time=$(FUZZ_SECS) -max_len=2048
