@@ -153,9 +153,11 @@ fn populate(s: &mut Setup, n: u32) -> Result<f64> {
             patch(b, &tpl, i + k as u32);
         }
         s.worker.begin_batch(Time::from_secs(1));
-        for b in bufs[..m].iter_mut() {
+        s.worker
+            .prepare(bufs[..m].iter().map(|b| &b[HEADROOM..HEADROOM + tpl.len()]));
+        for (k, b) in bufs[..m].iter_mut().enumerate() {
             let mut f = Frame::new(b, HEADROOM, tpl.len());
-            let v = s.worker.process(&mut f, 0);
+            let v = s.worker.process_prepared(k, &mut f, 0);
             if v != Verdict::Tx(1) {
                 bail!("SYN {i} was not forwarded: {v:?}");
             }
@@ -191,9 +193,11 @@ fn established(s: &mut Setup, n: u32, packets: u64) -> Result<f64> {
             patch(b, &tpl, next());
         }
         s.worker.begin_batch(Time::from_secs(2));
-        for b in bufs.iter_mut() {
+        s.worker
+            .prepare(bufs.iter().map(|b| &b[HEADROOM..HEADROOM + tpl.len()]));
+        for (i, b) in bufs.iter_mut().enumerate() {
             let mut f = Frame::new(b, HEADROOM, tpl.len());
-            if let Verdict::Tx(_) = s.worker.process(&mut f, 0) {
+            if let Verdict::Tx(_) = s.worker.process_prepared(i, &mut f, 0) {
                 tx += 1;
             }
         }

@@ -6,6 +6,10 @@
 
 mod engine;
 
+/// Huge pages for the connection table, as in xvsd.
+#[global_allocator]
+static ALLOC: xvs_mem::HugeAlloc = xvs_mem::HugeAlloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

@@ -3,9 +3,11 @@
 //! Layout, chosen for ≤ 128 bytes per connection (10M conns < 1.5 GiB):
 //! - `entries`: `conn_max` fixed 96-byte entries. Every field is an atomic, so a
 //!   reader racing a writer sees stale or fresh values, never undefined ones.
-//! - `index`: buckets of 8 `u64` slots (one cache line), `(tag << 32) | (idx + 1)`.
-//!   Each key may live in either of two buckets (two-choice hashing), so the index
-//!   runs at 80 % load with a negligible chance of both buckets being full. Each
+//! - `index`: buckets of 8 `u64` slots (one cache line), `(tag << 32) | (idx + 1)`,
+//!   at 50 % load (32 bytes per connection). A key goes to its first bucket when
+//!   that has room (95 % of keys), else to its second, else a resident of either
+//!   is moved to its other bucket (cuckoo displacement), so a lookup usually
+//!   reads one cache line and an insert practically never fails. Each
 //!   connection has one key per direction it is looked up in (client→VIP, and for
 //!   NAT/FULLNAT the reply direction); the tag's low bit says which.
 //!
@@ -31,8 +33,9 @@ use std::sync::atomic::{
 
 /// Slots per index bucket (one cache line of u64).
 const BUCKET_SLOTS: usize = 8;
-/// Target load of the index: slots = keys / LOAD.
-const INDEX_LOAD: f64 = 0.8;
+/// Target load of the index: slots = keys / LOAD. At one half, a key's first
+/// bucket has room 95 % of the time, so a lookup usually reads one bucket.
+const INDEX_LOAD: f64 = 0.5;
 /// Protocol marker bit of persistence-template keys (never set for TCP/UDP/ICMP).
 pub const TEMPLATE_PROTO: u8 = 0x80;
 /// Maximum number of FULLNAT local addresses.
@@ -401,13 +404,32 @@ impl ConnTable {
         ((h >> 32) as u32 & !1) | (dir == KeyDir::Out) as u32
     }
 
-    /// Hints the CPU to load the index buckets of a hash (batching hides misses).
+    /// Asks the CPU to load the first index bucket of a hash, without waiting
+    /// (batching hides the miss).
     #[inline]
     pub fn prefetch(&self, h: u64) {
+        let (b1, _) = self.buckets_of(h);
+        xvs_mem::prefetch(&self.index[b1]);
+    }
+
+    /// Once [`ConnTable::prefetch`] has brought the first bucket in: prefetches
+    /// the entry (both of its cache lines) its slot points at, or the second
+    /// bucket when the first has no slot with the key's tag.
+    #[inline]
+    pub fn prefetch_entry(&self, h: u64) {
         let (b1, b2) = self.buckets_of(h);
-        // A plain load is the portable prefetch: the value is not used.
-        std::hint::black_box(self.index[b1].0[0].load(Relaxed));
-        std::hint::black_box(self.index[b2].0[0].load(Relaxed));
+        let tag = Self::tag_of(h, KeyDir::In) >> 1;
+        for s in &self.index[b1].0 {
+            let v = s.load(Relaxed);
+            if v != 0 && (v >> 33) as u32 == tag {
+                if let Some(e) = self.entries.get((v as u32).wrapping_sub(1) as usize) {
+                    xvs_mem::prefetch(&e.sw);
+                    xvs_mem::prefetch(&e.meta);
+                }
+                return;
+            }
+        }
+        xvs_mem::prefetch(&self.index[b2]);
     }
 
     /// Finds the live connection one of whose keys is `key`, ignoring connections
@@ -706,25 +728,15 @@ impl ConnTable {
         let h = self.hash(key);
         let (b1, b2) = self.buckets_of(h);
         let val = (Self::tag_of(h, dir) as u64) << 32 | (idx as u64 + 1);
-        let used = |b: usize| {
-            self.index[b]
-                .0
-                .iter()
-                .filter(|s| s.load(Relaxed) != 0)
-                .count()
-        };
-        let order = if used(b2) < used(b1) {
-            [b2, b1]
-        } else {
-            [b1, b2]
-        };
+        // First bucket first: lookups read it first, and most find the key there.
+        let order = [b1, b2];
         for b in order {
             if Self::put_in(&self.index[b], val) {
                 return true;
             }
         }
         // Both buckets full: move one resident to its other bucket (one level of
-        // cuckoo displacement), which keeps inserts succeeding at 80 % load.
+        // cuckoo displacement).
         for b in order {
             for slot in &self.index[b].0 {
                 let v = slot.load(Acquire);

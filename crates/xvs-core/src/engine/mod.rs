@@ -17,7 +17,7 @@ mod xmit;
 pub use crate::fib::{Fib, NextHop, Resolve, StaticFib};
 pub use snapshot::{Knobs, MarkRule, RuleSet, Snapshot};
 pub use stats::{DropReason, Rates, Totals, WorkerStats};
-pub use worker::{Verdict, Worker};
+pub use worker::{Verdict, Worker, MAX_BATCH};
 
 use crate::conn::ConnTable;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

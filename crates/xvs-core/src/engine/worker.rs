@@ -21,8 +21,7 @@ use crate::time::Time;
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
 use std::sync::Arc;
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+use crate::wire::parse::{PROTO_TCP, PROTO_UDP};
 
 /// What to do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +191,16 @@ impl NhCache {
     }
 }
 
+/// Frames per batch the worker can prepare ahead.
+pub const MAX_BATCH: usize = 64;
+
+/// What [`Worker::prepare`] learned about a frame of the batch.
+#[derive(Clone, Copy)]
+struct Prepared {
+    parsed: Result<PacketInfo, ParseError>,
+    hash: u64,
+}
+
 /// A data-path worker. Create with [`Engine::worker`].
 pub struct Worker {
     engine: Arc<Engine>,
@@ -208,6 +217,8 @@ pub struct Worker {
     lport_cursor: u32,
     frags: FragCache,
     nh: NhCache,
+    batch: Box<[Prepared]>,
+    batch_len: usize,
     fib_gen: u64,
     icmp_tokens: u32,
     icmp_refill_tick: Tick,
@@ -247,6 +258,15 @@ impl Worker {
             lport_cursor: id % workers,
             frags: FragCache::new(),
             nh: NhCache::new(),
+            batch: vec![
+                Prepared {
+                    parsed: Err(ParseError::NotIp),
+                    hash: 0,
+                };
+                MAX_BATCH
+            ]
+            .into_boxed_slice(),
+            batch_len: 0,
             fib_gen: 0,
             icmp_tokens: ICMP_BURST,
             icmp_refill_tick: 0,
@@ -276,21 +296,79 @@ impl Worker {
         }
     }
 
+    /// Looks at the frames of a batch before they are processed: parses them and
+    /// touches their connections' index buckets and entries, so that the memory
+    /// loads of the whole batch overlap instead of stalling one frame at a time.
+    /// Then call [`Worker::process_prepared`] for frame `i` of the batch.
+    pub fn prepare<'a>(&mut self, frames: impl IntoIterator<Item = &'a [u8]>) {
+        let conns = &self.engine.conns;
+        let mut n = 0;
+        for (slot, data) in self.batch.iter_mut().zip(frames) {
+            let parsed = parse(data);
+            let mut hash = 0;
+            if let Ok(i) = &parsed {
+                if i.icmp.is_none() && matches!(i.proto, PROTO_TCP | PROTO_UDP) {
+                    hash = conns.hash(&ConnKey {
+                        proto: i.proto,
+                        saddr: i.saddr,
+                        sport: i.sport,
+                        daddr: i.daddr,
+                        dport: i.dport,
+                    });
+                    conns.prefetch(hash);
+                }
+            }
+            *slot = Prepared { parsed, hash };
+            n += 1;
+        }
+        self.batch_len = n;
+        for p in &self.batch[..n] {
+            if p.hash != 0 {
+                conns.prefetch_entry(p.hash);
+            }
+        }
+    }
+
+    /// Processes frame `i` of the batch given to [`Worker::prepare`] (the same
+    /// bytes). Falls back to [`Worker::process`] if `i` was not prepared.
+    pub fn process_prepared(&mut self, i: usize, frame: &mut Frame, rx_port: u16) -> Verdict {
+        if i >= self.batch_len {
+            return self.process(frame, rx_port);
+        }
+        let p = self.batch[i];
+        bump(&self.stats.rx_packets, 1);
+        let v = self.process_parsed(frame, rx_port, p.parsed, p.hash);
+        self.count(v);
+        v
+    }
+
     /// Processes one frame received on `rx_port`: rewrites it in place (it may
     /// grow into its headroom) and says where it goes.
     pub fn process(&mut self, frame: &mut Frame, rx_port: u16) -> Verdict {
         bump(&self.stats.rx_packets, 1);
-        let v = self.process_inner(frame, rx_port);
+        let parsed = parse(frame.data());
+        let v = self.process_parsed(frame, rx_port, parsed, 0);
+        self.count(v);
+        v
+    }
+
+    #[inline]
+    fn count(&self, v: Verdict) {
         match v {
             Verdict::Tx(_) => bump(&self.stats.tx_packets, 1),
             Verdict::Pass => bump(&self.stats.passed, 1),
             Verdict::Drop(r) => self.stats.count_drop(r),
         }
-        v
     }
 
-    fn process_inner(&mut self, frame: &mut Frame, rx_port: u16) -> Verdict {
-        let info = match parse(frame.data()) {
+    fn process_parsed(
+        &mut self,
+        frame: &mut Frame,
+        rx_port: u16,
+        parsed: Result<PacketInfo, ParseError>,
+        hash: u64,
+    ) -> Verdict {
+        let info = match parsed {
             Ok(i) => i,
             Err(ParseError::NotIp) => return Verdict::Pass,
             Err(_) => return Verdict::Drop(DropReason::Malformed),
@@ -311,7 +389,9 @@ impl Worker {
             daddr: info.daddr,
             dport: info.dport,
         };
-        match self.engine.conns.lookup(&key, self.tick) {
+        let conns = &self.engine.conns;
+        let hash = if hash != 0 { hash } else { conns.hash(&key) };
+        match conns.lookup_hashed(&key, hash, self.tick) {
             Some((v, KeyDir::In)) => self.inbound(frame, &info, v, rx_port),
             Some((v, KeyDir::Out)) => self.outbound(frame, &info, v),
             None => self.new_conn(frame, &info, rx_port),
