@@ -81,6 +81,9 @@ fn map_huge(size: usize) -> *mut u8 {
         }
         // A hint: on failure the block still works with small pages.
         libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        // Fault it all in now (preallocated means preallocated: no page-fault
+        // stalls on the data path later). Best effort on older kernels.
+        libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
     }
     start as *mut u8
 }

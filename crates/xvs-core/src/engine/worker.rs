@@ -201,6 +201,59 @@ struct Prepared {
     hash: u64,
 }
 
+/// FULLNAT local address and port allocation of one worker.
+struct PortAlloc {
+    lip_cursor: u32,
+    lport_cursor: u32,
+}
+
+impl PortAlloc {
+    /// A local address and port for a new conn to `dest`: addresses in turn,
+    /// ports from this worker's share of 1024..65535 (ports are dealt out to
+    /// workers by residue, so two workers never pick the same one), skipping any
+    /// (LIP, lport, RIP, rport) already in use.
+    fn alloc(
+        &mut self,
+        conns: &crate::conn::ConnTable,
+        lips: &[u16],
+        workers: u32,
+        tick: Tick,
+        dest: &crate::service::Dest,
+        proto: u8,
+    ) -> Option<(u16, Addr, u16)> {
+        if lips.is_empty() {
+            return None;
+        }
+        let daddr = Addr::from(dest.addr);
+        let workers = workers.max(1);
+        // A range that is a multiple of the worker count keeps the residues apart.
+        let span = 64512 - 64512 % workers;
+        for _ in 0..lips.len() {
+            self.lip_cursor = self.lip_cursor.wrapping_add(1);
+            let lip = lips[self.lip_cursor as usize % lips.len()];
+            let laddr = conns.lip(lip);
+            if laddr.is_v4() != daddr.is_v4() {
+                continue;
+            }
+            for _ in 0..64 {
+                self.lport_cursor = (self.lport_cursor + workers) % span;
+                let lport = 1024 + self.lport_cursor as u16;
+                let key = ConnKey {
+                    proto,
+                    saddr: daddr,
+                    sport: dest.port,
+                    daddr: laddr,
+                    dport: lport,
+                };
+                if conns.lookup(&key, tick).is_none() {
+                    return Some((lip, laddr, lport));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A data-path worker. Create with [`Engine::worker`].
 pub struct Worker {
     engine: Arc<Engine>,
@@ -213,8 +266,7 @@ pub struct Worker {
     secure: bool,
     drop_rate: u32,
     drop_counter: u32,
-    lip_cursor: u32,
-    lport_cursor: u32,
+    ports: PortAlloc,
     frags: FragCache,
     nh: NhCache,
     batch: Box<[Prepared]>,
@@ -254,8 +306,10 @@ impl Worker {
             secure: false,
             drop_rate: 0,
             drop_counter: 0,
-            lip_cursor: 0,
-            lport_cursor: id % workers,
+            ports: PortAlloc {
+                lip_cursor: 0,
+                lport_cursor: id % workers,
+            },
             frags: FragCache::new(),
             nh: NhCache::new(),
             batch: vec![
@@ -557,7 +611,10 @@ impl Worker {
     }
 
     fn new_conn(&mut self, frame: &mut Frame, info: &PacketInfo, rx_port: u16) -> Verdict {
-        let snap = self.snap.clone();
+        // Field borrows only (no Arc clones): the snapshot, the table and the
+        // port cursors are disjoint parts of `self`.
+        let snap = &self.snap;
+        let conns = &self.engine.conns;
         let Some(svc) = snap.service_for(info.proto, &info.daddr, info.dport) else {
             return Verdict::Drop(DropReason::NoService);
         };
@@ -574,11 +631,9 @@ impl Worker {
                 return Verdict::Drop(DropReason::Defense);
             }
         }
-        let engine = self.engine.clone();
-        let conns = &engine.conns;
         let picked = match persist::pick(
             conns,
-            &snap,
+            snap,
             svc,
             info.proto,
             &info.saddr,
@@ -620,7 +675,15 @@ impl Worker {
         }
         let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
             fl |= flags::FULLNAT;
-            match self.alloc_lport(svc.id, &dest, info.proto) {
+            let workers = self.engine.limits.workers;
+            match self.ports.alloc(
+                conns,
+                snap.lips(svc.id),
+                workers,
+                self.tick,
+                &dest,
+                info.proto,
+            ) {
                 Some(x) => x,
                 None => return Verdict::Drop(DropReason::NoLocalPort),
             }
@@ -672,54 +735,13 @@ impl Worker {
                 conns.add_n_control(picked.control - 1, 1);
             }
         }
-        self.stats.conn(svc.id, dest.id);
+        self.stats.conn(route.svc_id, route.dest_id);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, true, &route, self.tick);
         }
         self.stats
             .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
         self.forward_in(frame, info, &route)
-    }
-
-    /// A FULLNAT local address and port for a new conn to `dest`: addresses in
-    /// turn, ports from this worker's share of 1024..65535 (port % workers == id),
-    /// skipping any (LIP, lport, RIP, rport) already in use.
-    fn alloc_lport(
-        &mut self,
-        svc_id: u32,
-        dest: &crate::service::Dest,
-        proto: u8,
-    ) -> Option<(u16, Addr, u16)> {
-        let lips = self.snap.lips(svc_id);
-        if lips.is_empty() {
-            return None;
-        }
-        let daddr = Addr::from(dest.addr);
-        let workers = self.engine.limits.workers.max(1);
-        let want_v4 = daddr.is_v4();
-        for _ in 0..lips.len() {
-            self.lip_cursor = self.lip_cursor.wrapping_add(1);
-            let lip = lips[self.lip_cursor as usize % lips.len()];
-            let laddr = self.engine.conns.lip(lip);
-            if laddr.is_v4() != want_v4 {
-                continue;
-            }
-            for _ in 0..64 {
-                self.lport_cursor = self.lport_cursor.wrapping_add(workers);
-                let lport = 1024 + (self.lport_cursor % (65536 - 1024)) as u16;
-                let key = ConnKey {
-                    proto,
-                    saddr: daddr,
-                    sport: dest.port,
-                    daddr: laddr,
-                    dport: lport,
-                };
-                if self.engine.conns.lookup(&key, self.tick).is_none() {
-                    return Some((lip, laddr, lport));
-                }
-            }
-        }
-        None
     }
 
     #[inline]
