@@ -461,7 +461,11 @@ impl Worker {
             vport: v.vport,
             daddr: v.daddr,
             dport: v.dport,
-            laddr: self.engine.conns.lip(v.lip),
+            laddr: if v.fwd == FwdMethod::FullNat.conn_flag() as u8 {
+                self.engine.conns.lip(v.lip)
+            } else {
+                Addr::UNSPECIFIED
+            },
             lport: v.lport,
             svc_id: v.svc_id,
             dest_id: v.dest_id,
@@ -824,12 +828,15 @@ impl Worker {
         let Some(ic) = info.icmp else {
             return Verdict::Drop(DropReason::IcmpNoConn);
         };
+        let Some((isrc, idst)) = ic.inner_addrs(frame.data(), info.af) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
         // The quoted packet went the other way: its reversed tuple is our key.
         let key = ConnKey {
             proto: ic.proto,
-            saddr: ic.daddr,
+            saddr: idst,
             sport: ic.dport,
-            daddr: ic.saddr,
+            daddr: isrc,
             dport: ic.sport,
         };
         let Some((v, dir)) = self.engine.conns.lookup(&key, self.tick) else {
