@@ -402,9 +402,11 @@ impl ConnTable {
         (b1 as usize, b2 as usize)
     }
 
+    /// The index tag of a hash: its top bits with the high bit forced on (so no
+    /// tag equals an empty slot's) and the direction in bit 0.
     #[inline]
     fn tag_of(h: u64, dir: KeyDir) -> u32 {
-        ((h >> 32) as u32 & !1) | (dir == KeyDir::Out) as u32
+        (((h >> 32) as u32 | 0x8000_0000) & !1) | (dir == KeyDir::Out) as u32
     }
 
     /// Asks the CPU to load the first index bucket of a hash, without waiting
@@ -448,19 +450,20 @@ impl ConnTable {
         let (b1, b2) = self.buckets_of(h);
         let tag = Self::tag_of(h, KeyDir::In) >> 1;
         for b in [b1, b2] {
-            // Which slots carry our tag, without a branch per slot.
+            // Which slots carry our tag, without a branch per slot (an empty slot
+            // never matches: tags have their high bit set).
             let slots = &self.index[b].0;
-            let mut vals = [0u64; BUCKET_SLOTS];
             let mut mask = 0u32;
             for (i, s) in slots.iter().enumerate() {
-                let v = s.load(Acquire);
-                vals[i] = v;
-                mask |= ((((v >> 33) as u32 == tag) & (v != 0)) as u32) << i;
+                mask |= (((s.load(Acquire) >> 33) as u32 == tag) as u32) << i;
             }
             while mask != 0 {
                 let i = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let v = vals[i];
+                let v = slots[i].load(Acquire);
+                if (v >> 33) as u32 != tag {
+                    continue;
+                }
                 let dir = if (v >> 32) & 1 == 1 {
                     KeyDir::Out
                 } else {

@@ -124,42 +124,49 @@ pub fn rewrite_end(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, po
     }
 }
 
-/// [`rewrite_end`] for IPv4: the same sums on two 16-bit words, without loops.
+/// [`rewrite_end`] for IPv4: the same sums on two 16-bit words, without loops,
+/// with the bounds checked once.
 #[inline]
 fn rewrite_end_v4(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, port: u16) {
     let l3 = info.l3_off as usize;
-    let aoff = addr_off(info, end);
     let l4 = info.l4_off as usize;
-    let poff = l4 + if end == End::Src { 0 } else { 2 };
-    let has_ports = !matches!(info.frag, Frag::Later { .. })
-        && matches!(info.proto, PROTO_TCP | PROTO_UDP)
-        && poff + 2 <= data.len();
-    let csum = l4_csum_off(data, info);
-    if aoff + 4 > data.len() {
+    let later = matches!(info.frag, Frag::Later { .. });
+    let (ck_at, l4_need) = match (info.proto, later) {
+        (PROTO_TCP, false) => (16, 20),
+        (PROTO_UDP, false) => (6, 8),
+        _ => (0, 0),
+    };
+    if l4 < l3 + 20 || data.len() < l4 + l4_need {
         return;
     }
-    let (o1, o2) = (get16(data, aoff), get16(data, aoff + 2));
-    let (n1, n2) = (
-        u16::from_be_bytes([addr.0[12], addr.0[13]]),
-        u16::from_be_bytes([addr.0[14], addr.0[15]]),
-    );
-    data[aoff..aoff + 4].copy_from_slice(&addr.0[12..16]);
+    let (ip, l4h) = data[l3..].split_at_mut(l4 - l3);
+    let a = if end == End::Src { 12 } else { 16 };
+    let old = [ip[a], ip[a + 1], ip[a + 2], ip[a + 3]];
+    let new = [addr.0[12], addr.0[13], addr.0[14], addr.0[15]];
+    ip[a..a + 4].copy_from_slice(&new);
+    let w = |b: [u8; 4]| {
+        u16::from_be_bytes([b[0], b[1]]) as u32 + u16::from_be_bytes([b[2], b[3]]) as u32
+    };
     // ~old + new for the two address words, shared by both checksums.
-    let delta = (!o1 as u32) + (!o2 as u32) + n1 as u32 + n2 as u32;
-    let ipck = !fold((!get16(data, l3 + 10) as u32) + delta);
-    put16(data, l3 + 10, ipck);
-    if has_ports {
-        let op = get16(data, poff);
-        put16(data, poff, port);
-        if let Some(c) = csum {
-            let acc = (!get16(data, c) as u32) + delta + (!op as u32) + port as u32;
-            let mut ck = !fold(acc);
-            if info.proto == PROTO_UDP && ck == 0 {
-                ck = 0xffff;
-            }
-            put16(data, c, ck);
-        }
+    let delta = (0xffff * 2 - w(old)) + w(new);
+    let ipck = !fold((!u16::from_be_bytes([ip[10], ip[11]]) as u32) + delta);
+    ip[10..12].copy_from_slice(&ipck.to_be_bytes());
+    if l4_need == 0 {
+        return;
     }
+    let p = if end == End::Src { 0 } else { 2 };
+    let op = u16::from_be_bytes([l4h[p], l4h[p + 1]]);
+    l4h[p..p + 2].copy_from_slice(&port.to_be_bytes());
+    let ck = u16::from_be_bytes([l4h[ck_at], l4h[ck_at + 1]]);
+    // An IPv4 UDP checksum of 0 means "none" and stays 0.
+    if info.proto == PROTO_UDP && ck == 0 {
+        return;
+    }
+    let mut nck = !fold((!ck as u32) + delta + (!op as u32) + port as u32);
+    if info.proto == PROTO_UDP && nck == 0 {
+        nck = 0xffff;
+    }
+    l4h[ck_at..ck_at + 2].copy_from_slice(&nck.to_be_bytes());
 }
 
 /// NAT inbound: destination VIP:vport → RIP:rport.
