@@ -8,6 +8,7 @@
 //! old snapshots stay valid for whoever still holds them).
 
 pub mod housekeep;
+pub mod metrics;
 pub mod persist;
 pub mod snapshot;
 pub mod stats;
