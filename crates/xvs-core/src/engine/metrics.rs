@@ -7,9 +7,6 @@ use crate::service::ServiceKey;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// A backend's labels, active and inactive conns, weight.
-type Row = (String, u32, u32, i32);
-
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -79,27 +76,27 @@ pub fn render(engine: &Engine) -> String {
             rows.push((labels, d.activeconns(), d.inactconns(), d.weight()));
         }
     }
-    let gauges: [(&str, &str, fn(&Row) -> i64); 3] = [
+    for (k, (name, help)) in [
         (
             "node_ipvs_backend_connections_active",
             "The current active connections by local and remote address.",
-            |r| r.1 as i64,
         ),
         (
             "node_ipvs_backend_connections_inactive",
             "The current inactive connections by local and remote address.",
-            |r| r.2 as i64,
         ),
         (
             "node_ipvs_backend_weight",
             "The current backend weight by local and remote address.",
-            |r| r.3 as i64,
         ),
-    ];
-    for (name, help, f) in gauges {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         header(&mut out, name, "gauge", help);
         for r in &rows {
-            let _ = writeln!(out, "{name}{{{}}} {}", r.0, f(r));
+            let v = [r.1 as i64, r.2 as i64, r.3 as i64][k];
+            let _ = writeln!(out, "{name}{{{}}} {v}", r.0);
         }
     }
     header(
