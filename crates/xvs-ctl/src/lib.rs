@@ -1,0 +1,14 @@
+//! The control protocol of xvs: what `xvsadm` (and anything else) sends to
+//! `xvsd` over its Unix socket, and the ipvsadm command grammar both share.
+//!
+//! Frames are a 4-byte big-endian length followed by that many bytes of JSON.
+//! Requests are bounded to [`MAX_REQUEST`] bytes and replies to [`MAX_REPLY`];
+//! anything larger, or malformed, gets an error reply and the connection is
+//! closed. [`PROTOCOL_VERSION`] is exchanged in [`Request::Hello`].
+
+pub mod client;
+pub mod cmdline;
+pub mod proto;
+
+pub use client::{default_socket_path, Client, ClientError};
+pub use proto::*;

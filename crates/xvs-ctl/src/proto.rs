@@ -1,0 +1,204 @@
+//! Protocol messages and framing.
+
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use xvs_core::engine::{Rates, Totals};
+use xvs_core::service::{DestSpec, ServiceKey, ServiceSpec};
+
+/// Version of the protocol; a daemon refuses clients of another major version.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest request frame.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Largest reply frame.
+pub const MAX_REPLY: usize = 16 << 20;
+
+/// Sync daemon role (`--start-daemon master|backup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DaemonState {
+    Master,
+    Backup,
+}
+
+/// Settings of a sync daemon as `--daemon` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonSpec {
+    pub state: DaemonState,
+    pub mcast_ifn: String,
+    pub syncid: u8,
+    pub sync_maxlen: u16,
+    pub mcast_group: Option<IpAddr>,
+    pub mcast_port: u16,
+    pub mcast_ttl: u8,
+}
+
+/// One change to the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    AddService(ServiceSpec),
+    EditService(ServiceSpec),
+    DelService(ServiceKey),
+    Clear,
+    AddDest(ServiceKey, DestSpec),
+    EditDest(ServiceKey, DestSpec),
+    DelDest(ServiceKey, IpAddr, u16),
+    /// Zero the counters of one service, or of all.
+    Zero(Option<ServiceKey>),
+    /// `--set tcp tcpfin udp` (0 keeps a value).
+    SetTimeouts(u32, u32, u32),
+    StartDaemon(DaemonSpec),
+    StopDaemon(DaemonState),
+    /// FULLNAT local address pool of a service (xvs extension).
+    AddLaddr(ServiceKey, IpAddr),
+    DelLaddr(ServiceKey, IpAddr),
+}
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Hello {
+        version: u32,
+    },
+    Apply(Op),
+    /// All or nothing: either every op applies or none does.
+    Batch(Vec<Op>),
+    /// All services, or one.
+    ListServices(Option<ServiceKey>),
+    ListConns,
+    GetTimeouts,
+    GetDaemons,
+    GetLaddrs(Option<ServiceKey>),
+}
+
+/// Counters, rates and state of a dest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestInfo {
+    pub spec: DestSpec,
+    pub activeconns: u32,
+    pub inactconns: u32,
+    pub persistconns: u32,
+    pub stats: Totals,
+    pub rates: Rates,
+}
+
+/// A service with its dests in kernel order (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub spec: ServiceSpec,
+    pub stats: Totals,
+    pub rates: Rates,
+    pub dests: Vec<DestInfo>,
+}
+
+/// One connection or template as `-c` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInfo {
+    /// "TCP", "UDP", or "IP" (fwmark templates).
+    pub proto: String,
+    pub expire_secs: u32,
+    pub state: String,
+    pub caddr: IpAddr,
+    pub cport: u16,
+    pub vaddr: IpAddr,
+    pub vport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub template: bool,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The message as ipvsadm prints it.
+    pub message: String,
+    /// In a batch, the index of the op that failed.
+    pub index: Option<usize>,
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Hello {
+        version: u32,
+        conn_tab_size: u32,
+    },
+    Ok,
+    Error(ErrorReply),
+    Services {
+        conn_tab_size: u32,
+        services: Vec<ServiceInfo>,
+    },
+    Conns(Vec<ConnInfo>),
+    Timeouts(u32, u32, u32),
+    Daemons(Vec<DaemonSpec>),
+    Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
+}
+
+/// A framing or encoding failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("message of {0} bytes is over the limit of {1}")]
+    TooLarge(usize, usize),
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes one frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame of at most `max` bytes; `Ok(None)` at a clean end of stream.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+    max: usize,
+) -> Result<Option<T>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > max {
+        return Err(FrameError::TooLarge(n, max));
+    }
+    let mut body = vec![0u8; n];
+    r.read_exact(&mut body)?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_are_bounded() {
+        let req = Request::Apply(Op::SetTimeouts(1, 2, 3));
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &req).unwrap();
+        let got: Request = read_frame(&mut buf.as_slice(), MAX_REQUEST)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, req);
+        assert!(matches!(
+            read_frame::<Request>(&mut buf.as_slice(), 4),
+            Err(FrameError::TooLarge(_, 4))
+        ));
+        let mut bad = 3u32.to_be_bytes().to_vec();
+        bad.extend_from_slice(b"{{{");
+        assert!(matches!(
+            read_frame::<Request>(&mut bad.as_slice(), MAX_REQUEST),
+            Err(FrameError::Json(_))
+        ));
+        assert!(read_frame::<Request>(&mut [].as_slice(), MAX_REQUEST)
+            .unwrap()
+            .is_none());
+    }
+}
