@@ -446,6 +446,7 @@ impl ConnTable {
     }
 
     /// [`ConnTable::lookup`] with the hash already computed.
+    #[inline]
     pub fn lookup_hashed(&self, key: &ConnKey, h: u64, now: Tick) -> Option<(ConnView, KeyDir)> {
         let (b1, b2) = self.buckets_of(h);
         let tag = Self::tag_of(h, KeyDir::In) >> 1;
@@ -488,7 +489,7 @@ impl ConnTable {
     }
 
     /// Reads entry `idx` if it is live and its `dir` key equals `key`.
-    #[inline]
+    #[inline(always)]
     fn read_if(&self, idx: u32, key: &ConnKey, dir: KeyDir) -> Option<ConnView> {
         let e = self.entries.get(idx as usize)?;
         let sw1 = e.sw.load(Acquire);

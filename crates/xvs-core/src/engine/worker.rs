@@ -389,9 +389,12 @@ impl Worker {
         if i >= self.batch_len {
             return self.process(frame, rx_port);
         }
-        let p = self.batch[i];
         bump(&self.stats.rx_packets, 1);
-        let v = self.process_parsed(frame, rx_port, p.parsed, p.hash);
+        // Borrow the batch out of `self` (a pointer swap) instead of copying the entry.
+        let batch = std::mem::take(&mut self.batch);
+        let p = &batch[i];
+        let v = self.process_parsed(frame, rx_port, &p.parsed, p.hash);
+        self.batch = batch;
         self.count(v);
         v
     }
@@ -401,7 +404,7 @@ impl Worker {
     pub fn process(&mut self, frame: &mut Frame, rx_port: u16) -> Verdict {
         bump(&self.stats.rx_packets, 1);
         let parsed = parse(frame.data());
-        let v = self.process_parsed(frame, rx_port, parsed, 0);
+        let v = self.process_parsed(frame, rx_port, &parsed, 0);
         self.count(v);
         v
     }
@@ -419,7 +422,7 @@ impl Worker {
         &mut self,
         frame: &mut Frame,
         rx_port: u16,
-        parsed: Result<PacketInfo, ParseError>,
+        parsed: &Result<PacketInfo, ParseError>,
         hash: u64,
     ) -> Verdict {
         let info = match parsed {
@@ -428,10 +431,10 @@ impl Worker {
             Err(_) => return Verdict::Drop(DropReason::Malformed),
         };
         if info.icmp.is_some() {
-            return self.icmp_error(frame, &info);
+            return self.icmp_error(frame, info);
         }
         if let Frag::Later { id, .. } = info.frag {
-            return self.later_fragment(frame, &info, id);
+            return self.later_fragment(frame, info, id);
         }
         if info.proto != PROTO_TCP && info.proto != PROTO_UDP {
             return Verdict::Pass;

@@ -125,44 +125,46 @@ pub fn rewrite_end(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, po
 }
 
 /// [`rewrite_end`] for IPv4: the same sums on two 16-bit words, without loops,
-/// with the bounds checked once.
+/// on fixed-size views of the headers (bounds checked once).
 #[inline]
 fn rewrite_end_v4(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, port: u16) {
     let l3 = info.l3_off as usize;
     let l4 = info.l4_off as usize;
     let later = matches!(info.frag, Frag::Later { .. });
-    let (ck_at, l4_need) = match (info.proto, later) {
-        (PROTO_TCP, false) => (16, 20),
-        (PROTO_UDP, false) => (6, 8),
-        _ => (0, 0),
+    let ck_at = match (info.proto, later) {
+        (PROTO_TCP, false) => Some(16usize),
+        (PROTO_UDP, false) => Some(6),
+        _ => None,
     };
-    if l4 < l3 + 20 || data.len() < l4 + l4_need {
+    let Some(ip) = data.get_mut(l3..l3 + 20) else {
         return;
-    }
-    let (ip, l4h) = data[l3..].split_at_mut(l4 - l3);
+    };
+    let ip: &mut [u8; 20] = ip.try_into().expect("20 bytes");
     let a = if end == End::Src { 12 } else { 16 };
-    let old = [ip[a], ip[a + 1], ip[a + 2], ip[a + 3]];
-    let new = [addr.0[12], addr.0[13], addr.0[14], addr.0[15]];
-    ip[a..a + 4].copy_from_slice(&new);
-    let w = |b: [u8; 4]| {
-        u16::from_be_bytes([b[0], b[1]]) as u32 + u16::from_be_bytes([b[2], b[3]]) as u32
-    };
+    let w = |x: u8, y: u8| u16::from_be_bytes([x, y]) as u32;
+    let new = &addr.0[12..16];
     // ~old + new for the two address words, shared by both checksums.
-    let delta = (0xffff * 2 - w(old)) + w(new);
-    let ipck = !fold((!u16::from_be_bytes([ip[10], ip[11]]) as u32) + delta);
+    let delta = (0xffff - w(ip[a], ip[a + 1]))
+        + (0xffff - w(ip[a + 2], ip[a + 3]))
+        + w(new[0], new[1])
+        + w(new[2], new[3]);
+    ip[a..a + 4].copy_from_slice(new);
+    let ipck = !fold((0xffff - w(ip[10], ip[11])) + delta);
     ip[10..12].copy_from_slice(&ipck.to_be_bytes());
-    if l4_need == 0 {
+    let Some(ck_at) = ck_at else { return };
+    // The L4 header up to and including its checksum field (8 bytes UDP, 18 TCP).
+    let Some(l4h) = data.get_mut(l4..l4 + ck_at + 2) else {
         return;
-    }
+    };
     let p = if end == End::Src { 0 } else { 2 };
-    let op = u16::from_be_bytes([l4h[p], l4h[p + 1]]);
+    let op = w(l4h[p], l4h[p + 1]);
     l4h[p..p + 2].copy_from_slice(&port.to_be_bytes());
-    let ck = u16::from_be_bytes([l4h[ck_at], l4h[ck_at + 1]]);
+    let ck = w(l4h[ck_at], l4h[ck_at + 1]);
     // An IPv4 UDP checksum of 0 means "none" and stays 0.
     if info.proto == PROTO_UDP && ck == 0 {
         return;
     }
-    let mut nck = !fold((!ck as u32) + delta + (!op as u32) + port as u32);
+    let mut nck = !fold((0xffff - ck) + delta + (0xffff - op) + port as u32);
     if info.proto == PROTO_UDP && nck == 0 {
         nck = 0xffff;
     }
