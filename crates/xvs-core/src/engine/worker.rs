@@ -449,9 +449,9 @@ impl Worker {
         let conns = &self.engine.conns;
         let hash = if hash != 0 { hash } else { conns.hash(&key) };
         match conns.lookup_hashed(&key, hash, self.tick) {
-            Some((v, KeyDir::In)) => self.inbound(frame, &info, v, rx_port),
-            Some((v, KeyDir::Out)) => self.outbound(frame, &info, v),
-            None => self.new_conn(frame, &info, rx_port),
+            Some((v, KeyDir::In)) => self.inbound(frame, info, v, rx_port),
+            Some((v, KeyDir::Out)) => self.outbound(frame, info, v),
+            None => self.new_conn(frame, info, rx_port),
         }
     }
 
