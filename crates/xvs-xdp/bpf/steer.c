@@ -1,0 +1,105 @@
+/* xvs steering: send to userspace only the frames xvs owns.
+ *
+ * Three programs share one classifier and one key map:
+ *   xdp          - redirects owned frames into the AF_XDP socket of their RX queue;
+ *   socket       - socket filter for the AF_PACKET backend: owned frames only;
+ *   tcx/ingress  - drops owned frames in the kernel's ingress path when the
+ *                  AF_PACKET backend handles them (packet taps run before tc ingress).
+ *
+ * Key kinds (must match src/steer.rs):
+ *   1 VIP       dst addr + dst port + proto
+ *   2 LADDR     dst addr (FULLNAT local address, any port/proto)
+ *   3 RS        src addr + src port + proto (NAT replies)
+ *   4 VIP_ADDR  dst addr, for fragments and ICMP errors
+ *   5 RS_ADDR   src addr, for fragments and ICMP errors
+ */
+#include "common.h"
+
+#define K_VIP 1
+#define K_LADDR 2
+#define K_RS 3
+#define K_VIP_ADDR 4
+#define K_RS_ADDR 5
+
+struct steer_key {
+	__u8 kind;
+	__u8 proto;
+	__u16 port; /* network order */
+	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+};
+
+XVS_MAP(xvs_keys, BPF_MAP_TYPE_HASH, struct steer_key, __u32, 65536);
+/* Replaced per interface by the loader; one slot per RX queue. */
+XVS_MAP(xvs_xsks, BPF_MAP_TYPE_XSKMAP, __u32, __u32, 256);
+/* 0 redirected, 1 passed, 2 redirect failed (no socket on the queue). */
+XVS_MAP(xvs_stats, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 4);
+
+#define ST_REDIRECTED 0
+#define ST_PASSED 1
+#define ST_NOSOCK 2
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&xvs_stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* The classifier, instantiated once for direct packet access (XDP) and once
+ * for skb programs, which read through bpf_skb_load_bytes. */
+#define CLS_NAME owned_xdp
+#define CLS_CTX struct xdp_md
+#define CLS_LOAD(ctx, off, dst, len) xdp_load(ctx, off, dst, len)
+static __always_inline int xdp_load(struct xdp_md *ctx, __u32 off, void *dst, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (off > 512)
+		return -1;
+	void *p = data + off;
+	if (p + len > end)
+		return -1;
+	__builtin_memcpy(dst, p, len);
+	return 0;
+}
+#include "classify.h"
+#undef CLS_NAME
+#undef CLS_CTX
+#undef CLS_LOAD
+
+#define CLS_NAME owned_skb
+#define CLS_CTX struct __sk_buff
+#define CLS_LOAD(ctx, off, dst, len) bpf_skb_load_bytes(ctx, off, dst, len)
+#include "classify.h"
+
+SEC("xdp")
+int xvs_steer(struct xdp_md *ctx)
+{
+	if (!owned_xdp(ctx)) {
+		count(ST_PASSED);
+		return XDP_PASS;
+	}
+	/* XDP_PASS as the fallback: with no socket on this queue the kernel keeps it. */
+	long rc = bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	count(rc == XDP_REDIRECT ? ST_REDIRECTED : ST_NOSOCK);
+	return rc;
+}
+
+SEC("socket")
+int xvs_sockfilter(struct __sk_buff *skb)
+{
+	return owned_skb(skb) ? skb->len : 0;
+}
+
+/* tcx return codes: -1 next program, 2 drop. */
+SEC("tcx/ingress")
+int xvs_guard(struct __sk_buff *skb)
+{
+	if (owned_skb(skb)) {
+		count(ST_REDIRECTED);
+		return 2;
+	}
+	return -1;
+}
+
+char _license[] SEC("license") = "GPL";

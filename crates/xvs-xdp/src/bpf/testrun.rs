@@ -1,0 +1,212 @@
+//! BPF_PROG_RUN with live frames: an XDP program run in a loop by the kernel on
+//! frames it builds from a template, injected on an interface as if received
+//! there (XDP_TX sends them out of it). The in-kernel traffic generator.
+//!
+//! One long call (repeat = u32::MAX) on a dedicated thread; short calls each
+//! wait for an RCU grace period and cap the rate. [`TestRunHandle::stop`]
+//! interrupts the call with a signal (the kernel returns EINTR).
+
+use super::elf::{Map, Object};
+use super::sys;
+use crate::error::{os, Error, Result};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+/// The signal that interrupts a running test run.
+const STOP_SIGNAL: i32 = libc::SIGUSR2;
+
+extern "C" fn on_stop_signal(_: libc::c_int) {}
+
+fn install_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a handler that does nothing is async-signal-safe; no
+        // SA_RESTART so the interrupted bpf() returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(STOP_SIGNAL, &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// An XDP program and its maps, loaded from an object for test runs.
+pub struct TestProgram {
+    pub prog: OwnedFd,
+    pub maps: HashMap<String, Arc<Map>>,
+}
+
+impl TestProgram {
+    /// Loads program section `section` of the object `obj` (every map of the
+    /// object is created fresh).
+    pub fn load(obj: &[u8], section: &str) -> Result<TestProgram> {
+        let o = Object::parse(obj)?;
+        let mut maps = HashMap::new();
+        for d in &o.maps {
+            maps.insert(d.name.clone(), Map::create(d)?);
+        }
+        let list: Vec<&Arc<Map>> = maps.values().collect();
+        let prog = o.load(section, sys::BPF_PROG_TYPE_XDP, 0, &list)?;
+        Ok(TestProgram { prog, maps })
+    }
+
+    pub fn map(&self, name: &str) -> Result<&Arc<Map>> {
+        self.maps
+            .get(name)
+            .ok_or_else(|| Error::Elf(format!("no map named {name}")))
+    }
+}
+
+/// Options of a live test run.
+#[derive(Debug, Clone, Default)]
+pub struct TestRunOpts {
+    /// Pin the generator thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Frames per batch inside the kernel (0 = kernel default, 64; max 256).
+    pub batch_size: u32,
+}
+
+/// A running live-frames test run.
+pub struct TestRunHandle {
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    tid: libc::pthread_t,
+    done: Arc<AtomicBool>,
+}
+
+/// struct xdp_md as ctx_in: only ingress_ifindex and rx_queue_index may be set.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs `prog` on copies of `frame` as if received on `ifindex`, until stopped.
+/// The interface is resolved in the calling thread's network namespace.
+pub fn start_live(
+    prog: &OwnedFd,
+    ifindex: u32,
+    frame: &[u8],
+    opts: &TestRunOpts,
+) -> Result<TestRunHandle> {
+    if frame.len() < 14 || frame.len() > 3500 {
+        return Err(Error::Invalid(format!(
+            "test-run frame of {} bytes: must be 14..=3500",
+            frame.len()
+        )));
+    }
+    install_handler();
+    // SAFETY: dup of a valid fd; the copy is owned by the thread below.
+    let dup = unsafe { libc::fcntl(prog.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(crate::error::last_os("dup program fd"));
+    }
+    // SAFETY: `dup` is a fresh fd owned by nobody else.
+    let prog: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(dup) };
+    let frame = frame.to_vec();
+    let done = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cpu = opts.cpu;
+    let batch = opts.batch_size;
+    let d2 = done.clone();
+    let thread = std::thread::Builder::new()
+        .name("xvs-testrun".into())
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) pins this thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+            }
+            // SAFETY: pthread_self has no preconditions.
+            let _ = tx.send(unsafe { libc::pthread_self() });
+            let ctx = XdpMd {
+                ingress_ifindex: ifindex,
+                ..Default::default()
+            };
+            let mut a = sys::TestRunAttr {
+                prog_fd: prog.as_raw_fd() as u32,
+                data_size_in: frame.len() as u32,
+                data_in: frame.as_ptr() as u64,
+                repeat: u32::MAX,
+                ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+                ctx_in: &ctx as *const XdpMd as u64,
+                flags: sys::BPF_F_TEST_XDP_LIVE_FRAMES,
+                batch_size: batch,
+                ..Default::default()
+            };
+            // A signal may arrive before the call: loop until stop was asked.
+            let r = loop {
+                match sys::prog_test_run(&mut a) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                        if d2.load(Ordering::Acquire) {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) => break Err(e),
+                    Ok(()) => {
+                        if d2.load(Ordering::Acquire) {
+                            break Ok(());
+                        }
+                    }
+                }
+            };
+            d2.store(true, Ordering::Release);
+            r
+        })
+        .map_err(|e| os("spawn test-run thread", e))?;
+    let tid = rx
+        .recv()
+        .map_err(|_| Error::Invalid("test-run thread died".into()))?;
+    Ok(TestRunHandle {
+        thread: Some(thread),
+        tid,
+        done,
+    })
+}
+
+impl TestRunHandle {
+    /// True once the run ended (stopped, or failed: see `stop`).
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Interrupts the run and waits for the thread; returns the run's error if
+    /// the kernel refused it.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        self.done.store(true, Ordering::Release);
+        while !t.is_finished() {
+            // SAFETY: `tid` names our thread, which is alive until joined below.
+            unsafe { libc::pthread_kill(self.tid, STOP_SIGNAL) };
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        match t.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(os("BPF_PROG_RUN (live frames)", e)),
+            Err(_) => Err(Error::Invalid("test-run thread panicked".into())),
+        }
+    }
+}
+
+impl Drop for TestRunHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

@@ -1,0 +1,251 @@
+//! Attaching xvs to a data interface: picks the backend (native XDP, generic
+//! XDP, AF_PACKET), loads the steering programs bound to the shared key map,
+//! and owns the attachments (detached when dropped or when the process dies).
+
+use crate::bpf::elf::{Map, Object};
+use crate::bpf::{sys, TcxLink, XdpLink, XdpMode};
+use crate::error::{os, Error, Result};
+use crate::steer::Steering;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+/// How frames get from the interface to the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// XDP in the driver, AF_XDP sockets (zero-copy where the driver can).
+    XdpNative,
+    /// XDP on the skb (any driver), AF_XDP sockets in copy mode.
+    XdpGeneric,
+    /// TPACKET_V3 sockets with an eBPF socket filter; a tc ingress (tcx)
+    /// program keeps the kernel from also handling the steered frames.
+    AfPacket,
+}
+
+impl Backend {
+    /// The order `Auto` tries.
+    pub const ORDER: [Backend; 3] = [Backend::XdpNative, Backend::XdpGeneric, Backend::AfPacket];
+
+    pub fn is_xdp(self) -> bool {
+        !matches!(self, Backend::AfPacket)
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::XdpNative => "xdp-native",
+            Backend::XdpGeneric => "xdp-generic",
+            Backend::AfPacket => "af-packet",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "xdp-native" | "native" | "xdp" => Ok(Backend::XdpNative),
+            "xdp-generic" | "generic" | "skb" => Ok(Backend::XdpGeneric),
+            "af-packet" | "afpacket" | "packet" => Ok(Backend::AfPacket),
+            _ => Err(Error::Invalid(format!(
+                "unknown backend {s:?} (xdp-native, xdp-generic, af-packet)"
+            ))),
+        }
+    }
+}
+
+/// Which backend to use on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// Try native XDP, then generic XDP, then AF_PACKET.
+    #[default]
+    Auto,
+    /// This one or fail.
+    Force(Backend),
+}
+
+/// Per-interface counters of the steering program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SteerStats {
+    /// Frames handed to xvs (XDP: redirected to a socket; AF_PACKET: dropped
+    /// from the kernel's path by the guard).
+    pub redirected: u64,
+    /// Frames left to the kernel (XDP backends only).
+    pub passed: u64,
+    /// Owned frames that found no socket on their queue and went to the kernel.
+    pub no_socket: u64,
+}
+
+/// xvs attached to one interface.
+pub struct Interface {
+    name: String,
+    ifindex: u32,
+    backend: Backend,
+    stats: Arc<Map>,
+    /// XDP backends: the queue → socket map of this interface's program.
+    xsks: Option<Arc<Map>>,
+    /// AF_PACKET: the socket filter program (attached to each worker socket).
+    filter: Option<OwnedFd>,
+    _xdp: Option<XdpLink>,
+    _guard: Option<TcxLink>,
+    _steering: Steering,
+}
+
+impl Interface {
+    /// Attaches to `ifname` (in the calling thread's network namespace) with
+    /// the backend chosen by `choice`; logs which one it got.
+    pub fn attach(steering: &Steering, ifname: &str, choice: BackendChoice) -> Result<Interface> {
+        let ifindex = crate::sys::ifindex(ifname)?;
+        let obj = Object::parse(crate::bpf::STEER_OBJ)?;
+        let order: &[Backend] = match &choice {
+            BackendChoice::Auto => &Backend::ORDER,
+            BackendChoice::Force(b) => std::slice::from_ref(b),
+        };
+        let mut last = None;
+        for &b in order {
+            match Self::try_attach(steering, &obj, ifname, ifindex, b) {
+                Ok(i) => {
+                    tracing::info!(ifname, backend = %b, "attached");
+                    return Ok(i);
+                }
+                Err(e) => {
+                    if choice == BackendChoice::Auto {
+                        tracing::info!(ifname, backend = %b, error = %e, "backend unavailable, trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("no backend".into())))
+    }
+
+    fn try_attach(
+        steering: &Steering,
+        obj: &Object,
+        ifname: &str,
+        ifindex: u32,
+        backend: Backend,
+    ) -> Result<Interface> {
+        let stats = Map::create(obj.map("xvs_stats")?)?;
+        let mut i = Interface {
+            name: ifname.to_string(),
+            ifindex,
+            backend,
+            stats: stats.clone(),
+            xsks: None,
+            filter: None,
+            _xdp: None,
+            _guard: None,
+            _steering: steering.clone(),
+        };
+        match backend {
+            Backend::XdpNative | Backend::XdpGeneric => {
+                let xsks = Map::create(obj.map("xvs_xsks")?)?;
+                let prog = obj.load(
+                    "xdp",
+                    sys::BPF_PROG_TYPE_XDP,
+                    0,
+                    &[&steering.keys, &xsks, &stats],
+                )?;
+                let mode = if backend == Backend::XdpNative {
+                    XdpMode::Native
+                } else {
+                    XdpMode::Generic
+                };
+                i._xdp = Some(XdpLink::attach(&prog, ifname, ifindex, mode)?);
+                i.xsks = Some(xsks);
+            }
+            Backend::AfPacket => {
+                let filter = obj.load(
+                    "socket",
+                    sys::BPF_PROG_TYPE_SOCKET_FILTER,
+                    0,
+                    &[&steering.keys],
+                )?;
+                let guard = obj.load(
+                    "tcx/ingress",
+                    sys::BPF_PROG_TYPE_SCHED_CLS,
+                    sys::BPF_TCX_INGRESS,
+                    &[&steering.keys, &stats],
+                )?;
+                i._guard = Some(TcxLink::attach(&guard, ifname, ifindex)?);
+                i.filter = Some(filter);
+            }
+        }
+        Ok(i)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Puts AF_XDP socket `fd` in the slot of RX queue `queue`.
+    pub(crate) fn register_socket(&self, queue: u32, fd: RawFd) -> Result<()> {
+        let xsks = self
+            .xsks
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("{}: not an XDP backend", self.name)))?;
+        if queue >= xsks.def.max_entries {
+            return Err(Error::Invalid(format!(
+                "{}: queue {queue} beyond the socket map",
+                self.name
+            )));
+        }
+        sys::map_update(
+            &**xsks,
+            &queue.to_ne_bytes(),
+            &(fd as u32).to_ne_bytes(),
+            sys::BPF_ANY,
+        )
+        .map_err(|e| {
+            os(
+                format!("{}: register AF_XDP socket for queue {queue}", self.name),
+                e,
+            )
+        })
+    }
+
+    /// The socket filter for AF_PACKET sockets.
+    pub(crate) fn filter_fd(&self) -> Option<RawFd> {
+        self.filter.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// The steering program's counters, summed over CPUs.
+    pub fn steer_stats(&self) -> Result<SteerStats> {
+        let ncpu = crate::sys::possible_cpus();
+        let mut out = [0u64; 3];
+        for (idx, o) in out.iter_mut().enumerate() {
+            let mut v = vec![0u8; 8 * ncpu];
+            sys::map_lookup(&*self.stats, &(idx as u32).to_ne_bytes(), &mut v)
+                .map_err(|e| os(format!("{}: read steering counters", self.name), e))?;
+            *o = v
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+                .sum();
+        }
+        Ok(SteerStats {
+            redirected: out[0],
+            passed: out[1],
+            no_socket: out[2],
+        })
+    }
+}
+
+impl std::fmt::Debug for Interface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interface")
+            .field("name", &self.name)
+            .field("ifindex", &self.ifindex)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}

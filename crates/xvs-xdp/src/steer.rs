@@ -1,0 +1,187 @@
+//! Steering keys: which frames xvs owns. They live in one BPF hash map shared
+//! by the XDP program of every interface (and by the AF_PACKET filter and
+//! guard), updated from the control plane.
+
+use crate::bpf::elf::{Map, Object};
+use crate::bpf::sys;
+use crate::error::{os, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use xvs_core::addr::Addr;
+
+/// A layer-4 protocol xvs balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            L4::Tcp => 6,
+            L4::Udp => 17,
+        }
+    }
+}
+
+/// What xvs takes from the wire. IPv4 non-first fragments and ICMP errors are
+/// owned when their outer destination is the address of a `Vip` or a
+/// `LocalAddr`, or their outer source the address of a `RealServer` (the
+/// program checks derived address-only keys that [`Steering`] maintains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SteerKey {
+    /// Frames to a virtual service: destination VIP:port/proto.
+    Vip { addr: Addr, port: u16, proto: L4 },
+    /// Frames to a FULLNAT local address, any protocol and port.
+    LocalAddr(Addr),
+    /// NAT replies: source = a real server's address:port/proto.
+    RealServer { addr: Addr, port: u16, proto: L4 },
+}
+
+// Key kinds, as in bpf/steer.c.
+const K_VIP: u8 = 1;
+const K_LADDR: u8 = 2;
+const K_RS: u8 = 3;
+const K_VIP_ADDR: u8 = 4;
+const K_RS_ADDR: u8 = 5;
+
+/// The map key: kind, proto, port (network order), address.
+type RawKey = [u8; 20];
+
+fn raw(kind: u8, proto: u8, port: u16, addr: &Addr) -> RawKey {
+    let mut k = [0u8; 20];
+    k[0] = kind;
+    k[1] = proto;
+    k[2..4].copy_from_slice(&port.to_be_bytes());
+    k[4..].copy_from_slice(&addr.0);
+    k
+}
+
+impl SteerKey {
+    /// The map key, and the derived address-only key (for fragments and ICMP errors).
+    fn raw(&self) -> (RawKey, Option<RawKey>) {
+        match self {
+            SteerKey::Vip { addr, port, proto } => (
+                raw(K_VIP, proto.number(), *port, addr),
+                Some(raw(K_VIP_ADDR, 0, 0, addr)),
+            ),
+            SteerKey::LocalAddr(addr) => (raw(K_LADDR, 0, 0, addr), None),
+            SteerKey::RealServer { addr, port, proto } => (
+                raw(K_RS, proto.number(), *port, addr),
+                Some(raw(K_RS_ADDR, 0, 0, addr)),
+            ),
+        }
+    }
+}
+
+/// The set of steering keys, shared by every interface xvs is attached to.
+/// Cheap to clone (one map, reference counted).
+#[derive(Clone)]
+pub struct Steering {
+    pub(crate) keys: Arc<Map>,
+    /// Reference counts of every key in the map (derived keys are shared by
+    /// several primary keys).
+    refs: Arc<Mutex<HashMap<RawKey, u32>>>,
+}
+
+impl Steering {
+    /// Creates the (empty) key map.
+    pub fn new() -> Result<Steering> {
+        let obj = Object::parse(crate::bpf::STEER_OBJ)?;
+        let keys = Map::create(obj.map("xvs_keys")?)?;
+        Ok(Steering {
+            keys,
+            refs: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Starts steering `key` to xvs. Returns false if it was already there.
+    pub fn add(&self, key: SteerKey) -> Result<bool> {
+        let (k, derived) = key.raw();
+        let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        if refs.contains_key(&k) {
+            return Ok(false);
+        }
+        self.put(&mut refs, &k, &key)?;
+        if let Some(d) = derived {
+            if let Err(e) = self.put(&mut refs, &d, &key) {
+                let _ = self.drop_ref(&mut refs, &k, &key);
+                return Err(e);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops steering `key`. Returns false if it was not there.
+    pub fn remove(&self, key: SteerKey) -> Result<bool> {
+        let (k, derived) = key.raw();
+        let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        if !refs.contains_key(&k) {
+            return Ok(false);
+        }
+        self.drop_ref(&mut refs, &k, &key)?;
+        if let Some(d) = derived {
+            self.drop_ref(&mut refs, &d, &key)?;
+        }
+        Ok(true)
+    }
+
+    /// The keys currently steered.
+    pub fn len(&self) -> usize {
+        let refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        refs.keys()
+            .filter(|k| matches!(k[0], K_VIP | K_LADDR | K_RS))
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn put(&self, refs: &mut HashMap<RawKey, u32>, k: &RawKey, key: &SteerKey) -> Result<()> {
+        let n = refs.entry(*k).or_insert(0);
+        if *n == 0 {
+            sys::map_update(&*self.keys, k, &1u32.to_ne_bytes(), sys::BPF_ANY)
+                .map_err(|e| os(format!("add steering key {key:?}"), e))?;
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn drop_ref(&self, refs: &mut HashMap<RawKey, u32>, k: &RawKey, key: &SteerKey) -> Result<()> {
+        let Some(n) = refs.get_mut(k) else {
+            return Ok(());
+        };
+        *n -= 1;
+        if *n == 0 {
+            refs.remove(k);
+            match sys::map_delete(&*self.keys, k) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(os(format!("remove steering key {key:?}"), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_have_the_c_layout() {
+        let k = SteerKey::Vip {
+            addr: Addr::v4([10, 77, 0, 100]),
+            port: 80,
+            proto: L4::Tcp,
+        };
+        let (r, d) = k.raw();
+        assert_eq!(&r[..4], &[K_VIP, 6, 0, 80]);
+        assert_eq!(&r[4..], &Addr::v4([10, 77, 0, 100]).0);
+        assert_eq!(d.unwrap()[..4], [K_VIP_ADDR, 0, 0, 0]);
+        assert_eq!(SteerKey::LocalAddr(Addr::UNSPECIFIED).raw().1, None);
+    }
+}

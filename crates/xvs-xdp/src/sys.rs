@@ -1,0 +1,143 @@
+//! Thin safe wrappers over the few libc calls the rest of the crate repeats.
+
+use crate::error::{last_os, Error, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// The index of interface `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c =
+        CString::new(name).map_err(|_| Error::Invalid(format!("bad interface name {name:?}")))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(last_os(format!("interface {name}")));
+    }
+    Ok(idx)
+}
+
+/// Creates a socket, close-on-exec.
+pub fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(last_os(format!("socket for {what}")));
+    }
+    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// setsockopt with a plain-data value.
+pub fn setsockopt<T: Copy>(
+    fd: &impl AsRawFd,
+    level: i32,
+    name: i32,
+    val: &T,
+    what: &str,
+) -> Result<()> {
+    // SAFETY: `val` points to size_of::<T>() readable bytes for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(last_os(what.to_string()));
+    }
+    Ok(())
+}
+
+/// getsockopt into a plain-data value; returns the length the kernel wrote.
+pub fn getsockopt<T: Copy>(
+    fd: RawFd,
+    level: i32,
+    name: i32,
+    val: &mut T,
+    what: &str,
+) -> Result<usize> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `val` points to `len` writable bytes; `len` is a valid in/out pointer.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            val as *mut T as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(last_os(what.to_string()));
+    }
+    Ok(len as usize)
+}
+
+/// The number of possible CPUs (the length of per-CPU map values).
+pub fn possible_cpus() -> usize {
+    // "0-1" or "0,2-3": count every listed CPU.
+    let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/possible") else {
+        return 1;
+    };
+    let mut n = 0;
+    for part in s.trim().split(',') {
+        let mut it = part.split('-');
+        let a: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let b: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(a);
+        n += b.saturating_sub(a) + 1;
+    }
+    n.max(1)
+}
+
+/// An anonymous shared memory mapping, unmapped on drop.
+pub struct Mmap {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: the mapping is plain memory; synchronisation of its contents is the
+// owner's business (rings use atomics, UMEM chunks are owned by one party at a time).
+unsafe impl Send for Mmap {}
+// SAFETY: see Send; &Mmap only exposes the pointer and length.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// Maps `len` bytes of `fd` at `offset` (or anonymous memory when fd is None).
+    pub fn new(len: usize, fd: Option<RawFd>, offset: i64, what: &str) -> Result<Mmap> {
+        let (flags, fd) = match fd {
+            Some(fd) => (libc::MAP_SHARED | libc::MAP_POPULATE, fd),
+            None => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+            ),
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_os(format!("mmap {what} ({len} bytes)")));
+        }
+        Ok(Mmap {
+            ptr: ptr as *mut u8,
+            len,
+        })
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len describe a mapping made by Mmap::new and not yet unmapped.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}

@@ -1,0 +1,477 @@
+//! The worker-level API the daemon's loop uses: one worker thread owns one
+//! UMEM (or AF_PACKET rings) and the sockets of "its" queue on every
+//! interface, and moves frames in batches with no lock, no allocation and no
+//! per-packet system call.
+
+use crate::afpacket::PacketWorker;
+use crate::error::{Error, Result};
+use crate::iface::{Backend, Interface};
+use crate::xsk::{BindMode, RingSizes, Umem, XskKernelStats, XskSocket};
+use std::io;
+use std::time::{Duration, Instant};
+use xvs_core::frame::Frame;
+
+/// What to do with a frame after the callback looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Transmit (the frame's current head/len) on this port of the worker.
+    Tx(usize),
+    /// Give the buffer back.
+    Drop,
+}
+
+/// Zero-copy policy for native XDP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZeroCopy {
+    /// Try zero-copy, fall back to copy mode.
+    #[default]
+    Auto,
+    /// Copy mode only.
+    Off,
+    /// Zero-copy or fail.
+    Required,
+}
+
+/// Worker parameters.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Size of each ring (fill, completion, rx, tx); a power of two.
+    pub ring_size: u32,
+    /// UMEM chunks; 0 = 2 × ring_size per port.
+    pub frames: u32,
+    /// UMEM chunk size (2048 or 4096).
+    pub chunk_size: u32,
+    /// Headroom the kernel leaves in front of each received frame, on top of
+    /// its own 256 bytes (XDP_PACKET_HEADROOM); the frame can grow into it.
+    pub headroom: u32,
+    /// Frames taken from each port per `process_batch`.
+    pub batch: u32,
+    /// Spin in `poll` instead of sleeping (only on a core of its own).
+    pub busy_poll: bool,
+    pub zero_copy: ZeroCopy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            ring_size: 2048,
+            frames: 0,
+            chunk_size: 4096,
+            headroom: 0,
+            batch: 64,
+            busy_poll: false,
+            zero_copy: ZeroCopy::Auto,
+        }
+    }
+}
+
+/// Counters of one worker (plain integers: the worker thread owns them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames queued for transmission.
+    pub tx: u64,
+    /// Frames the callback dropped.
+    pub dropped: u64,
+    /// Frames dropped because the TX ring of the output port was full.
+    pub tx_ring_full: u64,
+    /// Times a fill ring could not be topped up (no free frame).
+    pub fill_ring_empty: u64,
+    /// TX wakeups (sendto).
+    pub tx_kicks: u64,
+    /// Fill-ring wakeups (recvfrom).
+    pub fill_kicks: u64,
+    /// Frames with a bad port in `Disposition::Tx`.
+    pub bad_port: u64,
+    /// poll() calls that slept.
+    pub polls: u64,
+}
+
+/// A port of a worker: one interface and queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub ifname: String,
+    pub queue: u32,
+    pub backend: Backend,
+    /// AF_XDP: bound in zero-copy mode.
+    pub zero_copy: bool,
+}
+
+/// A worker: AF_XDP (native or generic XDP) or AF_PACKET, same loop.
+pub enum Worker {
+    Xdp(XdpWorker),
+    Packet(PacketWorker),
+}
+
+impl Worker {
+    /// Opens the sockets of queue `queue` on every interface of `ifaces` (port
+    /// i = ifaces[i]). All interfaces must use XDP backends, or all AF_PACKET.
+    pub fn new(ifaces: &[&Interface], queue: u32, cfg: &WorkerConfig) -> Result<Worker> {
+        if ifaces.is_empty() {
+            return Err(Error::Invalid(
+                "a worker needs at least one interface".into(),
+            ));
+        }
+        let xdp = ifaces[0].backend().is_xdp();
+        if ifaces.iter().any(|i| i.backend().is_xdp() != xdp) {
+            return Err(Error::Invalid(
+                "a worker's interfaces must all use XDP or all AF_PACKET (one UMEM)".into(),
+            ));
+        }
+        if xdp {
+            XdpWorker::new(ifaces, queue, cfg).map(Worker::Xdp)
+        } else {
+            PacketWorker::new(ifaces, queue, cfg).map(Worker::Packet)
+        }
+    }
+
+    /// Waits until a port has frames to receive, at most `timeout` (spins
+    /// instead of sleeping when `busy_poll` is set). Returns whether RX is ready.
+    pub fn poll(&mut self, timeout: Duration) -> io::Result<bool> {
+        match self {
+            Worker::Xdp(w) => w.poll(timeout),
+            Worker::Packet(w) => w.poll(timeout),
+        }
+    }
+
+    /// Receives up to one batch on every port; for each frame calls
+    /// `f(port, &mut frame)` and transmits or drops it as told (a frame grown
+    /// at the front or resized is sent with its new head and length). Handles
+    /// completions, refills the fill rings and kicks TX/fill only when the
+    /// rings need it. Returns the number of frames processed.
+    #[inline]
+    pub fn process_batch(&mut self, f: impl FnMut(usize, &mut Frame) -> Disposition) -> usize {
+        match self {
+            Worker::Xdp(w) => w.process_batch(f),
+            Worker::Packet(w) => w.process_batch(f),
+        }
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        match self {
+            Worker::Xdp(w) => &w.stats,
+            Worker::Packet(w) => w.stats(),
+        }
+    }
+
+    /// The ports, in index order.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        match self {
+            Worker::Xdp(w) => w.ports.iter().map(|p| p.info.clone()).collect(),
+            Worker::Packet(w) => w.ports(),
+        }
+    }
+
+    /// Transmits what is queued and waits (up to `timeout`) until the kernel
+    /// completed it; for orderly shutdown and tests.
+    pub fn flush(&mut self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            let pending = match self {
+                Worker::Xdp(w) => w.flush_step(),
+                Worker::Packet(_) => false,
+            };
+            if !pending {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+struct XdpPort {
+    sock: XskSocket,
+    /// Frames submitted to TX and not yet completed.
+    in_flight: u32,
+    /// Frames written to the TX ring in this batch, not yet submitted.
+    queued: u32,
+    info: PortInfo,
+}
+
+/// The AF_XDP worker: one UMEM shared by the sockets of all its ports.
+pub struct XdpWorker {
+    // Sockets before the UMEM: closed before it is unmapped.
+    ports: Vec<XdpPort>,
+    umem: Umem,
+    /// Chunk addresses owned by userspace and unused.
+    free: Vec<u64>,
+    pollfds: Vec<libc::pollfd>,
+    batch: u32,
+    busy_poll: bool,
+    /// Copy mode: TX progresses only on sendto, so every outstanding TX is kicked.
+    copy_mode: bool,
+    pub(crate) stats: WorkerStats,
+}
+
+impl XdpWorker {
+    fn new(ifaces: &[&Interface], queue: u32, cfg: &WorkerConfig) -> Result<XdpWorker> {
+        let native = ifaces.iter().all(|i| i.backend() == Backend::XdpNative);
+        let modes: &[BindMode] = match (native, cfg.zero_copy) {
+            (_, ZeroCopy::Off) | (false, ZeroCopy::Auto) => &[BindMode::Copy],
+            (true, ZeroCopy::Auto) => &[BindMode::ZeroCopy, BindMode::Copy],
+            (_, ZeroCopy::Required) => &[BindMode::ZeroCopy],
+        };
+        let mut last = None;
+        for &m in modes {
+            match Self::build(ifaces, queue, cfg, m) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    if modes.len() > 1 && m == BindMode::ZeroCopy {
+                        tracing::info!(queue, error = %e, "zero-copy bind failed, using copy mode");
+                    }
+                    last = Some(e)
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("no bind mode".into())))
+    }
+
+    fn build(
+        ifaces: &[&Interface],
+        queue: u32,
+        cfg: &WorkerConfig,
+        mode: BindMode,
+    ) -> Result<XdpWorker> {
+        let n = ifaces.len() as u32;
+        let frames = if cfg.frames == 0 {
+            2 * cfg.ring_size * n
+        } else {
+            cfg.frames
+        };
+        let umem = Umem::new(frames, cfg.chunk_size, cfg.headroom)?;
+        let sizes = RingSizes {
+            fill: cfg.ring_size,
+            comp: cfg.ring_size,
+            rx: cfg.ring_size,
+            tx: cfg.ring_size,
+        };
+        let mut ports: Vec<XdpPort> = Vec::with_capacity(ifaces.len());
+        for iface in ifaces {
+            let sock = XskSocket::new(
+                &umem,
+                iface.name(),
+                queue,
+                sizes,
+                mode,
+                ports.first().map(|p| &p.sock),
+            )?;
+            iface.register_socket(queue, sock.fd())?;
+            let info = PortInfo {
+                ifname: iface.name().to_string(),
+                queue,
+                backend: iface.backend(),
+                zero_copy: sock.mode() == BindMode::ZeroCopy,
+            };
+            ports.push(XdpPort {
+                sock,
+                in_flight: 0,
+                queued: 0,
+                info,
+            });
+        }
+        let cs = cfg.chunk_size as u64;
+        let free: Vec<u64> = (0..frames as u64).rev().map(|i| i * cs).collect();
+        let pollfds = ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.sock.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut w = XdpWorker {
+            ports,
+            umem,
+            free,
+            pollfds,
+            batch: cfg.batch.clamp(1, 1024),
+            busy_poll: cfg.busy_poll,
+            copy_mode: mode == BindMode::Copy,
+            stats: WorkerStats::default(),
+        };
+        // Give each fill ring its share of the frames up front.
+        let share = (frames / n).min(cfg.ring_size);
+        for p in 0..w.ports.len() {
+            w.refill(p, share);
+        }
+        Ok(w)
+    }
+
+    /// Kernel counters of each port's socket.
+    pub fn kernel_stats(&self) -> Vec<XskKernelStats> {
+        self.ports
+            .iter()
+            .map(|p| p.sock.kernel_stats().unwrap_or_default())
+            .collect()
+    }
+
+    fn refill(&mut self, p: usize, max: u32) {
+        let port = &mut self.ports[p];
+        let want = port.sock.fill.free(max).min(max);
+        let n = want.min(self.free.len() as u32);
+        if n < want {
+            self.stats.fill_ring_empty += 1;
+        }
+        if n > 0 {
+            let (idx, got) = port.sock.fill.reserve(n);
+            for i in 0..got {
+                // `free` has at least n entries.
+                let addr = self.free.pop().unwrap_or_default();
+                port.sock.fill.write(idx.wrapping_add(i), addr);
+            }
+            port.sock.fill.submit();
+        }
+        if port.sock.fill.needs_wakeup() {
+            port.sock.kick_fill();
+            self.stats.fill_kicks += 1;
+        }
+    }
+
+    fn reap(&mut self, p: usize) {
+        let mask = !(self.umem.chunk_size() as u64 - 1);
+        let port = &mut self.ports[p];
+        let (idx, n) = port.sock.comp.peek(port.sock.comp.size());
+        for i in 0..n {
+            self.free
+                .push(port.sock.comp.read(idx.wrapping_add(i)) & mask);
+        }
+        port.sock.comp.release(n);
+        port.in_flight = port.in_flight.saturating_sub(n);
+    }
+
+    fn kick(&mut self) {
+        for port in &mut self.ports {
+            if port.queued > 0 {
+                port.sock.tx.submit();
+                port.in_flight += port.queued;
+                port.queued = 0;
+            }
+            // Copy mode: the kernel sends only inside sendto, so any frame not
+            // yet taken from the TX ring needs a kick whatever the flag says.
+            let need = if self.copy_mode {
+                port.sock.tx.outstanding() > 0
+            } else {
+                port.in_flight > 0 && port.sock.tx.needs_wakeup()
+            };
+            if need {
+                port.sock.kick_tx();
+                self.stats.tx_kicks += 1;
+            }
+        }
+    }
+
+    fn flush_step(&mut self) -> bool {
+        self.kick();
+        for p in 0..self.ports.len() {
+            self.reap(p);
+        }
+        self.ports.iter().any(|p| p.in_flight > 0)
+    }
+
+    fn rx_ready(&mut self) -> bool {
+        self.ports.iter_mut().any(|p| p.sock.rx.available(1) > 0)
+    }
+
+    fn poll(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.rx_ready() {
+            return Ok(true);
+        }
+        // Frames stuck in a TX ring would wait for the next RX otherwise.
+        let tx_pending = self.ports.iter().any(|p| p.in_flight > 0 || p.queued > 0);
+        if tx_pending {
+            self.flush_step();
+        }
+        if self.busy_poll {
+            let end = Instant::now() + timeout;
+            loop {
+                if self.rx_ready() {
+                    return Ok(true);
+                }
+                if Instant::now() >= end {
+                    return Ok(false);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let mut ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        if tx_pending {
+            ms = ms.min(1);
+        }
+        self.stats.polls += 1;
+        // SAFETY: `pollfds` is a valid array of pollfd of the length passed.
+        let rc = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                ms,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(rc > 0 || self.rx_ready())
+    }
+
+    fn process_batch(&mut self, mut f: impl FnMut(usize, &mut Frame) -> Disposition) -> usize {
+        let nports = self.ports.len();
+        let mask = !(self.umem.chunk_size() as u64 - 1);
+        let mut total = 0usize;
+        for p in 0..nports {
+            self.reap(p);
+            let (idx, n) = self.ports[p].sock.rx.peek(self.batch);
+            for i in 0..n {
+                let d = self.ports[p].sock.rx.read(idx.wrapping_add(i));
+                let base = d.addr & mask;
+                // SAFETY: the kernel handed this chunk to us through the RX
+                // ring; until it is put in a fill or TX ring it is ours alone,
+                // and `chunk` is dropped before that happens below.
+                let chunk = unsafe { self.umem.chunk_mut(d.addr) };
+                let mut frame = Frame::new(chunk, (d.addr - base) as usize, d.len as usize);
+                match f(p, &mut frame) {
+                    Disposition::Tx(out) if out < nports => {
+                        let desc = libc::xdp_desc {
+                            addr: base + frame.head() as u64,
+                            len: frame.len() as u32,
+                            options: 0,
+                        };
+                        let tx = &mut self.ports[out];
+                        let (ti, got) = tx.sock.tx.reserve(1);
+                        if got == 1 {
+                            tx.sock.tx.write(ti, desc);
+                            tx.queued += 1;
+                            self.stats.tx += 1;
+                        } else {
+                            self.stats.tx_ring_full += 1;
+                            self.free.push(base);
+                        }
+                    }
+                    Disposition::Tx(_) => {
+                        self.stats.bad_port += 1;
+                        self.free.push(base);
+                    }
+                    Disposition::Drop => {
+                        self.stats.dropped += 1;
+                        self.free.push(base);
+                    }
+                }
+            }
+            self.ports[p].sock.rx.release(n);
+            self.stats.rx += n as u64;
+            total += n as usize;
+        }
+        self.kick();
+        let ring = self.ports.first().map(|p| p.sock.fill.size()).unwrap_or(0);
+        for p in 0..nports {
+            // Top up once a batch worth of slots is free (amortises the index store).
+            if self.ports[p].sock.fill.free(self.batch) >= self.batch {
+                self.refill(p, ring);
+            }
+        }
+        total
+    }
+}
