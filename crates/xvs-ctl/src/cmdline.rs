@@ -1310,6 +1310,45 @@ Daemon Options:\n\
     )
 }
 
+impl Command {
+    /// The rule change this command makes, if it is one.
+    pub fn to_op(&self) -> Option<crate::proto::Op> {
+        use crate::proto::Op;
+        Some(match self {
+            Command::AddService(s) => Op::AddService(s.clone()),
+            Command::EditService(s) => Op::EditService(s.clone()),
+            Command::DelService(k) => Op::DelService(*k),
+            Command::Clear => Op::Clear,
+            Command::AddDest(k, d) => Op::AddDest(*k, d.clone()),
+            Command::EditDest(k, d) => Op::EditDest(*k, d.clone()),
+            Command::DelDest(k, a, p) => Op::DelDest(*k, *a, *p),
+            Command::Zero(k) => Op::Zero(*k),
+            Command::SetTimeouts(a, b, c) => Op::SetTimeouts(*a, *b, *c),
+            Command::StartDaemon(d) => Op::StartDaemon(d.clone()),
+            Command::StopDaemon(s) => Op::StopDaemon(*s),
+            Command::AddLaddr(k, a) => Op::AddLaddr(*k, *a),
+            Command::DelLaddr(k, a) => Op::DelLaddr(*k, *a),
+            _ => return None,
+        })
+    }
+}
+
+/// Parses rules in `-S`/`-R` format into ops. A line that is not a rule change
+/// or does not parse is an error naming its line number.
+pub fn parse_rules(input: &str, program: &str) -> Result<Vec<crate::proto::Op>, String> {
+    let mut ops = Vec::new();
+    for (n, argv) in restore_lines(input, program) {
+        match parse(&argv) {
+            Ok(c) => match c.to_op() {
+                Some(op) => ops.push(op),
+                None => return Err(format!("line {n}: not a rule command")),
+            },
+            Err(e) => return Err(format!("line {n}: {}", e.message.trim_end())),
+        }
+    }
+    Ok(ops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,135 @@
+//! The daemon's configuration file (TOML).
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use xvs_core::engine::{Knobs, MarkRule};
+
+/// `[[interface]]`: a data interface.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    pub name: String,
+    /// "client", "server" or "both" (one-arm); informative: replies and
+    /// requests are told apart by the connection table, not by the interface.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// RX queues to serve (default 1: queue 0).
+    #[serde(default = "one")]
+    pub queues: u32,
+}
+
+fn default_role() -> String {
+    "both".into()
+}
+fn one() -> u32 {
+    1
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub control: Control,
+    /// Maximum connections + templates (default 1M).
+    pub conn_max: Option<u32>,
+    /// Busy-poll instead of sleeping in poll() (only on dedicated cores).
+    #[serde(default)]
+    pub busy_poll: bool,
+    /// Data-path backend: "auto", "xdp-native", "xdp-generic" or "af-packet".
+    pub backend: Option<String>,
+    /// Address for Prometheus metrics, e.g. "127.0.0.1:9101".
+    pub metrics: Option<String>,
+    /// Worker cores, in queue order (default: no pinning).
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<Interface>,
+    /// Kernel sysctl equivalents.
+    #[serde(default)]
+    pub knobs: Option<Knobs>,
+    /// fwmark classification rules.
+    #[serde(default, rename = "mark")]
+    pub marks: Vec<MarkRule>,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    pub socket: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let c: Config =
+            toml::from_str(&text).with_context(|| format!("in config {}", path.display()))?;
+        c.validate()
+            .with_context(|| format!("in config {}", path.display()))?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for i in &self.interfaces {
+            if i.name.is_empty() || i.name.len() > 15 {
+                bail!("interface name `{}` is not a valid interface name", i.name);
+            }
+            if !matches!(i.role.as_str(), "client" | "server" | "both") {
+                bail!("interface {}: role must be client, server or both", i.name);
+            }
+            if i.queues == 0 || i.queues > 64 {
+                bail!("interface {}: queues must be 1..=64", i.name);
+            }
+        }
+        if let Some(b) = &self.backend {
+            if !matches!(
+                b.as_str(),
+                "auto" | "xdp-native" | "xdp-generic" | "af-packet"
+            ) {
+                bail!("backend must be auto, xdp-native, xdp-generic or af-packet");
+            }
+        }
+        if self.conn_max == Some(0) {
+            bail!("conn_max must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let c: Config = toml::from_str(
+            r#"
+            conn_max = 100000
+            metrics = "127.0.0.1:9101"
+            [control]
+            socket = "/tmp/x.sock"
+            [[interface]]
+            name = "veth0"
+            role = "client"
+            [[interface]]
+            name = "veth1"
+            queues = 2
+            [[mark]]
+            addr = "10.77.0.0"
+            prefix_len = 24
+            ports = [80, 90]
+            mark = 5
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.interfaces[1].role, "both");
+        assert_eq!(c.marks[0].mark, 5);
+        let bad: Config = toml::from_str("[[interface]]\nname = \"x\"\nrole = \"up\"").unwrap();
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The data plane: one worker thread per RX queue, each owning the AF_XDP (or
+//! AF_PACKET) sockets of its queue on every interface and an engine worker;
+//! plus a thread that keeps the steering keys in step with the rules.
+
+use crate::config::Config;
+use anyhow::{anyhow, Context, Result};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
+use xvs_core::service::{FwdMethod, Protocol, ServiceKey};
+use xvs_xdp::{
+    Backend, BackendChoice, Disposition, Interface, SteerKey, Steering, Worker, WorkerConfig, L4,
+};
+
+/// The running data plane. Dropping it stops the workers, then detaches the
+/// XDP programs (their bpf_links die with the process anyway).
+pub struct DataPlane {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _ifaces: Arc<Vec<Interface>>,
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn l4(p: Protocol) -> L4 {
+    match p {
+        Protocol::Tcp => L4::Tcp,
+        Protocol::Udp => L4::Udp,
+    }
+}
+
+/// The keys the current rules need: VIPs, FULLNAT local addresses, and the
+/// real servers of NAT dests (their replies).
+fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
+    let snap = engine.snapshot();
+    let mut keys = HashSet::new();
+    for svc in snap.services() {
+        let ServiceKey::Addr { proto, addr, port } = svc.spec.key else {
+            // XDP sees no marks and the steering map holds exact keys only.
+            continue;
+        };
+        keys.insert(SteerKey::Vip {
+            addr: addr.into(),
+            port,
+            proto: l4(proto),
+        });
+        for d in &svc.dests {
+            if d.fwd() == FwdMethod::Masq {
+                keys.insert(SteerKey::RealServer {
+                    addr: d.addr.into(),
+                    port: d.port,
+                    proto: l4(proto),
+                });
+            }
+        }
+        for &lip in snap.lips(svc.id) {
+            keys.insert(SteerKey::LocalAddr(engine.conns.lip(lip)));
+        }
+    }
+    keys
+}
+
+/// Keeps the steering map equal to [`wanted_keys`] as the rules change.
+fn sync_keys(engine: Arc<Engine>, steering: Steering, stop: Arc<AtomicBool>) {
+    let mut have: HashSet<SteerKey> = HashSet::new();
+    let mut seen_gen = u64::MAX;
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        let gen = engine.snapshot().generation;
+        if gen != seen_gen {
+            seen_gen = gen;
+            let want = wanted_keys(&engine);
+            for k in have.difference(&want) {
+                if let Err(e) = steering.remove(*k) {
+                    tracing::warn!(?k, "removing a steering key: {e}");
+                }
+            }
+            for k in want.difference(&have) {
+                if let Err(e) = steering.add(*k) {
+                    tracing::warn!(?k, "adding a steering key: {e}");
+                }
+            }
+            if !warned && engine.snapshot().services().any(|s| s.spec.key.is_fwmark()) {
+                tracing::warn!("fwmark services get no traffic from the XDP steering program");
+                warned = true;
+            }
+            have = want;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the workers on the configured interfaces (port numbers follow the
+/// order of `cfg.interfaces`, as the route mirror's do).
+pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
+    let stop = Arc::new(AtomicBool::new(false));
+    if cfg.interfaces.is_empty() {
+        return Ok(DataPlane {
+            stop,
+            threads: Vec::new(),
+            _ifaces: Arc::new(Vec::new()),
+        });
+    }
+    let choice = match cfg.backend.as_deref() {
+        None | Some("auto") => BackendChoice::Auto,
+        Some(b) => BackendChoice::Force(b.parse::<Backend>().map_err(|e| anyhow!("{e}"))?),
+    };
+    let steering = Steering::new().context("creating the steering map")?;
+    let mut ifaces = Vec::new();
+    for i in &cfg.interfaces {
+        let a = Interface::attach(&steering, &i.name, choice)
+            .with_context(|| format!("attaching to {}", i.name))?;
+        tracing::info!(interface = %i.name, backend = %a.backend(), queues = i.queues, "data interface");
+        ifaces.push(a);
+    }
+    let ifaces = Arc::new(ifaces);
+    let mut threads = Vec::new();
+    {
+        let (e, s, st) = (engine.clone(), steering.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("xvsd-steer".into())
+                .spawn(move || sync_keys(e, s, st))?,
+        );
+    }
+    let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
+    for q in 0..queues {
+        // Ports of this worker: the interfaces that have queue q.
+        let global: Vec<usize> = (0..cfg.interfaces.len())
+            .filter(|&i| cfg.interfaces[i].queues > q)
+            .collect();
+        let wcfg = WorkerConfig {
+            busy_poll: cfg.busy_poll,
+            batch: MAX_BATCH as u32,
+            ..WorkerConfig::default()
+        };
+        let (ifs, e, st) = (ifaces.clone(), engine.clone(), stop.clone());
+        let core = cfg.cores.get(q as usize).copied();
+        let (tx, rx) = mpsc::channel();
+        let t = std::thread::Builder::new()
+            .name(format!("xvsd-worker-{q}"))
+            .spawn(move || worker_loop(ifs, global, q, wcfg, e, st, core, tx))?;
+        // Sockets are opened in the worker thread; wait for its verdict.
+        rx.recv()
+            .map_err(|_| anyhow!("worker {q} died while starting"))?
+            .with_context(|| format!("starting the worker of queue {q}"))?;
+        threads.push(t);
+    }
+    Ok(DataPlane {
+        stop,
+        threads,
+        _ifaces: ifaces,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker_loop(
+    ifaces: Arc<Vec<Interface>>,
+    global: Vec<usize>,
+    q: u32,
+    wcfg: WorkerConfig,
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+    core: Option<usize>,
+    started: mpsc::Sender<Result<()>>,
+) {
+    if let Some(c) = core {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(c).is_ok() {
+            if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+                tracing::warn!(core = c, "pinning worker {q}: {e}");
+            }
+        }
+    }
+    let refs: Vec<&Interface> = global.iter().map(|&i| &ifaces[i]).collect();
+    let mut w = match Worker::new(&refs, q, &wcfg) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = started.send(Err(anyhow!("{e}")));
+            return;
+        }
+    };
+    for p in w.ports() {
+        tracing::info!(queue = q, interface = %p.ifname, backend = %p.backend, zero_copy = p.zero_copy, "worker port");
+    }
+    let _ = started.send(Ok(()));
+    // Engine port (global interface index) → this worker's port.
+    let mut local = vec![usize::MAX; ifaces.len()];
+    for (l, &g) in global.iter().enumerate() {
+        local[g] = l;
+    }
+    let mut ew = engine.worker(q);
+    while !stop.load(Ordering::Relaxed) {
+        // poll() sleeps when idle; the timeout lets the loop see `stop`.
+        match w.poll(Duration::from_millis(100)) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(queue = q, "poll: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        }
+        ew.begin_batch(crate::clock::now());
+        w.process_batch(|port, frame| {
+            let rx = global.get(port).copied().unwrap_or(0) as u16;
+            match ew.process(frame, rx) {
+                Verdict::Tx(p) => match local.get(p as usize) {
+                    Some(&l) if l != usize::MAX => Disposition::Tx(l),
+                    _ => Disposition::Drop,
+                },
+                // A redirected frame cannot go back to the kernel: counted, dropped.
+                Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
+            }
+        });
+    }
+    w.flush(Duration::from_millis(200));
+}

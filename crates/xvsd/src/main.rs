@@ -1,0 +1,213 @@
+//! `xvsd`: the xvs director daemon.
+//!
+//! Owns the rules (changed with `xvsadm` over the control socket), the engine
+//! and its connection table, the data-plane workers, a housekeeping thread
+//! (expiry, rates) and an optional Prometheus endpoint.
+
+mod clock;
+mod config;
+mod control;
+mod dataplane;
+mod metrics;
+mod state;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use config::{Config, Interface};
+use state::State;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xvs_core::engine::{Engine, Limits};
+
+/// Huge pages for the connection table.
+#[global_allocator]
+static ALLOC: xvs_mem::HugeAlloc = xvs_mem::HugeAlloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "xvsd", version, about = "xvs: a userspace IPVS director")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rules to load at start and on SIGHUP, in `xvsadm -S` format.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Control socket (default: $XVS_SOCKET, else /run/xvs/xvsd.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// A data interface (repeatable); roles come from the routes.
+    #[arg(short = 'i', long = "interface")]
+    interfaces: Vec<String>,
+    /// Force a backend: xdp-native, xdp-generic or af-packet.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Maximum connections + templates.
+    #[arg(long)]
+    conn_max: Option<u32>,
+    /// Prometheus metrics address, e.g. 127.0.0.1:9101.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+fn random_seed() -> [u64; 4] {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    // Keyed hashing of the connection table; fall back to the clock.
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    [w(0) ^ t, w(1), w(2), w(3)]
+}
+
+/// Reads the rules file and replaces the rules with it, all or nothing.
+fn load_rules(state: &Mutex<State>, path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut ops = xvs_ctl::cmdline::parse_rules(&text, "xvsd")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    ops.insert(0, xvs_ctl::Op::Clear);
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    s.apply_batch(&ops)
+        .map_err(|(i, e)| anyhow::anyhow!("{}: rule {} : {}", path.display(), i, e.0))?;
+    tracing::info!(rules = ops.len() - 1, file = %path.display(), "rules loaded");
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("xvsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    for name in &args.interfaces {
+        cfg.interfaces.push(Interface {
+            name: name.clone(),
+            role: "both".into(),
+            queues: 1,
+        });
+    }
+    if let Some(b) = &args.backend {
+        cfg.backend = Some(b.clone());
+    }
+    if args.metrics.is_some() {
+        cfg.metrics = args.metrics.clone();
+    }
+    let socket = args
+        .socket
+        .clone()
+        .or(cfg.control.socket.clone())
+        .unwrap_or_else(xvs_ctl::default_socket_path);
+
+    let workers: u32 = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
+    let limits = Limits {
+        conn_max: args.conn_max.or(cfg.conn_max).unwrap_or(1 << 20),
+        workers,
+        ..Limits::default()
+    };
+    let names: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    let fib: Arc<dyn xvs_core::fib::Fib> = if names.is_empty() {
+        Arc::new(xvs_core::fib::StaticFib::new())
+    } else {
+        xvs_fib::KernelFib::start(names).context("reading the kernel's routes and neighbours")?
+    };
+    let engine = Engine::new(limits, fib, random_seed());
+    let state = Arc::new(Mutex::new(State::new(
+        engine.clone(),
+        cfg.knobs.unwrap_or_default(),
+        cfg.marks.clone(),
+    )));
+    if let Some(r) = &args.rules {
+        load_rules(&state, r)?;
+    }
+
+    let listener = control::bind(&socket)?;
+    let _guard = control::SocketGuard(socket.clone());
+    {
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name("xvsd-control".into())
+            .spawn(move || control::serve(listener, st))?;
+    }
+    if let Some(addr) = &cfg.metrics {
+        let l = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding metrics address {addr}"))?;
+        let e = engine.clone();
+        std::thread::Builder::new()
+            .name("xvsd-metrics".into())
+            .spawn(move || metrics::serve(l, e))?;
+        tracing::info!(%addr, "metrics at /metrics");
+    }
+
+    let dp = dataplane::start(&cfg, engine.clone())?;
+
+    // Housekeeping: expiry sweep (about a full pass a second), rates, trash.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let st = state.clone();
+        let e = engine.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("xvsd-housekeep".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let now = st.lock().unwrap_or_else(|e| e.into_inner()).now();
+                    let budget = (e.conns.high_water() / 10).clamp(4096, 250_000);
+                    e.housekeep(now, budget);
+                    n += 1;
+                    if n.is_multiple_of(100) {
+                        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                        if s.table.trash_len() > 0 {
+                            s.table.purge_trash();
+                            s.publish();
+                        }
+                    }
+                }
+            })?;
+    }
+
+    tracing::info!(socket = %socket.display(), conn_max = limits.conn_max, "xvsd ready");
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            match &args.rules {
+                Some(r) => {
+                    if let Err(e) = load_rules(&state, r) {
+                        tracing::error!("reload failed, rules unchanged: {e:#}");
+                    }
+                }
+                None => tracing::info!("SIGHUP: no --rules file to reload"),
+            }
+            continue;
+        }
+        tracing::info!("shutting down");
+        break;
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(dp);
+    Ok(())
+}

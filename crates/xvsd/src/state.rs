@@ -1,0 +1,392 @@
+//! The control-plane state: the service table and everything else `xvsadm`
+//! can change, applied to the engine as a new snapshot after every change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use xvs_core::conn::table::{flags, tick_of, TEMPLATE_PROTO};
+use xvs_core::conn::Timeouts;
+use xvs_core::engine::housekeep::state_name;
+use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet, Totals};
+use xvs_core::service::table::ServiceTable;
+use xvs_core::service::{ServiceError, ServiceKey};
+use xvs_core::time::Time;
+use xvs_ctl::{ConnInfo, DaemonSpec, DaemonState, DestInfo, ErrorReply, Op, Response, ServiceInfo};
+
+/// Why an op failed: the message ipvsadm prints for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError(pub String);
+
+impl From<ServiceError> for OpError {
+    fn from(e: ServiceError) -> Self {
+        OpError(e.to_string())
+    }
+}
+
+/// Everything the control plane owns.
+pub struct State {
+    pub table: ServiceTable,
+    pub timeouts: Timeouts,
+    pub knobs: Knobs,
+    pub marks: Vec<MarkRule>,
+    pub daemons: Vec<DaemonSpec>,
+    pub laddrs: BTreeMap<String, (ServiceKey, Vec<IpAddr>)>,
+    /// Counter baselines set by `-Z`, by service id and dest id.
+    zero_svc: HashMap<u32, Totals>,
+    zero_dest: HashMap<u32, Totals>,
+    pub engine: Arc<Engine>,
+}
+
+fn key_id(k: &ServiceKey) -> String {
+    format!("{k}")
+}
+
+fn minus(t: Totals, b: Option<&Totals>) -> Totals {
+    match b {
+        Some(b) => t.minus(b),
+        None => t,
+    }
+}
+
+impl State {
+    pub fn new(engine: Arc<Engine>, knobs: Knobs, marks: Vec<MarkRule>) -> State {
+        let s = State {
+            table: ServiceTable::with_limits(engine.limits.max_services, engine.limits.max_dests),
+            timeouts: Timeouts::default(),
+            knobs,
+            marks,
+            daemons: Vec::new(),
+            laddrs: BTreeMap::new(),
+            zero_svc: HashMap::new(),
+            zero_dest: HashMap::new(),
+            engine,
+        };
+        s.publish();
+        s
+    }
+
+    /// Now, on the engine's clock.
+    pub fn now(&self) -> Time {
+        crate::clock::now()
+    }
+
+    /// Hands the current rules to the engine.
+    pub fn publish(&self) {
+        let mut r = RuleSet::from_table(&self.table);
+        r.laddrs = self.laddrs.values().cloned().collect();
+        r.marks = self.marks.clone();
+        r.timeouts = self.timeouts;
+        r.knobs = self.knobs;
+        self.engine.publish(&r);
+    }
+
+    /// Applies one op (without publishing).
+    fn apply_one(&mut self, op: &Op) -> Result<(), OpError> {
+        match op {
+            Op::AddService(s) => self.table.add_service(s.clone())?,
+            Op::EditService(s) => self.table.edit_service(s.clone())?,
+            Op::DelService(k) => {
+                self.table.del_service(k)?;
+                self.laddrs.remove(&key_id(k));
+            }
+            Op::Clear => {
+                self.table.clear();
+                self.laddrs.clear();
+            }
+            Op::AddDest(k, d) => self.table.add_dest(k, d.clone())?,
+            Op::EditDest(k, d) => self.table.edit_dest(k, d.clone())?,
+            Op::DelDest(k, a, p) => self.table.del_dest(k, *a, *p)?,
+            Op::Zero(k) => {
+                let svcs: Vec<_> = match k {
+                    Some(k) => vec![self
+                        .table
+                        .get(k)
+                        .ok_or(ServiceError::NoSuchService)?
+                        .clone()],
+                    None => self.table.services().to_vec(),
+                };
+                for s in svcs {
+                    self.zero_svc.insert(s.id, self.engine.service_totals(s.id));
+                    for d in &s.dests {
+                        self.zero_dest.insert(d.id, self.engine.dest_totals(d.id));
+                    }
+                }
+            }
+            Op::SetTimeouts(t, f, u) => self.timeouts.set(*t, *f, *u),
+            Op::StartDaemon(d) => {
+                if self.daemons.iter().any(|x| x.state == d.state) {
+                    return Err(OpError("Daemon has already run".into()));
+                }
+                let mut d = d.clone();
+                // The kernel's defaults, as --daemon then shows them.
+                if d.sync_maxlen == 0 {
+                    d.sync_maxlen = 1472;
+                }
+                if d.mcast_group.is_none() {
+                    d.mcast_group = Some(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 81)));
+                }
+                if d.mcast_port == 0 {
+                    d.mcast_port = 8848;
+                }
+                if d.mcast_ttl == 0 {
+                    d.mcast_ttl = 1;
+                }
+                self.daemons.push(d);
+                self.daemons.sort_by_key(|d| d.state != DaemonState::Master);
+            }
+            Op::StopDaemon(st) => {
+                let before = self.daemons.len();
+                self.daemons.retain(|d| d.state != *st);
+                if self.daemons.len() == before {
+                    return Err(OpError("No daemon is running".into()));
+                }
+            }
+            Op::AddLaddr(k, a) => {
+                if self.table.get(k).is_none() {
+                    return Err(ServiceError::ServiceNotDefined.into());
+                }
+                let e = self
+                    .laddrs
+                    .entry(key_id(k))
+                    .or_insert_with(|| (*k, Vec::new()));
+                if e.1.contains(a) {
+                    return Err(OpError("Local address already exists".into()));
+                }
+                e.1.push(*a);
+            }
+            Op::DelLaddr(k, a) => {
+                let Some(e) = self.laddrs.get_mut(&key_id(k)) else {
+                    return Err(OpError("No such local address".into()));
+                };
+                let n = e.1.len();
+                e.1.retain(|x| x != a);
+                if e.1.len() == n {
+                    return Err(OpError("No such local address".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one op and publishes.
+    pub fn apply(&mut self, op: &Op) -> Result<(), OpError> {
+        let r = self.apply_one(op);
+        if r.is_ok() {
+            self.publish();
+        }
+        r
+    }
+
+    /// Applies ops all or nothing: they are first tried on a copy of the rules
+    /// (specs only, so nothing live is touched), then applied for real.
+    pub fn apply_batch(&mut self, ops: &[Op]) -> Result<(), (usize, OpError)> {
+        let mut dry = State {
+            table: self.spec_copy(),
+            timeouts: self.timeouts,
+            knobs: self.knobs,
+            marks: Vec::new(),
+            daemons: self.daemons.clone(),
+            laddrs: self.laddrs.clone(),
+            zero_svc: HashMap::new(),
+            zero_dest: HashMap::new(),
+            engine: self.engine.clone(),
+        };
+        for (i, op) in ops.iter().enumerate() {
+            // Zeroing touches only counters: nothing to validate beyond the key.
+            if let Op::Zero(Some(k)) = op {
+                if dry.table.get(k).is_none() {
+                    return Err((i, ServiceError::NoSuchService.into()));
+                }
+                continue;
+            }
+            if let Op::Zero(None) = op {
+                continue;
+            }
+            dry.apply_one(op).map_err(|e| (i, e))?;
+        }
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.apply_one(op) {
+                // Cannot happen after the dry run; publish what was applied.
+                self.publish();
+                return Err((i, e));
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// A fresh table with the same services and dests (same order), sharing nothing.
+    fn spec_copy(&self) -> ServiceTable {
+        let mut t = ServiceTable::with_limits(
+            self.engine.limits.max_services,
+            self.engine.limits.max_dests,
+        );
+        for s in self.table.services() {
+            let _ = t.add_service(s.spec.clone());
+            // Kernel order is newest first: add oldest first.
+            for d in s.dests.iter().rev() {
+                let _ = t.add_dest(&s.spec.key, d.spec());
+            }
+        }
+        t
+    }
+
+    /// `-L` data: all services or one.
+    pub fn list_services(&self, key: Option<&ServiceKey>) -> Response {
+        let svcs: Vec<_> = match key {
+            Some(k) => match self.table.get(k) {
+                Some(s) => vec![s.clone()],
+                None => {
+                    return Response::Error(ErrorReply {
+                        message: ServiceError::NoSuchService.to_string(),
+                        index: None,
+                    })
+                }
+            },
+            None => self.table.services().to_vec(),
+        };
+        let services = svcs
+            .iter()
+            .map(|s| ServiceInfo {
+                spec: s.spec.clone(),
+                stats: minus(self.engine.service_totals(s.id), self.zero_svc.get(&s.id)),
+                rates: self.engine.service_rates(s.id),
+                dests: s
+                    .dests
+                    .iter()
+                    .map(|d| DestInfo {
+                        spec: d.spec(),
+                        activeconns: d.activeconns(),
+                        inactconns: d.inactconns(),
+                        persistconns: d.persistconns(),
+                        stats: minus(self.engine.dest_totals(d.id), self.zero_dest.get(&d.id)),
+                        rates: self.engine.dest_rates(d.id),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Response::Services {
+            conn_tab_size: self.engine.conns.capacity(),
+            services,
+        }
+    }
+
+    /// `-c` data: every connection and template.
+    pub fn list_conns(&self) -> Vec<ConnInfo> {
+        let conns = &self.engine.conns;
+        let now = tick_of(self.now());
+        let mut out = Vec::new();
+        conns.for_each_live(|v| {
+            let template = v.flags() & flags::TEMPLATE != 0;
+            let proto = v.proto & !TEMPLATE_PROTO;
+            let left = conns.expires(v.idx).wrapping_sub(now) as i32;
+            if !template && left < 0 {
+                return; // expired, only waiting for the sweep
+            }
+            out.push(ConnInfo {
+                proto: match proto {
+                    6 => "TCP",
+                    17 => "UDP",
+                    _ => "IP",
+                }
+                .into(),
+                expire_secs: (left.max(0) as u32) / 100,
+                state: state_name(proto, template, v.state()).into(),
+                caddr: v.caddr.to_ip(),
+                cport: v.cport,
+                vaddr: v.vaddr.to_ip(),
+                vport: v.vport,
+                daddr: v.daddr.to_ip(),
+                dport: v.dport,
+                template,
+            });
+        });
+        out
+    }
+
+    /// The laddr pools, of one service or all.
+    pub fn list_laddrs(&self, key: Option<&ServiceKey>) -> Vec<(ServiceKey, Vec<IpAddr>)> {
+        self.laddrs
+            .values()
+            .filter(|(k, _)| key.is_none_or(|w| w == k))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xvs_core::engine::{Limits, StaticFib};
+    use xvs_core::service::{DestSpec, FwdMethod, Protocol, ServiceSpec};
+
+    fn state() -> State {
+        let e = Engine::new(
+            Limits {
+                conn_max: 1024,
+                ..Limits::default()
+            },
+            Arc::new(StaticFib::new()),
+            [1, 2, 3, 4],
+        );
+        State::new(e, Knobs::default(), Vec::new())
+    }
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: "10.77.0.100".parse().unwrap(),
+            port,
+        }
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing() {
+        let mut s = state();
+        let mut d = DestSpec::new("10.77.1.11".parse().unwrap(), 80);
+        d.fwd = FwdMethod::Masq;
+        let ops = vec![
+            Op::AddService(ServiceSpec::new(key(80))),
+            Op::AddDest(key(80), d.clone()),
+            Op::AddDest(key(80), d.clone()), // duplicate: fails
+        ];
+        let (i, e) = s.apply_batch(&ops).unwrap_err();
+        assert_eq!((i, e.0.as_str()), (2, "Destination already exists"));
+        assert!(
+            s.table.services().is_empty(),
+            "nothing of the batch applied"
+        );
+        s.apply_batch(&ops[..2]).unwrap();
+        assert_eq!(s.table.services().len(), 1);
+        assert_eq!(s.engine.snapshot().services().count(), 1, "published");
+    }
+
+    #[test]
+    fn daemons_and_laddrs() {
+        let mut s = state();
+        let d = DaemonSpec {
+            state: DaemonState::Backup,
+            mcast_ifn: "eth0".into(),
+            syncid: 3,
+            sync_maxlen: 0,
+            mcast_group: None,
+            mcast_port: 0,
+            mcast_ttl: 0,
+        };
+        s.apply(&Op::StartDaemon(d.clone())).unwrap();
+        assert_eq!(
+            s.apply(&Op::StartDaemon(d)).unwrap_err().0,
+            "Daemon has already run"
+        );
+        assert_eq!(
+            s.apply(&Op::StopDaemon(DaemonState::Master)).unwrap_err().0,
+            "No daemon is running"
+        );
+        assert_eq!(
+            s.apply(&Op::AddLaddr(key(80), "10.77.1.200".parse().unwrap()))
+                .unwrap_err()
+                .0,
+            "Service not defined"
+        );
+    }
+}
