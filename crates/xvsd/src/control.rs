@@ -10,6 +10,17 @@ use std::sync::{Arc, Mutex};
 use xvs_ctl::proto::{read_frame, write_frame, FrameError};
 use xvs_ctl::{ErrorReply, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
 
+/// Fails if a live daemon already serves `path`.
+pub fn check_free(path: &Path) -> Result<()> {
+    if path.exists() && UnixStream::connect(path).is_ok() {
+        bail!(
+            "another xvsd is already serving {} (use --socket or XVS_SOCKET for a second one)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Binds the control socket: creates the directory, replaces a stale socket
 /// left by a dead daemon, refuses to take over a live one.
 pub fn bind(path: &Path) -> Result<UnixListener> {
@@ -19,13 +30,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
     }
+    check_free(path)?;
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!(
-                "another xvsd is already serving {} (use --socket or XVS_SOCKET for a second one)",
-                path.display()
-            );
-        }
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }

@@ -70,10 +70,15 @@ fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
     keys
 }
 
-/// Keeps the steering map equal to [`wanted_keys`] as the rules change.
-fn sync_keys(engine: Arc<Engine>, steering: Steering, stop: Arc<AtomicBool>) {
-    let mut have: HashSet<SteerKey> = HashSet::new();
-    let mut seen_gen = u64::MAX;
+/// Keeps the steering map equal to [`wanted_keys`] as the rules change
+/// (`have`/`seen_gen` carry what the first, synchronous pass installed).
+fn sync_keys(
+    engine: Arc<Engine>,
+    steering: Steering,
+    stop: Arc<AtomicBool>,
+    mut have: HashSet<SteerKey>,
+    mut seen_gen: u64,
+) {
     let mut warned = false;
     while !stop.load(Ordering::Relaxed) {
         let gen = engine.snapshot().generation;
@@ -125,12 +130,20 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
     }
     let ifaces = Arc::new(ifaces);
     let mut threads = Vec::new();
+    // Steer what the rules already hold before any worker runs.
+    let gen = engine.snapshot().generation;
+    let have = wanted_keys(&engine);
+    for k in &have {
+        steering
+            .add(*k)
+            .with_context(|| format!("adding steering key {k:?}"))?;
+    }
     {
         let (e, s, st) = (engine.clone(), steering.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("xvsd-steer".into())
-                .spawn(move || sync_keys(e, s, st))?,
+                .spawn(move || sync_keys(e, s, st, have, gen))?,
         );
     }
     let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);

@@ -85,6 +85,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run() {
         eprintln!("xvsd: {e:#}");
@@ -139,6 +140,10 @@ fn run() -> Result<()> {
         load_rules(&state, r)?;
     }
 
+    // Refuse early if another daemon serves the socket; then the data plane,
+    // so that once the socket answers the rules are in force.
+    control::check_free(&socket)?;
+    let dp = dataplane::start(&cfg, engine.clone())?;
     let listener = control::bind(&socket)?;
     let _guard = control::SocketGuard(socket.clone());
     {
@@ -156,8 +161,6 @@ fn run() -> Result<()> {
             .spawn(move || metrics::serve(l, e))?;
         tracing::info!(%addr, "metrics at /metrics");
     }
-
-    let dp = dataplane::start(&cfg, engine.clone())?;
 
     // Housekeeping: expiry sweep (about a full pass a second), rates, trash.
     let stop = Arc::new(AtomicBool::new(false));
