@@ -28,7 +28,9 @@ fmt-check:
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The end-to-end tests run the built binaries (xvsd, xvsadm, xvs-lab).
 unit: deps
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 # The README's test command: formatting, lints, then every test.
