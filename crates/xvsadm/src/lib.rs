@@ -9,7 +9,16 @@ use std::io::{Read, Write};
 
 /// Runs one xvsadm invocation (`args[0]` is the program name) and returns
 /// its exit status.
-pub fn run(args: &[String], _stdin: &mut dyn Read, _out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let _ = writeln!(err, "{}: not implemented yet", args.first().map(String::as_str).unwrap_or("xvsadm"));
+pub fn run(
+    args: &[String],
+    _stdin: &mut dyn Read,
+    _out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let _ = writeln!(
+        err,
+        "{}: not implemented yet",
+        args.first().map(String::as_str).unwrap_or("xvsadm")
+    );
     1
 }
