@@ -1,24 +1,435 @@
 //! `xvsadm`, a drop-in for ipvsadm 1.31 that manages xvsd over its control
 //! socket: command-line handling ([`run`]) and ipvsadm's output formats
 //! ([`format`]).
+//!
+//! The grammar (popt rules, legality table, messages, exit codes) is
+//! `xvs_ctl::cmdline`, shared with `xvsd --rules`. Exit codes are ipvsadm's:
+//! 0 success, 2 a refused command line, 255 an operation xvsd refused (the
+//! kernel-op errors of ipvsadm) or a popt error, 1 a failed listing. Without a
+//! reachable xvsd, one line on stderr and exit 2 (ipvsadm's "Can't initialize
+//! ipvs" status).
+//!
+//! Deviations from ipvsadm, on purpose:
+//! - `--socket PATH` (anywhere on the line) picks the control socket; else
+//!   `XVS_SOCKET`, else `/run/xvs/xvsd.sock`.
+//! - `-R` parses the whole input first, then applies it as one atomic batch:
+//!   a bad line is reported as `<prog>: line N: <ipvsadm's message>` and
+//!   nothing of the input is applied (ipvsadm applies line by line and stops
+//!   at the first parse error). Listing commands (`-L`, `-S`, `-G`, `-h`, `-v`)
+//!   are refused in `-R` input for the same reason.
+//! - `-S` also saves FULLNAT local addresses as `-P <service> -z <laddr>`
+//!   lines, so `-S | -C; -R` restores them too.
 
 pub mod format;
 pub mod sort;
 
+use format::{Names, NoNames, SystemNames};
 use std::io::{Read, Write};
+use std::path::PathBuf;
+use xvs_core::service::ServiceKey;
+use xvs_ctl::cmdline::{self, fmt, Command, ListWhat};
+use xvs_ctl::{Client, ClientError, Request, Response, PROTOCOL_VERSION};
+
+/// Exit status of ipvsadm's kernel-op errors (`return -1` from main).
+const EXIT_OP: i32 = 255;
+/// Exit status of failed listings.
+const EXIT_LIST: i32 = 1;
+/// Exit status when xvsd cannot be reached (ipvsadm's `fail(2, "Can't initialize ipvs...")`).
+const EXIT_NO_DAEMON: i32 = 2;
+
+/// What a run prints and returns.
+struct Io<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    /// Prefix of xvsadm's own messages (basename of argv\[0\]).
+    me: String,
+}
+
+impl Io<'_> {
+    fn fail(&mut self, msg: &str, code: i32) -> i32 {
+        let _ = writeln!(self.err, "{msg}");
+        code
+    }
+
+    fn print(&mut self, text: &str) -> i32 {
+        match self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|_| self.out.flush())
+        {
+            Ok(()) => 0,
+            // A closed pipe (`xvsadm -L | head`) is not worth a message.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(e) => {
+                let me = self.me.clone();
+                self.fail(&format!("{me}: writing output: {e}"), EXIT_LIST)
+            }
+        }
+    }
+}
+
+/// Takes `--socket PATH` / `--socket=PATH` out of the arguments.
+fn take_socket(args: &[String]) -> Result<(Option<PathBuf>, Vec<String>), String> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut socket = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            rest.push(a.clone());
+            rest.extend(it.cloned());
+            break;
+        }
+        if a == "--socket" {
+            match it.next() {
+                Some(p) => socket = Some(PathBuf::from(p)),
+                None => return Err("--socket: missing argument".into()),
+            }
+        } else if let Some(p) = a.strip_prefix("--socket=") {
+            socket = Some(PathBuf::from(p));
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((socket, rest))
+}
+
+/// An io::Error as strerror() would say it (without Rust's "(os error N)").
+fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn connect(socket: &std::path::Path, io: &mut Io) -> Result<Client, i32> {
+    let mut c = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(ClientError::Connect { path, source }) => {
+            let me = io.me.clone();
+            return Err(io.fail(
+                &format!(
+                    "{me}: cannot connect to xvsd at {path}: {} (is xvsd running?)",
+                    strerror(&source)
+                ),
+                EXIT_NO_DAEMON,
+            ));
+        }
+        Err(e) => {
+            let me = io.me.clone();
+            return Err(io.fail(&format!("{me}: {e}"), EXIT_NO_DAEMON));
+        }
+    };
+    match c.call(&Request::Hello {
+        version: PROTOCOL_VERSION,
+    }) {
+        Ok(Response::Hello { .. }) => Ok(c),
+        Ok(Response::Error(e)) => {
+            let me = io.me.clone();
+            Err(io.fail(&format!("{me}: xvsd: {}", e.message), EXIT_NO_DAEMON))
+        }
+        Ok(other) => {
+            let me = io.me.clone();
+            Err(io.fail(
+                &format!("{me}: unexpected reply from xvsd: {other:?}"),
+                EXIT_NO_DAEMON,
+            ))
+        }
+        Err(e) => {
+            let me = io.me.clone();
+            Err(io.fail(&format!("{me}: {e}"), EXIT_NO_DAEMON))
+        }
+    }
+}
+
+/// One request; a transport failure is reported and becomes `Err(exit)`.
+fn call(c: &mut Client, req: &Request, io: &mut Io, code: i32) -> Result<Response, i32> {
+    c.call(req).map_err(|e| {
+        let me = io.me.clone();
+        io.fail(&format!("{me}: {e}"), code)
+    })
+}
+
+fn unexpected(io: &mut Io, r: &Response, code: i32) -> i32 {
+    let me = io.me.clone();
+    io.fail(&format!("{me}: unexpected reply from xvsd: {r:?}"), code)
+}
 
 /// Runs one xvsadm invocation (`args[0]` is the program name) and returns
 /// its exit status.
-pub fn run(
-    args: &[String],
-    _stdin: &mut dyn Read,
-    _out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> i32 {
-    let _ = writeln!(
-        err,
-        "{}: not implemented yet",
-        args.first().map(String::as_str).unwrap_or("xvsadm")
-    );
-    1
+pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let prog = args.first().cloned().unwrap_or_else(|| "xvsadm".into());
+    let me = std::path::Path::new(&prog)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "xvsadm".into());
+    let mut io = Io { out, err, me };
+    let (socket, argv) = match take_socket(args) {
+        Ok(x) => x,
+        Err(e) => {
+            let me = io.me.clone();
+            return io.fail(&format!("{me}: {e}"), 2);
+        }
+    };
+    let socket = socket.unwrap_or_else(xvs_ctl::default_socket_path);
+    let cmd = match cmdline::parse(&argv) {
+        Ok(c) => c,
+        Err(e) => return io.fail(&e.message, e.exit),
+    };
+    match cmd {
+        Command::Help => io.print(&cmdline::usage(&prog)),
+        Command::Version => io.print(&format!("{}\n", cmdline::VERSION_LINE)),
+        cmd => {
+            let mut c = match connect(&socket, &mut io) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match execute(&mut c, cmd, &prog, stdin, &mut io) {
+                Ok(code) | Err(code) => code,
+            }
+        }
+    }
+}
+
+fn execute(
+    c: &mut Client,
+    cmd: Command,
+    prog: &str,
+    stdin: &mut dyn Read,
+    io: &mut Io,
+) -> Result<i32, i32> {
+    let names = |format: u32| -> &'static dyn Names {
+        if format & fmt::NUMERIC != 0 {
+            &NoNames
+        } else {
+            &SystemNames
+        }
+    };
+    match cmd {
+        Command::List { what, format } => {
+            let req = match &what {
+                ListWhat::All => Request::ListServices(None),
+                ListWhat::Service(k) => Request::ListServices(Some(*k)),
+                ListWhat::Conns => Request::ListConns,
+                ListWhat::Timeout => Request::GetTimeouts,
+                ListWhat::Daemon => Request::GetDaemons,
+            };
+            let text = match (what, call(c, &req, io, EXIT_LIST)?) {
+                (_, Response::Error(e)) => return Err(io.fail(&e.message, EXIT_LIST)),
+                (
+                    ListWhat::All,
+                    Response::Services {
+                        conn_tab_size,
+                        services,
+                    },
+                ) => format::list_all(
+                    conn_tab_size,
+                    &services,
+                    &|_| Vec::new(),
+                    format,
+                    names(format),
+                ),
+                (ListWhat::Service(_), Response::Services { services, .. }) => {
+                    match services.first() {
+                        Some(s) => format::list_service(s, format, names(format)),
+                        None => return Err(io.fail("No such service", EXIT_LIST)),
+                    }
+                }
+                (ListWhat::Conns, Response::Conns(conns)) => {
+                    format::list_conns(&conns, format, names(format))
+                }
+                (ListWhat::Timeout, Response::Timeouts(a, b, c)) => format::timeouts(a, b, c),
+                (ListWhat::Daemon, Response::Daemons(d)) => format::daemons(&d),
+                (_, r) => return Err(unexpected(io, &r, EXIT_LIST)),
+            };
+            Ok(io.print(&text))
+        }
+        Command::Save { format } => {
+            let services = match call(c, &Request::ListServices(None), io, EXIT_LIST)? {
+                Response::Services { services, .. } => services,
+                Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                r => return Err(unexpected(io, &r, EXIT_LIST)),
+            };
+            let pools = match call(c, &Request::GetLaddrs(None), io, EXIT_LIST)? {
+                Response::Laddrs(p) => p,
+                Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                r => return Err(unexpected(io, &r, EXIT_LIST)),
+            };
+            let laddrs = |k: &ServiceKey| {
+                pools
+                    .iter()
+                    .filter(|(pk, _)| pk == k)
+                    .flat_map(|(_, l)| l.iter().copied())
+                    .collect()
+            };
+            let text = format::list_all(0, &services, &laddrs, format, names(format));
+            Ok(io.print(&text))
+        }
+        Command::GetLaddr(k) => {
+            if let Some(k) = k {
+                match call(c, &Request::ListServices(Some(k)), io, EXIT_LIST)? {
+                    Response::Services { services, .. } if !services.is_empty() => {}
+                    Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                    _ => return Err(io.fail("No such service", EXIT_LIST)),
+                }
+            }
+            let mut pools = match call(c, &Request::GetLaddrs(k), io, EXIT_LIST)? {
+                Response::Laddrs(p) => p,
+                Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                r => return Err(unexpected(io, &r, EXIT_LIST)),
+            };
+            if let (Some(k), true) = (k, pools.is_empty()) {
+                pools.push((k, Vec::new()));
+            }
+            Ok(io.print(&format::laddrs(&pools)))
+        }
+        Command::Restore => restore(c, prog, stdin, io),
+        cmd => {
+            let Some(op) = cmd.to_op() else {
+                return Err(unexpected(io, &Response::Ok, EXIT_OP));
+            };
+            match call(c, &Request::Apply(op), io, EXIT_OP)? {
+                Response::Ok => Ok(0),
+                Response::Error(e) => Err(io.fail(&e.message, EXIT_OP)),
+                r => Err(unexpected(io, &r, EXIT_OP)),
+            }
+        }
+    }
+}
+
+/// A short name for a command that cannot be part of a restore batch.
+fn not_a_change(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::List { .. } => "-L",
+        Command::Save { .. } => "-S",
+        Command::GetLaddr(_) => "-G",
+        Command::Help => "-h",
+        Command::Version => "-v",
+        _ => "this command",
+    }
+}
+
+/// `-R`: every line parsed first, then one atomic batch.
+fn restore(c: &mut Client, prog: &str, stdin: &mut dyn Read, io: &mut Io) -> Result<i32, i32> {
+    let mut raw = Vec::new();
+    if let Err(e) = stdin.read_to_end(&mut raw) {
+        let me = io.me.clone();
+        return Err(io.fail(&format!("{me}: reading stdin: {e}"), EXIT_OP));
+    }
+    let input = String::from_utf8_lossy(&raw);
+    let me = io.me.clone();
+    let mut ops = Vec::new();
+    let mut lines = Vec::new();
+    for (n, argv) in cmdline::restore_lines(&input, prog) {
+        let cmd = match cmdline::parse(&argv) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(io.fail(&format!("{me}: line {n}: {}", e.message), e.exit));
+            }
+        };
+        if cmd == Command::Restore {
+            // ipvsadm's restore_table refuses to recurse: tryhelp_exit.
+            let msg = format!("Try `{prog} -h' or '{prog} --help' for more information.");
+            return Err(io.fail(&format!("{me}: line {n}: {msg}"), EXIT_OP));
+        }
+        match cmd.to_op() {
+            Some(op) => {
+                ops.push(op);
+                lines.push(n);
+            }
+            None => {
+                let what = not_a_change(&cmd);
+                return Err(io.fail(
+                    &format!("{me}: line {n}: {what} cannot be used in restore input (it is applied as one batch)"),
+                    2,
+                ));
+            }
+        }
+    }
+    if ops.is_empty() {
+        return Ok(0);
+    }
+    match call(c, &Request::Batch(ops), io, EXIT_OP)? {
+        Response::Ok => Ok(0),
+        Response::Error(e) => {
+            let msg = match e.index.and_then(|i| lines.get(i)) {
+                Some(n) => format!("{me}: line {n}: {}", e.message),
+                None => format!("{me}: {}", e.message),
+            };
+            Err(io.fail(&msg, EXIT_OP))
+        }
+        r => Err(unexpected(io, &r, EXIT_OP)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn socket_option_is_taken_anywhere() {
+        let (p, rest) = take_socket(&s(&["xvsadm", "-L", "--socket", "/tmp/x", "-n"])).unwrap();
+        assert_eq!(p, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(rest, s(&["xvsadm", "-L", "-n"]));
+        let (p, rest) = take_socket(&s(&["xvsadm", "--socket=/s", "-C"])).unwrap();
+        assert_eq!(p, Some(PathBuf::from("/s")));
+        assert_eq!(rest, s(&["xvsadm", "-C"]));
+        assert!(take_socket(&s(&["xvsadm", "-L", "--socket"])).is_err());
+        // After "--" everything is left alone.
+        let (p, rest) = take_socket(&s(&["xvsadm", "--set", "--", "--socket", "x"])).unwrap();
+        assert_eq!(p, None);
+        assert_eq!(rest, s(&["xvsadm", "--set", "--", "--socket", "x"]));
+    }
+
+    #[test]
+    fn strerror_drops_rust_suffix() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(strerror(&e), "No such file or directory");
+    }
+
+    #[test]
+    fn help_and_version_need_no_daemon() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(
+            &s(&["xvsadm", "--socket", "/nonexistent/x.sock", "-h"]),
+            &mut std::io::empty(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(
+            "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\nUsage:\n  xvsadm -A|E virtual-service"
+        ));
+        assert!(err.is_empty());
+    }
+
+    #[test]
+    fn no_daemon_is_one_line() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(
+            &s(&[
+                "/usr/sbin/xvsadm",
+                "--socket",
+                "/nonexistent/x.sock",
+                "-L",
+                "-n",
+            ]),
+            &mut std::io::empty(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, EXIT_NO_DAEMON);
+        assert!(out.is_empty());
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "xvsadm: cannot connect to xvsd at /nonexistent/x.sock: No such file or directory (is xvsd running?)\n"
+        );
+    }
 }
