@@ -199,6 +199,14 @@ fn reply(
 fn handle(conn: TcpStream, name: &str) -> io::Result<()> {
     conn.set_read_timeout(Some(IDLE))?;
     let peer = conn.peer_addr()?;
+    // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d: say a.b.c.d.
+    let peer = match peer {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => peer,
+        },
+        SocketAddr::V4(_) => peer,
+    };
     let mut w = io::BufWriter::new(conn.try_clone()?);
     let mut r = BufReader::new(conn);
     let own = format!("{name}\n");

@@ -233,8 +233,10 @@ pub(crate) fn wire(s: &Spaces) -> Result<()> {
             addr(rt, "r0", gw4(1, 1), 24)?;
             addr(dir, "eth0", gw4(2, 2), 24)?;
             addr(dir, "lo", v4(p.vip4), 32)?;
-            // The VIP is routed: client → router → director.
+            // The VIP is routed: client → router → director; the router is
+            // also the client's way to the RS subnet.
             route(client, &format!("{}/32", p.vip4), gw4(0, 1))?;
+            route(client, "default", gw4(0, 1))?;
             route(rt, &format!("{}/32", p.vip4), gw4(2, 2))?;
             route(dir, "default", gw4(2, 1))?;
             if ipv6 {
@@ -246,6 +248,7 @@ pub(crate) fn wire(s: &Spaces) -> Result<()> {
                 addr(dir, "eth0", gw6(2, 2), 112)?;
                 addr(dir, "lo", v6(vip6), 128)?;
                 route(client, &format!("{vip6}/128"), gw6(0, 1))?;
+                route(client, "default", gw6(0, 1))?;
                 route(rt, &format!("{vip6}/128"), gw6(2, 2))?;
                 route(dir, "default", gw6(2, 1))?;
             }
