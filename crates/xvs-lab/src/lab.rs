@@ -419,7 +419,9 @@ impl Lab {
                 url(IpAddr::V6(v6), "/")
             );
         }
-        s += "xvsadm -L -n\n";
+        let xvsadm = procs::find_bin(o, "xvsadm", "")
+            .map_or("xvsadm".to_string(), |p| p.display().to_string());
+        s += &format!("{xvsadm} -L -n\n");
         s += &format!(
             "xvs-lab down {}\n",
             if p.prefix == format!("xvs-{}", p.mode) {
