@@ -4,7 +4,13 @@
 //! frames: the established-flow fast path, new connections, and the cost per
 //! packet as the connection table grows.
 
+mod cpu;
 mod engine;
+mod gen;
+mod probe;
+mod report;
+mod run;
+mod xfwd;
 
 /// Huge pages for the connection table, as in xvsd.
 #[global_allocator]
@@ -23,10 +29,16 @@ struct Cli {
 enum Cmd {
     /// The engine alone on in-memory 64-byte frames, one core.
     Engine(engine::Args),
+    /// xvs against the kernel and the raw AF_XDP ceiling on a veth topology.
+    Run(run::Args),
+    /// The raw ceiling: an AF_XDP forwarder that does no work (used by `run`).
+    Xfwd(xfwd::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Xfwd(a) => xfwd::run(a),
     }
 }

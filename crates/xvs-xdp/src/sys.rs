@@ -141,3 +141,19 @@ impl Drop for Mmap {
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
+
+/// Sets the nice value of the calling thread. A data-path worker runs above
+/// the NAPI threads on its core: under overload the kernel would otherwise
+/// spend the core receiving frames the worker has no time left to forward.
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id
+    // only changes this thread's scheduling weight.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -15,6 +15,10 @@ use xvs_xdp::{
     Backend, BackendChoice, Disposition, Interface, SteerKey, Steering, Worker, WorkerConfig, L4,
 };
 
+/// Nice value of the workers: above the NAPI threads that feed them, so that
+/// under overload the core forwards instead of only receiving.
+const WORKER_NICE: i32 = -15;
+
 /// The running data plane. Dropping it stops the workers, then detaches the
 /// XDP programs (their bpf_links die with the process anyway).
 pub struct DataPlane {
@@ -194,6 +198,9 @@ fn worker_loop(
                 tracing::warn!(core = c, "pinning worker {q}: {e}");
             }
         }
+    }
+    if let Err(e) = xvs_xdp::sys::set_thread_nice(WORKER_NICE) {
+        tracing::warn!(queue = q, "raising the worker's priority: {e}");
     }
     let refs: Vec<&Interface> = global.iter().map(|&i| &ifaces[i]).collect();
     let mut w = match Worker::new(&refs, q, &wcfg) {

@@ -130,7 +130,9 @@ pub fn start_live(
             }
             // SAFETY: pthread_self has no preconditions.
             let _ = tx.send(unsafe { libc::pthread_self() });
+            // The kernel wants data_end == the frame size in a supplied ctx.
             let ctx = XdpMd {
+                data_end: frame.len() as u32,
                 ingress_ifindex: ifindex,
                 ..Default::default()
             };
