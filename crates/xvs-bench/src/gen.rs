@@ -45,11 +45,7 @@ fn cfg_bytes(s: &GenSpec) -> [u8; 64] {
     c[32..34].copy_from_slice(&l4_len.to_ne_bytes());
     c[34] = 17;
     c[35] = 0;
-    let cost = if s.rate == 0 {
-        0
-    } else {
-        1_000_000_000 / s.rate
-    };
+    let cost = 1_000_000_000u64.checked_div(s.rate).unwrap_or(0);
     c[40..48].copy_from_slice(&cost.to_ne_bytes());
     c[48..56].copy_from_slice(&(cost * 64).to_ne_bytes());
     c
