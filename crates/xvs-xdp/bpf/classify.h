@@ -61,13 +61,28 @@ static __always_inline int CLS_NAME(CLS_CTX *ctx)
 		return 0;
 	}
 
-	/* A FULLNAT local address owns everything addressed to it. */
-	k.kind = K_LADDR;
-	__builtin_memcpy(k.addr, dst, 16);
-	if (bpf_map_lookup_elem(&xvs_keys, &k))
-		return 1;
-
+	/* ICMP errors (and later fragments) are owned by address only. */
 	int addr_only = frag_later;
+	if (!frag_later && (l4 == 1 || l4 == 58)) {
+		__u8 type;
+		if (CLS_LOAD(ctx, off, &type, 1))
+			return 0;
+		if (l4 == 1)
+			addr_only = type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+		else
+			addr_only = type >= 1 && type <= 4;
+	}
+
+	/* A FULLNAT local address owns its TCP/UDP traffic and the related ICMP
+	 * errors; anything else (ARP/ND replies to it, pings) stays with the
+	 * kernel, which uses the address to resolve neighbours. */
+	if (addr_only || l4 == 6 || l4 == 17) {
+		k.kind = K_LADDR;
+		__builtin_memcpy(k.addr, dst, 16);
+		if (bpf_map_lookup_elem(&xvs_keys, &k))
+			return 1;
+	}
+
 	if (!frag_later && (l4 == 6 || l4 == 17)) {
 		__u8 ports[4];
 		if (CLS_LOAD(ctx, off, ports, 4))
@@ -83,15 +98,6 @@ static __always_inline int CLS_NAME(CLS_CTX *ctx)
 		if (bpf_map_lookup_elem(&xvs_keys, &k))
 			return 1;
 		return 0;
-	}
-	if (!frag_later && (l4 == 1 || l4 == 58)) {
-		__u8 type;
-		if (CLS_LOAD(ctx, off, &type, 1))
-			return 0;
-		if (l4 == 1)
-			addr_only = type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
-		else
-			addr_only = type >= 1 && type <= 4;
 	}
 	if (!addr_only)
 		return 0;

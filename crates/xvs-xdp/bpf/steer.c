@@ -8,7 +8,7 @@
  *
  * Key kinds (must match src/steer.rs):
  *   1 VIP       dst addr + dst port + proto
- *   2 LADDR     dst addr (FULLNAT local address, any port/proto)
+ *   2 LADDR     dst addr (FULLNAT local address: TCP/UDP, ICMP errors)
  *   3 RS        src addr + src port + proto (NAT replies)
  *   4 VIP_ADDR  dst addr, for fragments and ICMP errors
  *   5 RS_ADDR   src addr, for fragments and ICMP errors
