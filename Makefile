@@ -39,6 +39,19 @@ test: deps fmt-check clippy unit
 clean:
 	$(CARGO) clean
 
+# The README's demo command: NAT lab on veths, 10 HTTP requests through the VIP,
+# the listings, teardown (scripts/demo.sh says each step as it goes).
+demo: deps
+	$(CARGO) build --release -p xvsd -p xvsadm -p xvs-lab
+	$(SUDO) BIN=target/release scripts/demo.sh
+
+# xvs against the kernel (ip_forward, nftables DNAT) and the raw AF_XDP ceiling,
+# side by side in one run; results in bench/results/. BENCH_ARGS to adjust.
+BENCH_ARGS ?=
+bench: deps
+	$(CARGO) build --release -p xvs-bench -p xvsd -p xvs-lab
+	$(SUDO) target/release/xvs-bench run $(BENCH_ARGS)
+
 # Coverage-guided fuzzing of the whole per-packet path (cargo-fuzz; stable
 # toolchain with RUSTC_BOOTSTRAP for the sanitizer flags). FUZZ_SECS=60 by default.
 FUZZ_SECS ?= 60

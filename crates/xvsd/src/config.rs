@@ -132,4 +132,17 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
     }
+
+    /// The example shipped in configs/ stays loadable and means what it says.
+    #[test]
+    fn shipped_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/xvsd.toml");
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.conn_max, Some(1 << 20));
+        assert_eq!(c.interfaces.len(), 1);
+        assert_eq!(c.knobs, Some(Knobs::default()));
+        let partial: Config = toml::from_str("[knobs]\nsloppy_tcp = true").unwrap();
+        assert!(partial.knobs.unwrap().sloppy_tcp);
+        assert!(toml::from_str::<Config>("[knobs]\nsloppy = true").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use crate::config::Config;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
@@ -25,6 +25,16 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     _ifaces: Arc<Vec<Interface>>,
+    steer: Option<Arc<SteerSync>>,
+}
+
+impl DataPlane {
+    /// What brings the steering map in line with the rules; the control plane
+    /// calls it after each change so that once `xvsadm` returns, the new
+    /// rules get their traffic (None without interfaces).
+    pub fn steer_sync(&self) -> Option<Arc<SteerSync>> {
+        self.steer.clone()
+    }
 }
 
 impl Drop for DataPlane {
@@ -74,38 +84,45 @@ fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
     keys
 }
 
-/// Keeps the steering map equal to [`wanted_keys`] as the rules change
-/// (`have`/`seen_gen` carry what the first, synchronous pass installed).
-fn sync_keys(
+/// The steering map kept equal to [`wanted_keys`]: called by the control
+/// plane after each change and, as a backstop, by a thread every 20 ms.
+pub struct SteerSync {
     engine: Arc<Engine>,
     steering: Steering,
-    stop: Arc<AtomicBool>,
-    mut have: HashSet<SteerKey>,
-    mut seen_gen: u64,
-) {
-    let mut warned = false;
-    while !stop.load(Ordering::Relaxed) {
-        let gen = engine.snapshot().generation;
-        if gen != seen_gen {
-            seen_gen = gen;
-            let want = wanted_keys(&engine);
-            for k in have.difference(&want) {
-                if let Err(e) = steering.remove(*k) {
-                    tracing::warn!(?k, "removing a steering key: {e}");
-                }
-            }
-            for k in want.difference(&have) {
-                if let Err(e) = steering.add(*k) {
-                    tracing::warn!(?k, "adding a steering key: {e}");
-                }
-            }
-            if !warned && engine.snapshot().services().any(|s| s.spec.key.is_fwmark()) {
-                tracing::warn!("fwmark services get no traffic from the XDP steering program");
-                warned = true;
-            }
-            have = want;
+    /// Keys installed and the rules generation they were computed from.
+    have: Mutex<(HashSet<SteerKey>, u64)>,
+    warned: AtomicBool,
+}
+
+impl SteerSync {
+    pub fn sync(&self) {
+        let mut have = self.have.lock().unwrap_or_else(|p| p.into_inner());
+        let gen = self.engine.snapshot().generation;
+        if gen == have.1 {
+            return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let want = wanted_keys(&self.engine);
+        for k in have.0.difference(&want) {
+            if let Err(e) = self.steering.remove(*k) {
+                tracing::warn!(?k, "removing a steering key: {e}");
+            }
+        }
+        for k in want.difference(&have.0) {
+            if let Err(e) = self.steering.add(*k) {
+                tracing::warn!(?k, "adding a steering key: {e}");
+            }
+        }
+        if !self.warned.load(Ordering::Relaxed)
+            && self
+                .engine
+                .snapshot()
+                .services()
+                .any(|s| s.spec.key.is_fwmark())
+        {
+            tracing::warn!("fwmark services get no traffic from the XDP steering program");
+            self.warned.store(true, Ordering::Relaxed);
+        }
+        *have = (want, gen);
     }
 }
 
@@ -118,6 +135,7 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
             stop,
             threads: Vec::new(),
             _ifaces: Arc::new(Vec::new()),
+            steer: None,
         });
     }
     let choice = match cfg.backend.as_deref() {
@@ -142,12 +160,23 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
             .add(*k)
             .with_context(|| format!("adding steering key {k:?}"))?;
     }
+    let steer = Arc::new(SteerSync {
+        engine: engine.clone(),
+        steering: steering.clone(),
+        have: Mutex::new((have, gen)),
+        warned: AtomicBool::new(false),
+    });
     {
-        let (e, s, st) = (engine.clone(), steering.clone(), stop.clone());
+        let (s, st) = (steer.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("xvsd-steer".into())
-                .spawn(move || sync_keys(e, s, st, have, gen))?,
+                .spawn(move || {
+                    while !st.load(Ordering::Relaxed) {
+                        s.sync();
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })?,
         );
     }
     let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
@@ -177,6 +206,7 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
         stop,
         threads,
         _ifaces: ifaces,
+        steer: Some(steer),
     })
 }
 

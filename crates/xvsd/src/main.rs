@@ -144,6 +144,10 @@ fn run() -> Result<()> {
     // so that once the socket answers the rules are in force.
     control::check_free(&socket)?;
     let dp = dataplane::start(&cfg, engine.clone())?;
+    if let Some(s) = dp.steer_sync() {
+        state.lock().unwrap_or_else(|p| p.into_inner()).on_publish =
+            Some(Box::new(move || s.sync()));
+    }
     let listener = control::bind(&socket)?;
     let _guard = control::SocketGuard(socket.clone());
     {

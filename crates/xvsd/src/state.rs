@@ -35,6 +35,8 @@ pub struct State {
     zero_svc: HashMap<u32, Totals>,
     zero_dest: HashMap<u32, Totals>,
     pub engine: Arc<Engine>,
+    /// Called after the engine has the new rules (the data plane's steering sync).
+    pub on_publish: Option<Box<dyn Fn() + Send>>,
 }
 
 fn key_id(k: &ServiceKey) -> String {
@@ -60,6 +62,7 @@ impl State {
             zero_svc: HashMap::new(),
             zero_dest: HashMap::new(),
             engine,
+            on_publish: None,
         };
         s.publish();
         s
@@ -78,6 +81,9 @@ impl State {
         r.timeouts = self.timeouts;
         r.knobs = self.knobs;
         self.engine.publish(&r);
+        if let Some(f) = &self.on_publish {
+            f();
+        }
     }
 
     /// Applies one op (without publishing).
@@ -190,6 +196,7 @@ impl State {
             zero_svc: HashMap::new(),
             zero_dest: HashMap::new(),
             engine: self.engine.clone(),
+            on_publish: None,
         };
         for (i, op) in ops.iter().enumerate() {
             // Zeroing touches only counters: nothing to validate beyond the key.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 /// Kernel sysctl equivalents (see shared/ipvs-semantics.md §4, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Knobs {
     /// 1: a packet for a conn whose dest was removed expires the conn and is
     /// rescheduled; 0: the packet is dropped.
