@@ -197,7 +197,6 @@ fn nat_forwards_udp_and_tcp() {
 }
 
 #[test]
-#[ignore = "the AF_PACKET backend of xvs-xdp does not forward yet"]
 fn af_packet_backend_forwards_the_same_traffic() {
     if !root() {
         return;

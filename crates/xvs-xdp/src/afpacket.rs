@@ -261,6 +261,7 @@ impl PacketWorker {
                 } else {
                     (None, 0)
                 };
+                let at = port.off;
                 port.pkt += 1;
                 port.off = if next == 0 {
                     BLOCK_SIZE as usize
@@ -274,7 +275,7 @@ impl PacketWorker {
                 if snap < len
                     || snap < 14
                     || self.headroom + snap + tag > self.slot_size
-                    || port.off - next as usize + mac + snap > BLOCK_SIZE as usize
+                    || at + mac + snap > BLOCK_SIZE as usize
                 {
                     self.oversize += 1;
                     continue;
