@@ -23,6 +23,11 @@ pub struct GenSpec {
     /// Packets per second, 0 = as fast as possible.
     pub rate: u64,
     pub cpu: Option<usize>,
+    /// 17 (UDP) or 6 (TCP, header only, with `tcp_flags`).
+    pub proto: u8,
+    pub tcp_flags: u8,
+    /// Frames to send in all, 0 = until stopped.
+    pub budget: u64,
 }
 
 /// A running generator.
@@ -43,11 +48,12 @@ fn cfg_bytes(s: &GenSpec) -> [u8; 64] {
     c[28..32].copy_from_slice(&s.src_ports.max(1).to_ne_bytes());
     let l4_len = (s.frame_len.max(60) - 14 - 20) as u16;
     c[32..34].copy_from_slice(&l4_len.to_ne_bytes());
-    c[34] = 17;
-    c[35] = 0;
+    c[34] = s.proto;
+    c[35] = s.tcp_flags;
     let cost = 1_000_000_000u64.checked_div(s.rate).unwrap_or(0);
     c[40..48].copy_from_slice(&cost.to_ne_bytes());
     c[48..56].copy_from_slice(&(cost * 64).to_ne_bytes());
+    c[56..64].copy_from_slice(&s.budget.to_ne_bytes());
     c
 }
 

@@ -2,7 +2,9 @@
 //!
 //! `xvs-bench engine` runs the packet engine alone, on one core, over in-memory
 //! frames: the established-flow fast path, new connections, and the cost per
-//! packet as the connection table grows.
+//! packet as the connection table grows. `xvs-bench run` compares xvs with
+//! the kernel and the raw AF_XDP ceiling on veths; `gen` and `sink` are its
+//! generator and counter as commands of their own.
 
 mod cpu;
 mod engine;
@@ -10,6 +12,7 @@ mod gen;
 mod probe;
 mod report;
 mod run;
+mod tools;
 mod xfwd;
 
 /// Huge pages for the connection table, as in xvsd.
@@ -33,6 +36,10 @@ enum Cmd {
     Run(run::Args),
     /// The raw ceiling: an AF_XDP forwarder that does no work (used by `run`).
     Xfwd(xfwd::Args),
+    /// Traffic generator: BPF_PROG_RUN live frames out of a veth in a namespace.
+    Gen(tools::GenArgs),
+    /// Counts what arrives per real server on an interface (nft ingress counters).
+    Sink(tools::SinkArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Engine(a) => engine::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Xfwd(a) => xfwd::run(a),
+        Cmd::Gen(a) => tools::gen(a),
+        Cmd::Sink(a) => tools::sink(a),
     }
 }

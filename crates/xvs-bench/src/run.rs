@@ -427,6 +427,9 @@ fn flood_spec(t: &Topo, sys: System, frame: usize, new_flows: bool, rate: u64) -
         frame_len: frame,
         rate,
         cpu: Some(GEN_CPU),
+        proto: 17,
+        tcp_flags: 0,
+        budget: 0,
     }
 }
 
