@@ -375,8 +375,9 @@ const OPTS: &[OptDef] = &[
     o("laddr", Some('z'), Arg::Required, Id::Laddr),
 ];
 
-/// One item of the popt-style scan: an option (as written, with its argument),
-/// a bare argument, or an option popt would refuse.
+/// One item of the popt-style scan: an option (with the argv word it came
+/// from, which popt names in its errors, and its argument), a bare argument,
+/// or an option popt would refuse.
 enum Item {
     Opt(&'static OptDef, String, Option<String>),
     Arg(String),
@@ -416,11 +417,8 @@ fn scan(args: &[String]) -> Vec<Item> {
                 continue;
             };
             let val = match (def.arg, inline) {
-                (Arg::None, Some(_)) => {
-                    out.push(Item::Bad(a.clone(), "option does not take an argument"));
-                    continue;
-                }
-                (Arg::None, None) => None,
+                // popt ignores a value given to a flag.
+                (Arg::None, _) => None,
                 (_, Some(v)) => Some(v),
                 (Arg::Required, None) => match take_next(&mut i, false) {
                     Some(v) => Some(v),
@@ -441,11 +439,11 @@ fn scan(args: &[String]) -> Vec<Item> {
             let c = chars[k];
             k += 1;
             let Some(def) = OPTS.iter().find(|d| d.short == Some(c)) else {
-                out.push(Item::Bad(format!("-{c}"), "unknown option"));
+                out.push(Item::Bad(a.clone(), "unknown option"));
                 break;
             };
             if def.arg == Arg::None {
-                out.push(Item::Opt(def, format!("-{c}"), None));
+                out.push(Item::Opt(def, a.clone(), None));
                 continue;
             }
             let attached: String = chars[k..].iter().collect();
@@ -456,14 +454,14 @@ fn scan(args: &[String]) -> Vec<Item> {
                 match take_next(&mut i, false) {
                     Some(v) => Some(v),
                     None => {
-                        out.push(Item::Bad(format!("-{c}"), "missing argument"));
+                        out.push(Item::Bad(a.clone(), "missing argument"));
                         break;
                     }
                 }
             } else {
                 take_next(&mut i, true)
             };
-            out.push(Item::Opt(def, format!("-{c}"), val));
+            out.push(Item::Opt(def, a.clone(), val));
         }
     }
     out
@@ -740,7 +738,11 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
         sched_flags_arg: None,
         args: Vec::new(),
     };
-    let mut it = items.into_iter();
+    let mut it = items.into_iter().peekable();
+    // popt permutes: bare words before the first option are leftovers too.
+    while let Some(Item::Arg(a)) = it.next_if(|i| matches!(i, Item::Arg(_))) {
+        e.args.push(a);
+    }
     // The first option must be the command.
     match it.next() {
         Some(Item::Opt(def, _, val)) => match def.id {
@@ -783,7 +785,11 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
         };
         let v = val.as_deref().unwrap_or("");
         match def.id {
-            Id::Cmd(_) | Id::Help | Id::Version => return fail("multiple commands specified"),
+            // ipvsadm's option loop knows no commands (so never says
+            // "multiple commands specified").
+            Id::Cmd(_) | Id::Help | Id::Version => {
+                return fail(format!("invalid option `{written}'"))
+            }
             Id::Tcp | Id::Udp => {
                 set_option(&mut e, O_SERVICE)?;
                 e.proto = Some(if def.id == Id::Tcp {
@@ -1012,7 +1018,6 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
                 }
             }
         }
-        let _ = written;
     }
     let cmd = e.cmd.expect("set by the first option");
     let mut args = e.args.iter();
@@ -1445,10 +1450,21 @@ mod tests {
                 255
             )
         );
+        // ipvsadm.c's option loop: a command after the first is an invalid
+        // option, named by its whole argv word as popt reports it.
         assert_eq!(
             err("-A -t 1.2.3.4:80 -A"),
-            ("multiple commands specified".into(), 2)
+            ("invalid option `-A'".into(), 2)
         );
+        assert_eq!(err("-L -nA"), ("invalid option `-nA'".into(), 2));
+        assert_eq!(err("-L -h"), ("invalid option `-h'".into(), 2));
+        assert_eq!(err("-Lq"), ("-Lq: unknown option".into(), 255));
+        assert_eq!(err("-L -nq"), ("-nq: unknown option".into(), 255));
+        // popt permutes: words before the command are leftover arguments.
+        assert_eq!(err("foo -L"), ("unexpected argument foo".into(), 2));
+        assert_eq!(p("1 2 3 --set").unwrap(), Command::SetTimeouts(1, 2, 3));
+        // popt ignores a value given to a flag.
+        assert!(matches!(p("-L --numeric=1"), Ok(Command::List { .. })));
         assert_eq!(
             err("-A -t 1.2.3.4:80 -s rr -s wrr"),
             ("multiple 'scheduler' options specified".into(), 2)

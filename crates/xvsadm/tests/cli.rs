@@ -617,6 +617,33 @@ fn operation_errors_exit_255() {
         255,
         "Numerical result out of range\n",
     );
+    // FULLNAT local address pools (-P/-Q): the service must exist and match
+    // the address family.
+    check(
+        &d,
+        "-Q -t 10.0.0.9:80 -z 10.0.2.1",
+        255,
+        "Service not defined\n",
+    );
+    check(
+        &d,
+        "-P -t 10.0.0.9:80 -z 10.0.2.1",
+        255,
+        "Service not defined\n",
+    );
+    check(
+        &d,
+        "-P -t 10.0.0.1:80 -z fd77::1",
+        255,
+        "Local address family differs from the service's\n",
+    );
+    d.ok("-P -t 10.0.0.1:80 -z 10.0.2.1");
+    check(
+        &d,
+        "-Q -t 10.0.0.1:80 -z 10.0.2.9",
+        255,
+        "No such local address\n",
+    );
     // Listing a missing service is a list error: exit 1.
     check(&d, "-L -n -t 10.0.0.9:80", 1, "No such service\n");
     // -Z of everything and of one service succeed.

@@ -151,6 +151,12 @@ impl State {
                 if self.table.get(k).is_none() {
                     return Err(ServiceError::ServiceNotDefined.into());
                 }
+                // FULLNAT rewrites the source in place: one family end to end.
+                if xvs_core::service::Af::of(a) != k.af() {
+                    return Err(OpError(
+                        "Local address family differs from the service's".into(),
+                    ));
+                }
                 let e = self
                     .laddrs
                     .entry(key_id(k))
@@ -161,6 +167,9 @@ impl State {
                 e.1.push(*a);
             }
             Op::DelLaddr(k, a) => {
+                if self.table.get(k).is_none() {
+                    return Err(ServiceError::ServiceNotDefined.into());
+                }
                 let Some(e) = self.laddrs.get_mut(&key_id(k)) else {
                     return Err(OpError("No such local address".into()));
                 };
@@ -395,5 +404,20 @@ mod tests {
                 .0,
             "Service not defined"
         );
+        assert_eq!(
+            s.apply(&Op::DelLaddr(key(80), "10.77.1.200".parse().unwrap()))
+                .unwrap_err()
+                .0,
+            "Service not defined"
+        );
+        s.apply(&Op::AddService(ServiceSpec::new(key(80)))).unwrap();
+        assert_eq!(
+            s.apply(&Op::AddLaddr(key(80), "fd77::200".parse().unwrap()))
+                .unwrap_err()
+                .0,
+            "Local address family differs from the service's"
+        );
+        s.apply(&Op::AddLaddr(key(80), "10.77.1.200".parse().unwrap()))
+            .unwrap();
     }
 }
