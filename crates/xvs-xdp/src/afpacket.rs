@@ -204,14 +204,13 @@ impl PacketWorker {
         Ok(self.rx_ready())
     }
 
-    pub(crate) fn process_batch(
-        &mut self,
-        mut f: impl FnMut(usize, &mut Frame) -> Disposition,
-    ) -> usize {
+    pub(crate) fn process_batch<H: crate::worker::BatchHandler>(&mut self, h: &mut H) -> usize {
         let nports = self.ports.len();
         let mut slot = 0usize;
         let mut total = 0usize;
         for p in 0..nports {
+            // Frames are copied out of the ring one at a time: nothing to show up front.
+            h.prepare(p, &mut std::iter::empty());
             let mut taken = 0u32;
             while taken < self.batch && slot < self.slots {
                 let port = &mut self.ports[p];
@@ -297,7 +296,7 @@ impl PacketWorker {
                     snap
                 };
                 let mut frame = Frame::new(buf, head, flen);
-                match f(p, &mut frame) {
+                match h.handle(p, taken as usize - 1, &mut frame) {
                     Disposition::Tx(out) if out < nports => {
                         let (h, l) = (frame.head(), frame.len());
                         self.ports[out].tx.push((slot, h, l));

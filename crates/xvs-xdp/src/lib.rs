@@ -19,4 +19,6 @@ pub use steer::{SteerKey, Steering, L4};
 pub mod afpacket;
 pub mod worker;
 
-pub use worker::{Disposition, PortInfo, Worker, WorkerConfig, WorkerStats, ZeroCopy};
+pub use worker::{
+    BatchHandler, Disposition, PortInfo, Worker, WorkerConfig, WorkerStats, ZeroCopy,
+};

@@ -142,9 +142,17 @@ impl Worker {
     /// rings need it. Returns the number of frames processed.
     #[inline]
     pub fn process_batch(&mut self, f: impl FnMut(usize, &mut Frame) -> Disposition) -> usize {
+        self.process_batch_with(&mut FnHandler(f))
+    }
+
+    /// As [`Worker::process_batch`], but `h` first sees each port's burst as
+    /// a whole ([`BatchHandler::prepare`]), so it can parse and prefetch
+    /// ahead before handling the frames one by one.
+    #[inline]
+    pub fn process_batch_with<H: BatchHandler>(&mut self, h: &mut H) -> usize {
         match self {
-            Worker::Xdp(w) => w.process_batch(f),
-            Worker::Packet(w) => w.process_batch(f),
+            Worker::Xdp(w) => w.process_batch(h),
+            Worker::Packet(w) => w.process_batch(h),
         }
     }
 
@@ -179,6 +187,30 @@ impl Worker {
         }
     }
 }
+
+/// A consumer of bursts that looks at a whole burst before handling it.
+pub trait BatchHandler {
+    /// The frames of `port`'s burst, in order, read-only. Backends that
+    /// cannot show a burst up front (AF_PACKET) pass an empty iterator.
+    fn prepare(&mut self, port: usize, frames: &mut dyn Iterator<Item = &[u8]>);
+    /// Frame `i` of `port`'s burst: what to do with it (it may be rewritten).
+    fn handle(&mut self, port: usize, i: usize, frame: &mut Frame) -> Disposition;
+}
+
+/// A per-frame closure as a [`BatchHandler`] that prepares nothing.
+struct FnHandler<F>(F);
+
+impl<F: FnMut(usize, &mut Frame) -> Disposition> BatchHandler for FnHandler<F> {
+    #[inline]
+    fn prepare(&mut self, _: usize, _: &mut dyn Iterator<Item = &[u8]>) {}
+    #[inline]
+    fn handle(&mut self, port: usize, _: usize, frame: &mut Frame) -> Disposition {
+        (self.0)(port, frame)
+    }
+}
+
+/// How many frames ahead the worker prefetches the frame data.
+const PREFETCH_AHEAD: u32 = 4;
 
 struct XdpPort {
     sock: XskSocket,
@@ -417,13 +449,30 @@ impl XdpWorker {
         Ok(rc > 0 || self.rx_ready())
     }
 
-    fn process_batch(&mut self, mut f: impl FnMut(usize, &mut Frame) -> Disposition) -> usize {
+    fn process_batch<H: BatchHandler>(&mut self, h: &mut H) -> usize {
         let nports = self.ports.len();
         let mask = !(self.umem.chunk_size() as u64 - 1);
         let mut total = 0usize;
         for p in 0..nports {
             self.reap(p);
             let (idx, n) = self.ports[p].sock.rx.peek(self.batch);
+            {
+                let (umem, rx) = (&self.umem, &self.ports[p].sock.rx);
+                for i in 0..n.min(PREFETCH_AHEAD) {
+                    umem.prefetch(rx.read(idx.wrapping_add(i)).addr);
+                }
+                let mut frames = (0..n).map(|i| {
+                    if i + PREFETCH_AHEAD < n {
+                        umem.prefetch(rx.read(idx.wrapping_add(i + PREFETCH_AHEAD)).addr);
+                    }
+                    let d = rx.read(idx.wrapping_add(i));
+                    // SAFETY: the kernel handed these chunks to us through the
+                    // RX ring and nothing else refers to them until the
+                    // handling loop below, after `frames` is gone.
+                    unsafe { umem.frame(d.addr, d.len) }
+                });
+                h.prepare(p, &mut frames);
+            }
             for i in 0..n {
                 let d = self.ports[p].sock.rx.read(idx.wrapping_add(i));
                 let base = d.addr & mask;
@@ -432,7 +481,7 @@ impl XdpWorker {
                 // and `chunk` is dropped before that happens below.
                 let chunk = unsafe { self.umem.chunk_mut(d.addr) };
                 let mut frame = Frame::new(chunk, (d.addr - base) as usize, d.len as usize);
-                match f(p, &mut frame) {
+                match h.handle(p, i as usize, &mut frame) {
                     Disposition::Tx(out) if out < nports => {
                         let desc = libc::xdp_desc {
                             addr: base + frame.head() as u64,

@@ -12,7 +12,8 @@ use std::time::Duration;
 use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
 use xvs_core::service::{FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
-    Backend, BackendChoice, Disposition, Interface, SteerKey, Steering, Worker, WorkerConfig, L4,
+    Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
+    WorkerConfig, L4,
 };
 
 /// Nice value of the workers: above the NAPI threads that feed them, so that
@@ -262,17 +263,42 @@ fn worker_loop(
             }
         }
         ew.begin_batch(crate::clock::now());
-        w.process_batch(|port, frame| {
-            let rx = global.get(port).copied().unwrap_or(0) as u16;
-            match ew.process(frame, rx) {
-                Verdict::Tx(p) => match local.get(p as usize) {
-                    Some(&l) if l != usize::MAX => Disposition::Tx(l),
-                    _ => Disposition::Drop,
-                },
-                // A redirected frame cannot go back to the kernel: counted, dropped.
-                Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
-            }
+        w.process_batch_with(&mut Burst {
+            ew: &mut ew,
+            global: &global,
+            local: &local,
         });
     }
     w.flush(Duration::from_millis(200));
+}
+
+/// One burst through the engine: parsed and its conn buckets prefetched as a
+/// whole first, then each frame handled (the prefetches hide the table's
+/// cache misses, which were the worker's largest userspace cost).
+struct Burst<'a> {
+    ew: &'a mut xvs_core::engine::Worker,
+    /// This worker's port → the engine's (global interface index).
+    global: &'a [usize],
+    /// The engine's port → this worker's.
+    local: &'a [usize],
+}
+
+impl BatchHandler for Burst<'_> {
+    #[inline]
+    fn prepare(&mut self, _port: usize, frames: &mut dyn Iterator<Item = &[u8]>) {
+        self.ew.prepare(frames);
+    }
+
+    #[inline]
+    fn handle(&mut self, port: usize, i: usize, frame: &mut xvs_core::frame::Frame) -> Disposition {
+        let rx = self.global.get(port).copied().unwrap_or(0) as u16;
+        match self.ew.process_prepared(i, frame, rx) {
+            Verdict::Tx(p) => match self.local.get(p as usize) {
+                Some(&l) if l != usize::MAX => Disposition::Tx(l),
+                _ => Disposition::Drop,
+            },
+            // A redirected frame cannot go back to the kernel: counted, dropped.
+            Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
+        }
+    }
 }
