@@ -166,17 +166,7 @@ struct Topo {
     s0_mac: [u8; 6],
 }
 
-fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/address")])?;
-    let s = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u8> = s
-        .trim()
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()?;
-    v.try_into()
-        .map_err(|_| anyhow::anyhow!("bad MAC of {dev}"))
-}
+use crate::tools::own_mac as mac_of;
 
 fn mac_str(m: &[u8; 6]) -> String {
     m.iter()
@@ -523,13 +513,16 @@ pub fn run(a: Args) -> Result<()> {
     let mut step = 0;
     let mut throughput = Vec::new();
     let mut max_rate = std::collections::HashMap::new();
-    for &(sys, frame, new_flows) in &plan {
-        let conn_max = if new_flows { 16 << 20 } else { 1 << 20 };
-        let _d =
-            director(&t, sys, conn_max).with_context(|| format!("setting up {}", sys.label()))?;
-        let spec = flood_spec(&t, sys, frame, new_flows, 0);
-        let (mut mpps, mut loss, mut cpp) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..a.runs {
+    // Runs are interleaved (run 1 of every case, then run 2...): on a shared
+    // VM the machine's speed drifts over minutes, and interleaving spreads
+    // that drift over every system instead of favouring whichever ran first.
+    let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); plan.len()];
+    for r in 0..a.runs {
+        for (k, &(sys, frame, new_flows)) in plan.iter().enumerate() {
+            let conn_max = if new_flows { 16 << 20 } else { 1 << 20 };
+            let _d = director(&t, sys, conn_max)
+                .with_context(|| format!("setting up {}", sys.label()))?;
+            let spec = flood_spec(&t, sys, frame, new_flows, 0);
             progress(
                 step,
                 total,
@@ -545,10 +538,13 @@ pub fn run(a: Args) -> Result<()> {
             );
             step += 1;
             let (m, l, c) = one_run(&t, &spec, a.secs)?;
-            mpps.push(m);
-            loss.push(l);
-            cpp.push(c);
+            samples[k].0.push(m);
+            samples[k].1.push(l);
+            samples[k].2.push(c);
         }
+    }
+    for (k, &(sys, frame, new_flows)) in plan.iter().enumerate() {
+        let (mpps, loss, cpp) = std::mem::take(&mut samples[k]);
         let gbps: Vec<f64> = mpps
             .iter()
             .map(|m| m * 1e6 * (frame + 4) as f64 * 8.0 / 1e9)

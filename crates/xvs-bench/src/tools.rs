@@ -17,7 +17,7 @@ fn in_lab(a: Ipv4Addr) -> bool {
     o[0] == 10 && o[1] == 77
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6]> {
     let v: Vec<u8> = s
         .split(':')
         .map(|x| u8::from_str_radix(x, 16))
@@ -27,7 +27,7 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("bad MAC address {s}"))
 }
 
-fn own_mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+pub(crate) fn own_mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
     let out = ns
         .exec(&["cat", &format!("/sys/class/net/{dev}/address")])
         .with_context(|| format!("no interface {dev} in namespace {}", ns.name()))?;

@@ -30,14 +30,7 @@ pub struct Args {
     cpu: Option<usize>,
 }
 
-fn mac(s: &str) -> Result<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("bad MAC {s}"))?;
-    v.try_into().map_err(|_| anyhow!("bad MAC {s}"))
-}
+use crate::tools::parse_mac as mac;
 
 fn if_mac(name: &str) -> Result<[u8; 6]> {
     mac(std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?.trim())
