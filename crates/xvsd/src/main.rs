@@ -49,6 +49,9 @@ struct Args {
     /// Prometheus metrics address, e.g. 127.0.0.1:9101.
     #[arg(long)]
     metrics: Option<String>,
+    /// Pin the workers to these CPUs, in queue order (e.g. `--cores 2,3`).
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
 }
 
 fn random_seed() -> [u64; 4] {
@@ -111,6 +114,15 @@ fn run() -> Result<()> {
     }
     if args.metrics.is_some() {
         cfg.metrics = args.metrics.clone();
+    }
+    if !args.cores.is_empty() {
+        cfg.cores = args.cores.clone();
+    }
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(c) = cfg.cores.iter().find(|&&c| c >= ncpu) {
+        anyhow::bail!(
+            "worker core {c} does not exist (this machine has {ncpu} CPUs, numbered from 0)"
+        );
     }
     let socket = args
         .socket
