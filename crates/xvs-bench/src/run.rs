@@ -251,18 +251,7 @@ fn topo() -> Result<Topo> {
 fn sink_count(t: &Topo) -> Result<u64> {
     let out = t.sink.exec(&["nft", "list", "table", "netdev", "sink"])?;
     let s = String::from_utf8_lossy(&out.stdout);
-    let mut n = 0;
-    for line in s.lines() {
-        if let Some(i) = line.find("counter packets ") {
-            let rest = &line[i + 16..];
-            n += rest
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Ok(n)
+    Ok(s.lines().filter_map(crate::tools::counter_packets).sum())
 }
 
 /// The director set up as `sys`; dropping it undoes what needs undoing.

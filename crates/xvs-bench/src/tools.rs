@@ -204,6 +204,12 @@ pub struct SinkArgs {
     accept: bool,
 }
 
+/// The packet count of an `nft list` rule line with a counter.
+pub(crate) fn counter_packets(line: &str) -> Option<u64> {
+    let i = line.find("counter packets ")?;
+    line[i + 16..].split_whitespace().next()?.parse().ok()
+}
+
 /// Per-address packet counters from `nft list table netdev <table>`: the
 /// counters of the rules that name an address, in rule order.
 fn rule_counts(text: &str, rs: &[Ipv4Addr]) -> Vec<u64> {
@@ -212,10 +218,7 @@ fn rule_counts(text: &str, rs: &[Ipv4Addr]) -> Vec<u64> {
             let needle = format!("daddr {a} ");
             text.lines()
                 .filter(|l| l.contains(&needle))
-                .filter_map(|l| {
-                    let i = l.find("counter packets ")?;
-                    l[i + 16..].split_whitespace().next()?.parse::<u64>().ok()
-                })
+                .filter_map(counter_packets)
                 .sum()
         })
         .collect()

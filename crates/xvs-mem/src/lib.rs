@@ -22,16 +22,21 @@ const HUGE_PAGE: usize = 2 << 20;
 /// without waiting for it. A hint only: never faults, changes nothing.
 #[inline(always)]
 pub fn prefetch<T>(r: &T) {
+    prefetch_ptr(r as *const T as *const u8);
+}
+
+/// [`prefetch`] of a raw address (memory shared with the kernel, where no
+/// Rust reference may be made). Any address is fine: a prefetch never faults.
+#[inline(always)]
+pub fn prefetch_ptr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 on the address of a live reference; prefetches never
-    // fault, have no architectural effect and need only SSE (x86_64 baseline).
+    // SAFETY: PREFETCHT0 never faults, even on an unmapped address, has no
+    // architectural effect and needs only SSE (x86_64 baseline).
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            r as *const T as *const i8,
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
 }
 
 /// The allocator: `#[global_allocator] static A: xvs_mem::HugeAlloc = xvs_mem::HugeAlloc;`

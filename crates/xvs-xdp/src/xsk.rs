@@ -85,14 +85,7 @@ impl Umem {
     #[inline]
     pub(crate) fn prefetch(&self, addr: u64) {
         if addr < self.map.len as u64 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: PREFETCHT0 of an address inside our mapping (checked
-            // above); a prefetch never faults and changes no memory.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    self.map.ptr.add(addr as usize) as *const i8,
-                );
-            }
+            xvs_mem::prefetch_ptr(self.map.ptr.wrapping_add(addr as usize));
         }
     }
 

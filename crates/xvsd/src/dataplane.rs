@@ -1,6 +1,6 @@
 //! The data plane: one worker thread per RX queue, each owning the AF_XDP (or
 //! AF_PACKET) sockets of its queue on every interface and an engine worker;
-//! plus a thread that keeps the steering keys in step with the rules.
+//! plus the steering keys, kept in step with the rules on every change.
 
 use crate::config::Config;
 use anyhow::{anyhow, Context, Result};
@@ -85,45 +85,54 @@ fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
     keys
 }
 
-/// The steering map kept equal to [`wanted_keys`]: called by the control
-/// plane after each change and, as a backstop, by a thread every 20 ms.
+/// The steering map kept equal to [`wanted_keys`]. Every rule change goes
+/// through `State::publish`, which calls [`SteerSync::sync`] before the
+/// control reply, so nothing needs to poll.
 pub struct SteerSync {
     engine: Arc<Engine>,
     steering: Steering,
-    /// Keys installed and the rules generation they were computed from.
-    have: Mutex<(HashSet<SteerKey>, u64)>,
-    warned: AtomicBool,
+    state: Mutex<Synced>,
+}
+
+/// What the steering map holds, and for which rules generation.
+#[derive(Default)]
+struct Synced {
+    keys: HashSet<SteerKey>,
+    /// None before the first pass.
+    gen: Option<u64>,
+    warned_fwmark: bool,
 }
 
 impl SteerSync {
-    pub fn sync(&self) {
-        let mut have = self.have.lock().unwrap_or_else(|p| p.into_inner());
-        let gen = self.engine.snapshot().generation;
-        if gen == have.1 {
-            return;
+    /// Adds and removes keys until the map matches the current rules. Every
+    /// key is tried; failures are logged and the first one is returned.
+    pub fn sync(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.engine.snapshot();
+        if st.gen == Some(snap.generation) {
+            return Ok(());
         }
         let want = wanted_keys(&self.engine);
-        for k in have.0.difference(&want) {
+        let mut first_err = None;
+        for k in st.keys.difference(&want) {
             if let Err(e) = self.steering.remove(*k) {
                 tracing::warn!(?k, "removing a steering key: {e}");
+                first_err.get_or_insert(anyhow!("removing steering key {k:?}: {e}"));
             }
         }
-        for k in want.difference(&have.0) {
+        for k in want.difference(&st.keys) {
             if let Err(e) = self.steering.add(*k) {
                 tracing::warn!(?k, "adding a steering key: {e}");
+                first_err.get_or_insert(anyhow!("adding steering key {k:?}: {e}"));
             }
         }
-        if !self.warned.load(Ordering::Relaxed)
-            && self
-                .engine
-                .snapshot()
-                .services()
-                .any(|s| s.spec.key.is_fwmark())
-        {
+        if !st.warned_fwmark && snap.services().any(|s| s.spec.key.is_fwmark()) {
             tracing::warn!("fwmark services get no traffic from the XDP steering program");
-            self.warned.store(true, Ordering::Relaxed);
+            st.warned_fwmark = true;
         }
-        *have = (want, gen);
+        st.keys = want;
+        st.gen = Some(snap.generation);
+        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -152,34 +161,14 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
         ifaces.push(a);
     }
     let ifaces = Arc::new(ifaces);
-    let mut threads = Vec::new();
     // Steer what the rules already hold before any worker runs.
-    let gen = engine.snapshot().generation;
-    let have = wanted_keys(&engine);
-    for k in &have {
-        steering
-            .add(*k)
-            .with_context(|| format!("adding steering key {k:?}"))?;
-    }
     let steer = Arc::new(SteerSync {
         engine: engine.clone(),
         steering: steering.clone(),
-        have: Mutex::new((have, gen)),
-        warned: AtomicBool::new(false),
+        state: Mutex::new(Synced::default()),
     });
-    {
-        let (s, st) = (steer.clone(), stop.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("xvsd-steer".into())
-                .spawn(move || {
-                    while !st.load(Ordering::Relaxed) {
-                        s.sync();
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })?,
-        );
-    }
+    steer.sync().context("steering the loaded rules")?;
+    let mut threads = Vec::new();
     let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
     for q in 0..queues {
         // Ports of this worker: the interfaces that have queue q.

@@ -157,8 +157,10 @@ fn run() -> Result<()> {
     control::check_free(&socket)?;
     let dp = dataplane::start(&cfg, engine.clone())?;
     if let Some(s) = dp.steer_sync() {
-        state.lock().unwrap_or_else(|p| p.into_inner()).on_publish =
-            Some(Box::new(move || s.sync()));
+        state.lock().unwrap_or_else(|p| p.into_inner()).on_publish = Some(Box::new(move || {
+            // Logged key by key inside; the rules stay applied.
+            let _ = s.sync();
+        }));
     }
     let listener = control::bind(&socket)?;
     let _guard = control::SocketGuard(socket.clone());
