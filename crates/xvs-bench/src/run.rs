@@ -40,6 +40,9 @@ pub struct Args {
     /// Skip the TCP connection-rate and latency measurements.
     #[arg(long)]
     no_tcp: bool,
+    /// Names of the namespaces (PREFIX-gen, -dir, -sink) and of the temp files.
+    #[arg(long, default_value = "xvs-bench")]
+    prefix: String,
 }
 
 const GEN_CPU: usize = 0;
@@ -158,6 +161,8 @@ pub struct Report {
 
 /// The three namespaces and their veths.
 struct Topo {
+    /// Namespace and temp-file prefix.
+    prefix: String,
     gen: Netns,
     dir: Netns,
     sink: Netns,
@@ -194,13 +199,10 @@ fn pin_napi(ns: &Netns, dev: &str, cpu: usize) -> Result<()> {
     Ok(())
 }
 
-fn topo() -> Result<Topo> {
-    for n in ["gen", "dir", "sink"] {
-        xvs_netns::delete(&format!("xvs-bench-{n}"));
-    }
-    let gen = Netns::new("xvs-bench-gen")?;
-    let dir = Netns::new("xvs-bench-dir")?;
-    let sink = Netns::new("xvs-bench-sink")?;
+fn topo(prefix: &str) -> Result<Topo> {
+    let gen = Netns::new(&format!("{prefix}-gen"))?;
+    let dir = Netns::new(&format!("{prefix}-dir"))?;
+    let sink = Netns::new(&format!("{prefix}-sink"))?;
     xvs_netns::veth("g0", &gen, "d0", &dir)?;
     xvs_netns::veth("d1", &dir, "s0", &sink)?;
     gen.sh(
@@ -238,6 +240,7 @@ fn topo() -> Result<Topo> {
          nft add rule netdev sink in udp dport 80 counter drop && \
          nft add rule netdev sink in ip protocol 4 counter drop")?;
     Ok(Topo {
+        prefix: prefix.to_string(),
         d0_mac: mac_of(&dir, "d0")?,
         g0_mac: mac_of(&gen, "g0")?,
         s0_mac: mac_of(&sink, "s0")?,
@@ -354,19 +357,21 @@ fn director(t: &Topo, sys: System, conn_max: u32) -> Result<Director> {
                     rules.push_str(&format!("-P {proto} {VIP}:{port} -z {LIP}\n"));
                 }
             }
-            let rules_file = std::env::temp_dir().join("xvs-bench.rules");
+            let tmp = |ext: &str| std::env::temp_dir().join(format!("{}.{ext}", t.prefix));
+            let rules_file = tmp("rules");
             std::fs::write(&rules_file, rules)?;
-            let cfg = std::env::temp_dir().join("xvs-bench.toml");
+            let cfg = tmp("toml");
             std::fs::write(
                 &cfg,
                 format!(
                     "conn_max = {conn_max}\ncores = [{DIR_CPU}]\n[[interface]]\nname = \"d0\"\n[[interface]]\nname = \"d1\"\n"
                 ),
             )?;
-            let sock = std::env::temp_dir().join("xvs-bench.sock");
+            let sock = tmp("sock");
             let _ = std::fs::remove_file(&sock);
             let exe = exe_dir().join("xvsd");
-            let log = std::fs::File::create(std::env::temp_dir().join("xvs-bench-xvsd.log"))?;
+            let log_path = tmp("xvsd.log");
+            let log = std::fs::File::create(&log_path)?;
             let mut child = t.dir.spawn(
                 &[
                     exe.to_str().unwrap_or("xvsd"),
@@ -381,7 +386,7 @@ fn director(t: &Topo, sys: System, conn_max: u32) -> Result<Director> {
                 Stdio::from(log),
             )?;
             wait_socket(sock.to_str().unwrap_or(""), &mut child)
-                .context("starting xvsd (see /tmp/xvs-bench-xvsd.log)")?;
+                .with_context(|| format!("starting xvsd (see {})", log_path.display()))?;
             d.child = Some(child);
         }
     }
@@ -477,7 +482,7 @@ pub fn run(a: Args) -> Result<()> {
         .into_iter()
         .filter(|s| a.only.is_empty() || a.only.iter().any(|o| o == s.name()))
         .collect();
-    let t = topo().context("building the bench topology")?;
+    let t = topo(&a.prefix).context("building the bench topology")?;
     let started = Instant::now();
     // Plan: for each system, 64 B and 1500 B over 1K flows; new-flow floods for
     // xvs NAT and nft DNAT; then conns/s and latency.

@@ -71,7 +71,9 @@ pub struct GenArgs {
     /// Namespace holding the interface (required: traffic stays in namespaces).
     #[arg(long)]
     netns: String,
-    /// Interface to send on (a veth end).
+    /// Interface to send on (a veth end). Its peer must run NAPI (an XDP
+    /// program, as a director's interface has, or `ethtool -K PEER gro on`),
+    /// or the kernel drops what is sent.
     #[arg(long)]
     dev: String,
     /// Destination address (in 10.77.0.0/16).

@@ -1,0 +1,151 @@
+//! `xvs-bench gen` and `xvs-bench sink` on a veth pair in namespaces: the
+//! generator sends exactly the frames it was asked for, to the address it was
+//! given, and the sink counts them against the right real server.
+
+use std::process::{Command, Stdio};
+use xvs_netns::{test_prefix, veth, Netns};
+
+#[test]
+fn gen_sends_what_sink_counts_per_rs() {
+    if !xvs_netns::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let p = format!("{}-bt", test_prefix());
+    let g = Netns::new(&format!("{p}-g")).unwrap();
+    let s = Netns::new(&format!("{p}-s")).unwrap();
+    veth("g0", &g, "s0", &s).unwrap();
+    g.sh("ip addr add 10.77.98.1/24 dev g0").unwrap();
+    // Frames XDP_TX'ed into a veth reach its peer only if the peer runs NAPI
+    // (an XDP program or GRO); a director's interface has XDP, this sink GRO.
+    s.sh("ip addr add 10.77.98.2/24 dev s0 && ip addr add 10.77.98.3/24 dev s0 && ethtool -K s0 gro on")
+        .unwrap();
+
+    let bench = xvs_e2e::bin("xvs-bench");
+    let sink = Command::new(&bench)
+        .args(["sink", "--netns", s.name(), "--dev", "s0"])
+        .args(["--rs", "10.77.98.2,10.77.98.3", "--secs", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sink installs its counters before its first second is up.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let gen = Command::new(&bench)
+        .args([
+            "gen",
+            "--netns",
+            g.name(),
+            "--dev",
+            "g0",
+            "--dst",
+            "10.77.98.2",
+        ])
+        .args([
+            "--pattern",
+            "syn",
+            "--count",
+            "3000",
+            "--rate",
+            "20000",
+            "--secs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let gout = String::from_utf8_lossy(&gen.stdout);
+    assert!(
+        gen.status.success(),
+        "{gout}{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    assert!(gout.contains("sent 3000 frames"), "{gout}");
+
+    let out = sink.wait_with_output().unwrap();
+    let sout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{sout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |rs: &str| -> u64 {
+        sout.lines()
+            .find_map(|l| l.strip_prefix(&format!("{rs}: ")))
+            .and_then(|r| r.strip_suffix(" packets"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for {rs}: {sout}"))
+    };
+    // 3000 SYNs, plus at most the one datagram that resolved the MAC.
+    let n = count("10.77.98.2");
+    assert!((3000..=3001).contains(&n), "{sout}");
+    assert_eq!(count("10.77.98.3"), 0, "{sout}");
+    // The sink removed its nft table.
+    let t = s.exec(&["nft", "list", "tables"]).unwrap();
+    assert!(!String::from_utf8_lossy(&t.stdout).contains("xvs_sink"));
+}
+
+#[test]
+fn gen_refuses_addresses_outside_the_lab_range() {
+    let out = Command::new(xvs_e2e::bin("xvs-bench"))
+        .args([
+            "gen",
+            "--netns",
+            "nonexistent",
+            "--dev",
+            "g0",
+            "--dst",
+            "192.0.2.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("10.77.0.0/16"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `xvs-bench run` end to end, shortened: xvs NAT forwards the flood and the
+/// report carries its figures; the namespaces go away with the run.
+#[test]
+fn bench_run_measures_xvs_nat() {
+    if !xvs_netns::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let p = format!("{}-br", test_prefix());
+    let out_dir = std::env::temp_dir().join(&p);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = Command::new(xvs_e2e::bin("xvs-bench"))
+        .args([
+            "run", "--only", "xvs-nat", "--runs", "1", "--secs", "0.5", "--no-tcp",
+        ])
+        .args(["--prefix", &p, "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let json = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap_or_else(|| panic!("no JSON report: {text}"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = r["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "64 B, 1504 B and new flows: {r}");
+    for row in rows {
+        assert_eq!(row["system"], "xvs-nat");
+        assert!(
+            row["mpps"]["median"].as_f64().unwrap() > 0.0,
+            "nothing forwarded: {row}"
+        );
+    }
+    assert!(xvs_netns::list(&p).is_empty(), "namespaces left behind");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
