@@ -776,6 +776,8 @@ impl Worker {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
+        // Before any rewrite: the detection sums the addresses the sender used.
+        xmit::complete_partial(frame.data_mut(), info);
         match r.fwd {
             FwdMethod::Route => {}
             FwdMethod::Masq => xmit::dnat(frame.data_mut(), info, &r.daddr, r.dport),
@@ -807,6 +809,7 @@ impl Worker {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
+        xmit::complete_partial(frame.data_mut(), info);
         match r.fwd {
             FwdMethod::FullNat => xmit::fullnat(
                 frame.data_mut(),

@@ -7,7 +7,7 @@ use crate::wire::parse::PacketInfo;
 
 pub use crate::rewrite::icmp::{port_unreachable, too_big};
 pub use crate::rewrite::tunnel::{encap, EncapError};
-pub use crate::rewrite::{decrement_ttl, dnat, fullnat, set_macs, snat};
+pub use crate::rewrite::{complete_partial, decrement_ttl, dnat, fullnat, set_macs, snat};
 
 /// An ICMP error about a packet we sent toward the client (it quotes
 /// VIP:vport → CIP:cport) goes to the real server, quoting what the real server sent.

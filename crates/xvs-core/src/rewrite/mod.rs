@@ -10,7 +10,7 @@ pub mod tunnel;
 
 use crate::addr::Addr;
 use crate::service::Af;
-use crate::wire::checksum::{fold, update, update16};
+use crate::wire::checksum::{fold, sum, update, update16};
 use crate::wire::parse::{Frag, PacketInfo, PROTO_TCP, PROTO_UDP};
 
 /// Which end of the packet to rewrite.
@@ -80,6 +80,86 @@ fn l4_csum_off(d: &[u8], info: &PacketInfo) -> Option<usize> {
         return None;
     }
     Some(off)
+}
+
+/// Completes a TCP/UDP checksum that a local sender left partial, and says
+/// whether it did.
+///
+/// A frame sent by a local stack over veth, a tap or a container interface
+/// usually carries CHECKSUM_PARTIAL: the kernel stores only the folded
+/// pseudo-header sum in the checksum field (`~tcp_v4_check(len, saddr, daddr, 0)`,
+/// `~csum_ipv6_magic(..)`) and leaves the rest to the device; XDP and AF_XDP see
+/// the frame as it is. A director that forwards it must finish the sum, or the
+/// receiver drops the frame. A field equal to the pseudo-header sum is completed
+/// over the whole segment; if such a field was in fact a valid full checksum, the
+/// recomputation yields the same value, so the check is always safe. Fragments are
+/// left alone: the kernel completes checksums before it fragments, and a first
+/// fragment does not hold the whole segment.
+#[inline(always)]
+pub fn complete_partial(data: &mut [u8], info: &PacketInfo) -> bool {
+    let ck_at = match (info.proto, info.frag) {
+        (PROTO_TCP, Frag::None) => 16,
+        (PROTO_UDP, Frag::None) => 6,
+        _ => return false,
+    };
+    let (l3, l4) = (info.l3_off as usize, info.l4_off as usize);
+    let Some(l4_len) = (info.l3_len as usize).checked_sub(l4 - l3) else {
+        return false;
+    };
+    let w = |x: u8, y: u8| u16::from_be_bytes([x, y]) as u32;
+    // The pseudo-header sum over fixed-size views (bounds checked once): this
+    // check runs on every forwarded packet, the completion only on partial ones.
+    let ps = match info.af {
+        Af::V4 => {
+            let Some(ip) = data.get(l3..l3 + 20) else {
+                return false;
+            };
+            let ip: &[u8; 20] = ip.try_into().expect("20 bytes");
+            w(ip[12], ip[13]) + w(ip[14], ip[15]) + w(ip[16], ip[17]) + w(ip[18], ip[19])
+        }
+        Af::V6 => {
+            let Some(ip) = data.get(l3 + 8..l3 + 40) else {
+                return false;
+            };
+            let ip: &[u8; 32] = ip.try_into().expect("32 bytes");
+            (0..16).map(|i| w(ip[2 * i], ip[2 * i + 1])).sum()
+        }
+    } + info.proto as u32
+        + l4_len as u32;
+    let Some(f) = data.get(l4 + ck_at..l4 + ck_at + 2) else {
+        return false;
+    };
+    if w(f[0], f[1]) != fold(ps) as u32 {
+        return false;
+    }
+    finish_checksum(data, l4, l4_len, ck_at, ps, info.proto)
+}
+
+/// Writes the full TCP/UDP checksum of the segment at `l4` (the slow half of
+/// [`complete_partial`]).
+#[cold]
+#[inline(never)]
+fn finish_checksum(
+    data: &mut [u8],
+    l4: usize,
+    len: usize,
+    ck_at: usize,
+    ps: u32,
+    proto: u8,
+) -> bool {
+    let Some(seg) = data.get_mut(l4..l4 + len) else {
+        return false;
+    };
+    if seg.len() < ck_at + 2 {
+        return false;
+    }
+    seg[ck_at..ck_at + 2].copy_from_slice(&[0, 0]);
+    let mut ck = !fold(sum(seg, ps));
+    if proto == PROTO_UDP && ck == 0 {
+        ck = 0xffff;
+    }
+    seg[ck_at..ck_at + 2].copy_from_slice(&ck.to_be_bytes());
+    true
 }
 
 /// Rewrites one end's address and port (port only when the packet carries the
