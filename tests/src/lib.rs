@@ -28,6 +28,21 @@ pub fn lab_if(ns: &Netns, dev: &str) {
     ]);
 }
 
+/// True when the test can run (root: namespaces, XDP). Not root: under
+/// `CI=true` a failure (a test that cannot run must not pass quietly),
+/// elsewhere a skip with a note.
+pub fn require_root() -> bool {
+    if xvs_netns::is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test needs root (namespaces, XDP); CI runs as root"
+    );
+    eprintln!("skipped: needs root");
+    false
+}
+
 /// An xvsd running inside a namespace; killed (SIGKILL) on drop.
 pub struct Daemon {
     pub child: Child,

@@ -64,7 +64,7 @@ impl Gen {
             .map_err(|e| anyhow!("{e}"))
             .context("loading the generator program")?;
         let cfg = prog.map("gen_cfg").map_err(|e| anyhow!("{e}"))?;
-        xvs_xdp::bpf::sys::map_update(&**cfg, &0u32.to_ne_bytes(), &cfg_bytes(spec), 0)
+        cfg.update(&0u32.to_ne_bytes(), &cfg_bytes(spec), 0)
             .context("configuring the generator")?;
         let frame = vec![0u8; spec.frame_len.max(60)];
         let run = start_live(
@@ -90,7 +90,7 @@ impl Gen {
             return (0, 0);
         };
         let mut v = [0u8; 32];
-        if xvs_xdp::bpf::sys::map_lookup(&**st, &0u32.to_ne_bytes(), &mut v).is_err() {
+        if st.lookup(&0u32.to_ne_bytes(), &mut v).is_err() {
             return (0, 0);
         }
         let w = |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));

@@ -131,6 +131,11 @@ impl Tables {
         t
     }
 
+    /// Every address of the namespace (all interfaces): the host's own.
+    pub fn local_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addrs.iter().map(|a| a.addr)
+    }
+
     /// The ifindex of interface `name`.
     pub fn ifindex(&self, name: &str) -> Option<u32> {
         self.links

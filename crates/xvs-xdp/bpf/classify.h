@@ -1,6 +1,126 @@
 /* Body of the "does xvs own this frame" classifier; included by steer.c with
- * CLS_NAME, CLS_CTX and CLS_LOAD defined. Parses Ethernet (+ one VLAN tag),
- * IPv4/IPv6 (+ an IPv6 fragment header), TCP/UDP and ICMP errors. */
+ * CLS_NAME, CLS_CTX and CLS_LOAD defined.
+ *
+ * The contract it shares with the engine's parser (xvs-core wire/parse.rs),
+ * checked on one fixture table by crates/xvs-xdp/tests/classify.rs:
+ *  - Ethernet with up to two VLAN tags (802.1Q 0x8100 or 802.1ad 0x88a8),
+ *    then IPv4 (options allowed) or IPv6 (up to 8 extension headers:
+ *    hop-by-hop, routing, fragment, AH, destination options);
+ *  - TCP/UDP, unfragmented or a first fragment: owned when addressed to a
+ *    virtual service (VIP key) or a FULLNAT local address, or when it is a NAT
+ *    reply (source = a real server's address:port) that is not addressed to
+ *    one of the host's own addresses (replies to the director's own
+ *    connections, e.g. health checks, stay with the kernel);
+ *  - later fragments (no ports): by the same rules on addresses alone;
+ *  - ICMP/ICMPv6 errors: by the packet they quote, which went the other way:
+ *    sent from a VIP:port or a local address, or to a NAT real server from an
+ *    address that is not the host's;
+ *  - everything else (ARP, ND, pings, the host's traffic) is the kernel's. */
+
+#define CLS_CAT2(a, b) a##_##b
+#define CLS_CAT(a, b) CLS_CAT2(a, b)
+#define CLS_F(n) CLS_CAT(CLS_NAME, n)
+
+static __always_inline int CLS_F(has)(struct steer_key *k, __u8 kind, __u8 proto, const __u8 *port,
+				      const __u8 *addr)
+{
+	k->kind = kind;
+	k->proto = proto;
+	if (port)
+		__builtin_memcpy(&k->port, port, 2);
+	else
+		k->port = 0;
+	__builtin_memcpy(k->addr, addr, 16);
+	return bpf_map_lookup_elem(&xvs_keys, k) != 0;
+}
+
+/* Whether xvs owns a TCP/UDP packet src:sport -> dst:dport. */
+static __always_inline int CLS_F(owns)(struct steer_key *k, __u8 proto, const __u8 *src,
+				       const __u8 *sport, const __u8 *dst, const __u8 *dport)
+{
+	if (CLS_F(has)(k, K_VIP, proto, dport, dst))
+		return 1;
+	if (CLS_F(has)(k, K_LADDR, 0, 0, dst))
+		return 1;
+	if (CLS_F(has)(k, K_RS, proto, sport, src))
+		return !CLS_F(has)(k, K_LOCAL, 0, 0, dst);
+	return 0;
+}
+
+static __always_inline int CLS_F(is_ext6)(__u8 nh)
+{
+	return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
+}
+
+/* Walks the IPv6 extension headers from *off (next header *nh), as the parser
+ * does: stops at a later fragment (*later = 1). Returns -1 when truncated or
+ * when more than 8 extension headers follow each other. */
+static __always_inline int CLS_F(walk6)(CLS_CTX *ctx, __u32 *off, __u8 *nh, int *later)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (!CLS_F(is_ext6)(*nh))
+			return 0;
+		__u8 h[8] = {};
+		if (CLS_LOAD(ctx, *off, h, 8))
+			return -1;
+		__u32 len;
+		if (*nh == 44) {
+			len = 8;
+			if ((((__u16)h[2] << 8) | h[3]) >> 3) {
+				*later = 1;
+				*nh = h[0];
+				*off += 8;
+				return 0;
+			}
+		} else if (*nh == 51) {
+			len = ((__u32)h[1] + 2) * 4;
+		} else {
+			len = ((__u32)h[1] + 1) * 8;
+		}
+		*nh = h[0];
+		*off += len;
+	}
+	return CLS_F(is_ext6)(*nh) ? -1 : 0;
+}
+
+/* The IP header at *off: addresses (IPv4 as ::ffff:a.b.c.d), protocol after
+ * extension headers, later-fragment flag; *off moves to the L4 header. */
+static __always_inline int CLS_F(ip)(CLS_CTX *ctx, int v6, __u32 *off, __u8 *src, __u8 *dst,
+				     __u8 *l4, int *later)
+{
+	if (!v6) {
+		__u8 ip[20];
+		if (CLS_LOAD(ctx, *off, ip, 20))
+			return -1;
+		if ((ip[0] >> 4) != 4)
+			return -1;
+		__u32 ihl = (ip[0] & 0xf) * 4;
+		if (ihl < 20)
+			return -1;
+		__builtin_memset(src, 0, 10);
+		__builtin_memset(dst, 0, 10);
+		src[10] = 0xff; src[11] = 0xff;
+		dst[10] = 0xff; dst[11] = 0xff;
+		__builtin_memcpy(&src[12], &ip[12], 4);
+		__builtin_memcpy(&dst[12], &ip[16], 4);
+		*l4 = ip[9];
+		*later = ((ip[6] & 0x1f) | ip[7]) != 0;
+		*off += ihl;
+		return 0;
+	}
+	__u8 ip[40];
+	if (CLS_LOAD(ctx, *off, ip, 40))
+		return -1;
+	if ((ip[0] >> 4) != 6)
+		return -1;
+	__builtin_memcpy(src, &ip[8], 16);
+	__builtin_memcpy(dst, &ip[24], 16);
+	*l4 = ip[6];
+	*later = 0;
+	*off += 40;
+	return CLS_F(walk6)(ctx, off, l4, later);
+}
 
 static __always_inline int CLS_NAME(CLS_CTX *ctx)
 {
@@ -8,108 +128,66 @@ static __always_inline int CLS_NAME(CLS_CTX *ctx)
 	__u8 eth[14];
 	__u16 proto;
 	__u32 off = 14;
-	__u8 l4;
-	int frag_later = 0;
 
 	if (CLS_LOAD(ctx, 0, eth, 14))
 		return 0;
 	proto = (eth[12] << 8) | eth[13];
-	if (proto == 0x8100 || proto == 0x88a8) {
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != 0x8100 && proto != 0x88a8)
+			break;
 		__u8 tag[4];
-		if (CLS_LOAD(ctx, 14, tag, 4))
+		if (CLS_LOAD(ctx, off, tag, 4))
 			return 0;
 		proto = (tag[2] << 8) | tag[3];
-		off = 18;
+		off += 4;
 	}
-
-	__u8 src[16] = {}, dst[16] = {};
-	if (proto == 0x0800) {
-		__u8 ip[20];
-		if (CLS_LOAD(ctx, off, ip, 20))
-			return 0;
-		if ((ip[0] >> 4) != 4)
-			return 0;
-		__u32 ihl = (ip[0] & 0xf) * 4;
-		if (ihl < 20)
-			return 0;
-		src[10] = 0xff; src[11] = 0xff;
-		dst[10] = 0xff; dst[11] = 0xff;
-		__builtin_memcpy(&src[12], &ip[12], 4);
-		__builtin_memcpy(&dst[12], &ip[16], 4);
-		l4 = ip[9];
-		frag_later = ((ip[6] & 0x1f) | ip[7]) != 0;
-		off += ihl;
-	} else if (proto == 0x86dd) {
-		__u8 ip[40];
-		if (CLS_LOAD(ctx, off, ip, 40))
-			return 0;
-		if ((ip[0] >> 4) != 6)
-			return 0;
-		__builtin_memcpy(src, &ip[8], 16);
-		__builtin_memcpy(dst, &ip[24], 16);
-		l4 = ip[6];
-		off += 40;
-		if (l4 == 44) { /* fragment header */
-			__u8 fh[8];
-			if (CLS_LOAD(ctx, off, fh, 8))
-				return 0;
-			l4 = fh[0];
-			frag_later = ((fh[2] << 8) | (fh[3] & 0xf8)) != 0;
-			off += 8;
-		}
-	} else {
+	if (proto != 0x0800 && proto != 0x86dd)
 		return 0;
-	}
+	int v6 = proto == 0x86dd;
 
-	/* ICMP errors (and later fragments) are owned by address only. */
-	int addr_only = frag_later;
-	if (!frag_later && (l4 == 1 || l4 == 58)) {
-		__u8 type;
-		if (CLS_LOAD(ctx, off, &type, 1))
-			return 0;
-		if (l4 == 1)
-			addr_only = type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
-		else
-			addr_only = type >= 1 && type <= 4;
-	}
+	/* Initialised: the verifier rejects reads of registers the compiler
+	 * leaves unset on paths it cannot rule out. */
+	__u8 src[16] = {}, dst[16] = {};
+	__u8 l4 = 0;
+	int later = 0;
+	if (CLS_F(ip)(ctx, v6, &off, src, dst, &l4, &later))
+		return 0;
 
-	/* A FULLNAT local address owns its TCP/UDP traffic and the related ICMP
-	 * errors; anything else (ARP/ND replies to it, pings) stays with the
-	 * kernel, which uses the address to resolve neighbours. */
-	if (addr_only || l4 == 6 || l4 == 17) {
-		k.kind = K_LADDR;
-		__builtin_memcpy(k.addr, dst, 16);
-		if (bpf_map_lookup_elem(&xvs_keys, &k))
-			return 1;
-	}
+	if (later)
+		return CLS_F(has)(&k, K_VIP_ADDR, 0, 0, dst) || CLS_F(has)(&k, K_LADDR, 0, 0, dst) ||
+		       (CLS_F(has)(&k, K_RS_ADDR, 0, 0, src) && !CLS_F(has)(&k, K_LOCAL, 0, 0, dst));
 
-	if (!frag_later && (l4 == 6 || l4 == 17)) {
-		__u8 ports[4];
+	if (l4 == 6 || l4 == 17) {
+		__u8 ports[4] = {};
 		if (CLS_LOAD(ctx, off, ports, 4))
 			return 0;
-		k.kind = K_VIP;
-		k.proto = l4;
-		__builtin_memcpy(&k.port, &ports[2], 2);
-		if (bpf_map_lookup_elem(&xvs_keys, &k))
-			return 1;
-		k.kind = K_RS;
-		__builtin_memcpy(&k.port, &ports[0], 2);
-		__builtin_memcpy(k.addr, src, 16);
-		if (bpf_map_lookup_elem(&xvs_keys, &k))
-			return 1;
-		return 0;
+		return CLS_F(owns)(&k, l4, src, &ports[0], dst, &ports[2]);
 	}
-	if (!addr_only)
+
+	if (l4 != (v6 ? 58 : 1))
 		return 0;
-	k.proto = 0;
-	k.port = 0;
-	k.kind = K_VIP_ADDR;
-	__builtin_memcpy(k.addr, dst, 16);
-	if (bpf_map_lookup_elem(&xvs_keys, &k))
-		return 1;
-	k.kind = K_RS_ADDR;
-	__builtin_memcpy(k.addr, src, 16);
-	if (bpf_map_lookup_elem(&xvs_keys, &k))
-		return 1;
-	return 0;
+	__u8 type = 0;
+	if (CLS_LOAD(ctx, off, &type, 1))
+		return 0;
+	if (v6 ? (type < 1 || type > 4) : !(type == 3 || type == 4 || type == 5 || type == 11 || type == 12))
+		return 0;
+	/* The quoted packet: same family, TCP/UDP, carrying its ports. */
+	off += 8;
+	__u8 qsrc[16] = {}, qdst[16] = {};
+	__u8 ql4 = 0;
+	int qlater = 0;
+	if (CLS_F(ip)(ctx, v6, &off, qsrc, qdst, &ql4, &qlater))
+		return 0;
+	if (qlater || (ql4 != 6 && ql4 != 17))
+		return 0;
+	__u8 qports[4] = {};
+	if (CLS_LOAD(ctx, off, qports, 4))
+		return 0;
+	/* It went qsrc -> qdst; the flow's own direction is the reverse. */
+	return CLS_F(owns)(&k, ql4, qdst, &qports[2], qsrc, &qports[0]);
 }
+
+#undef CLS_F
+#undef CLS_CAT
+#undef CLS_CAT2

@@ -10,8 +10,9 @@
  *   1 VIP       dst addr + dst port + proto
  *   2 LADDR     dst addr (FULLNAT local address: TCP/UDP, ICMP errors)
  *   3 RS        src addr + src port + proto (NAT replies)
- *   4 VIP_ADDR  dst addr, for fragments and ICMP errors
- *   5 RS_ADDR   src addr, for fragments and ICMP errors
+ *   4 VIP_ADDR  dst addr, for later fragments
+ *   5 RS_ADDR   src addr, for later fragments
+ *   6 LOCAL     one of the host's own addresses (NAT replies to it are the host's)
  */
 #include "common.h"
 
@@ -20,6 +21,7 @@
 #define K_RS 3
 #define K_VIP_ADDR 4
 #define K_RS_ADDR 5
+#define K_LOCAL 6
 
 struct steer_key {
 	__u8 kind;
@@ -54,7 +56,8 @@ static __always_inline int xdp_load(struct xdp_md *ctx, __u32 off, void *dst, __
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	if (off > 512)
+	/* Bounds the offset for the verifier; headers never reach this far. */
+	if (off > 4096)
 		return -1;
 	void *p = data + off;
 	if (p + len > end)

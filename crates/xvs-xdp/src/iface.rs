@@ -200,8 +200,7 @@ impl Interface {
                 self.name
             )));
         }
-        sys::map_update(
-            &**xsks,
+        xsks.update(
             &queue.to_ne_bytes(),
             &(fd as u32).to_ne_bytes(),
             sys::BPF_ANY,
@@ -221,11 +220,15 @@ impl Interface {
 
     /// The steering program's counters, summed over CPUs.
     pub fn steer_stats(&self) -> Result<SteerStats> {
-        let ncpu = crate::sys::possible_cpus();
+        let len = self
+            .stats
+            .lookup_len()
+            .map_err(|e| os(format!("{}: size the steering counters", self.name), e))?;
         let mut out = [0u64; 3];
         for (idx, o) in out.iter_mut().enumerate() {
-            let mut v = vec![0u8; 8 * ncpu];
-            sys::map_lookup(&*self.stats, &(idx as u32).to_ne_bytes(), &mut v)
+            let mut v = vec![0u8; len];
+            self.stats
+                .lookup(&(idx as u32).to_ne_bytes(), &mut v)
                 .map_err(|e| os(format!("{}: read steering counters", self.name), e))?;
             *o = v
                 .chunks_exact(8)

@@ -38,6 +38,9 @@ pub enum SteerKey {
     LocalAddr(Addr),
     /// NAT replies: source = a real server's address:port/proto.
     RealServer { addr: Addr, port: u16, proto: L4 },
+    /// One of the host's own addresses: NAT replies addressed to it belong to
+    /// the host's own connections (health checks, an operator's curl), not to xvs.
+    Local(Addr),
 }
 
 // Key kinds, as in bpf/steer.c.
@@ -46,6 +49,7 @@ const K_LADDR: u8 = 2;
 const K_RS: u8 = 3;
 const K_VIP_ADDR: u8 = 4;
 const K_RS_ADDR: u8 = 5;
+const K_LOCAL: u8 = 6;
 
 /// The map key: kind, proto, port (network order), address.
 type RawKey = [u8; 20];
@@ -68,6 +72,7 @@ impl SteerKey {
                 Some(raw(K_VIP_ADDR, 0, 0, addr)),
             ),
             SteerKey::LocalAddr(addr) => (raw(K_LADDR, 0, 0, addr), None),
+            SteerKey::Local(addr) => (raw(K_LOCAL, 0, 0, addr), None),
             SteerKey::RealServer { addr, port, proto } => (
                 raw(K_RS, proto.number(), *port, addr),
                 Some(raw(K_RS_ADDR, 0, 0, addr)),
@@ -86,11 +91,22 @@ pub struct Steering {
     refs: Arc<Mutex<HashMap<RawKey, u32>>>,
 }
 
+/// Size of the key map unless told otherwise.
+pub const DEFAULT_KEYS: u32 = 65536;
+
 impl Steering {
-    /// Creates the (empty) key map.
+    /// Creates the (empty) key map with room for [`DEFAULT_KEYS`] keys.
     pub fn new() -> Result<Steering> {
+        Self::with_capacity(DEFAULT_KEYS)
+    }
+
+    /// Creates the (empty) key map with room for `keys` keys (VIPs, local and
+    /// real-server addresses and the address-only keys derived from them).
+    pub fn with_capacity(keys: u32) -> Result<Steering> {
         let obj = Object::parse(crate::bpf::STEER_OBJ)?;
-        let keys = Map::create(obj.map("xvs_keys")?)?;
+        let mut def = obj.map("xvs_keys")?.clone();
+        def.max_entries = keys.max(1);
+        let keys = Map::create(&def)?;
         Ok(Steering {
             keys,
             refs: Arc::new(Mutex::new(HashMap::new())),
@@ -98,6 +114,7 @@ impl Steering {
     }
 
     /// Starts steering `key` to xvs. Returns false if it was already there.
+    /// On failure nothing changed.
     pub fn add(&self, key: SteerKey) -> Result<bool> {
         let (k, derived) = key.raw();
         let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,7 +131,29 @@ impl Steering {
         Ok(true)
     }
 
-    /// Stops steering `key`. Returns false if it was not there.
+    /// Adds every key of `keys`, all or nothing: on the first failure the keys
+    /// this call added are removed again and the error is returned.
+    pub fn add_all<'a>(&self, keys: impl IntoIterator<Item = &'a SteerKey>) -> Result<usize> {
+        let mut added = Vec::new();
+        for k in keys {
+            match self.add(*k) {
+                Ok(true) => added.push(*k),
+                Ok(false) => {}
+                Err(e) => {
+                    for a in added.iter().rev() {
+                        if let Err(e2) = self.remove(*a) {
+                            tracing::warn!(key = ?a, "undoing a steering key: {e2}");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(added.len())
+    }
+
+    /// Stops steering `key`. Returns false if it was not there. A key whose
+    /// deletion fails stays recorded (it is still in the map).
     pub fn remove(&self, key: SteerKey) -> Result<bool> {
         let (k, derived) = key.raw();
         let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,11 +167,23 @@ impl Steering {
         Ok(true)
     }
 
+    /// The key map, to load the steering programs against it in test runs
+    /// ([`crate::bpf::testrun::TestObject`]).
+    pub fn key_map(&self) -> Arc<Map> {
+        Arc::clone(&self.keys)
+    }
+
+    /// Whether `key` is steered (as recorded; the map holds the same).
+    pub fn contains(&self, key: &SteerKey) -> bool {
+        let refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        refs.contains_key(&key.raw().0)
+    }
+
     /// The keys currently steered.
     pub fn len(&self) -> usize {
         let refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
         refs.keys()
-            .filter(|k| matches!(k[0], K_VIP | K_LADDR | K_RS))
+            .filter(|k| matches!(k[0], K_VIP | K_LADDR | K_RS | K_LOCAL))
             .count()
     }
 
@@ -140,13 +191,35 @@ impl Steering {
         self.len() == 0
     }
 
-    fn put(&self, refs: &mut HashMap<RawKey, u32>, k: &RawKey, key: &SteerKey) -> Result<()> {
-        let n = refs.entry(*k).or_insert(0);
-        if *n == 0 {
-            sys::map_update(&*self.keys, k, &1u32.to_ne_bytes(), sys::BPF_ANY)
-                .map_err(|e| os(format!("add steering key {key:?}"), e))?;
+    /// Entries in the BPF map itself (primary and derived keys), read back
+    /// from the kernel: what the program really sees.
+    pub fn map_entries(&self) -> Result<usize> {
+        let mut n = 0;
+        let mut key: Option<RawKey> = None;
+        loop {
+            let mut next = [0u8; 20];
+            match self.keys.next_key(key.as_ref().map(|k| &k[..]), &mut next) {
+                Ok(()) => {
+                    n += 1;
+                    key = Some(next);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(n),
+                Err(e) => return Err(os("walk the steering map".to_string(), e)),
+            }
         }
-        *n += 1;
+    }
+
+    fn put(&self, refs: &mut HashMap<RawKey, u32>, k: &RawKey, key: &SteerKey) -> Result<()> {
+        match refs.get_mut(k) {
+            Some(n) => *n += 1,
+            None => {
+                // Recorded only once the kernel took it.
+                self.keys
+                    .update(k, &1u32.to_ne_bytes(), sys::BPF_ANY)
+                    .map_err(|e| os(format!("add steering key {key:?}"), e))?;
+                refs.insert(*k, 1);
+            }
+        }
         Ok(())
     }
 
@@ -154,15 +227,16 @@ impl Steering {
         let Some(n) = refs.get_mut(k) else {
             return Ok(());
         };
-        *n -= 1;
-        if *n == 0 {
-            refs.remove(k);
-            match sys::map_delete(&*self.keys, k) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(os(format!("remove steering key {key:?}"), e)),
-            }
+        if *n > 1 {
+            *n -= 1;
+            return Ok(());
         }
+        match self.keys.delete(k) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(os(format!("remove steering key {key:?}"), e)),
+        }
+        refs.remove(k);
         Ok(())
     }
 }

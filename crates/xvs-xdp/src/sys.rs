@@ -76,20 +76,37 @@ pub fn getsockopt<T: Copy>(
     Ok(len as usize)
 }
 
-/// The number of possible CPUs (the length of per-CPU map values).
-pub fn possible_cpus() -> usize {
-    // "0-1" or "0,2-3": count every listed CPU.
-    let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/possible") else {
-        return 1;
-    };
-    let mut n = 0;
+/// The number of possible CPUs (the length of per-CPU map values). An error
+/// when the list cannot be read or parsed: a buffer sized from a guess would
+/// let the kernel write past it.
+pub fn possible_cpus() -> std::io::Result<usize> {
+    let path = "/sys/devices/system/cpu/possible";
+    let s = std::fs::read_to_string(path)?;
+    parse_cpu_list(&s).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{path}: cannot parse {:?}", s.trim()),
+        )
+    })
+}
+
+/// Counts the CPUs of a kernel CPU list ("0-3", "0,2-3", "0").
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0usize;
     for part in s.trim().split(',') {
-        let mut it = part.split('-');
-        let a: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let b: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(a);
-        n += b.saturating_sub(a) + 1;
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let a = part.parse::<usize>().ok()?;
+                (a, a)
+            }
+        };
+        if b < a {
+            return None;
+        }
+        n += b - a + 1;
     }
-    n.max(1)
+    (n > 0).then_some(n)
 }
 
 /// An anonymous shared memory mapping, unmapped on drop.
@@ -171,4 +188,20 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("a-b"), None);
+        assert!(super::possible_cpus().unwrap() >= 1);
+    }
 }

@@ -41,6 +41,11 @@ pub struct Config {
     pub backend: Option<String>,
     /// Address for Prometheus metrics, e.g. "127.0.0.1:9101".
     pub metrics: Option<String>,
+    /// Room in the steering map, in keys (default 65536): a VIP:port takes
+    /// two, a NAT real server two, a FULLNAT local address or one of the
+    /// host's own addresses one. A rule change that would overflow it is
+    /// refused.
+    pub steer_keys: Option<u32>,
     /// Worker cores, in queue order (default: no pinning).
     #[serde(default)]
     pub cores: Vec<usize>,
@@ -91,6 +96,9 @@ impl Config {
             ) {
                 bail!("backend must be auto, xdp-native, xdp-generic or af-packet");
             }
+        }
+        if self.steer_keys == Some(0) {
+            bail!("steer_keys must be at least 1");
         }
         if self.conn_max == Some(0) {
             bail!("conn_max must be at least 1");

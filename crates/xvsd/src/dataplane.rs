@@ -5,11 +5,13 @@
 use crate::config::Config;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
+use xvs_core::service::table::Service;
 use xvs_core::service::{FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
     Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
@@ -54,12 +56,14 @@ fn l4(p: Protocol) -> L4 {
     }
 }
 
-/// The keys the current rules need: VIPs, FULLNAT local addresses, and the
-/// real servers of NAT dests (their replies).
-fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
-    let snap = engine.snapshot();
+/// The keys a rule set needs: VIPs, FULLNAT local addresses, and the real
+/// servers of NAT dests (their replies).
+pub fn rule_keys<'a>(
+    services: impl IntoIterator<Item = &'a Arc<Service>>,
+    laddrs: impl IntoIterator<Item = &'a IpAddr>,
+) -> HashSet<SteerKey> {
     let mut keys = HashSet::new();
-    for svc in snap.services() {
+    for svc in services {
         let ServiceKey::Addr { proto, addr, port } = svc.spec.key else {
             // XDP sees no marks and the steering map holds exact keys only.
             continue;
@@ -78,67 +82,139 @@ fn wanted_keys(engine: &Engine) -> HashSet<SteerKey> {
                 });
             }
         }
-        for &lip in snap.lips(svc.id) {
-            keys.insert(SteerKey::LocalAddr(engine.conns.lip(lip)));
-        }
+    }
+    for a in laddrs {
+        keys.insert(SteerKey::LocalAddr((*a).into()));
     }
     keys
 }
 
-/// The steering map kept equal to [`wanted_keys`]. Every rule change goes
-/// through `State::publish`, which calls [`SteerSync::sync`] before the
-/// control reply, so nothing needs to poll.
+/// The steering map kept in step with the rules and with the host's own
+/// addresses.
+///
+/// A rule change is two steps around the engine's publish: [`SteerSync::prepare`]
+/// installs the keys the new rules add, all or nothing (a failure leaves the
+/// map as it was and the change is refused), and [`SteerSync::commit`], once
+/// the engine has the new rules, removes the keys they dropped. So the map
+/// never lacks a key of the rules in force, and a key that failed is never
+/// recorded as installed.
 pub struct SteerSync {
-    engine: Arc<Engine>,
     steering: Steering,
+    fib: Option<Arc<xvs_fib::KernelFib>>,
     state: Mutex<Synced>,
+    /// Steering keys that could not be installed or removed.
+    failures: AtomicU64,
 }
 
-/// What the steering map holds, and for which rules generation.
+/// What the steering map holds.
 #[derive(Default)]
 struct Synced {
-    keys: HashSet<SteerKey>,
-    /// None before the first pass.
-    gen: Option<u64>,
+    /// Keys of the rules in force.
+    rules: HashSet<SteerKey>,
+    /// The host's addresses, and the fib generation they were read at.
+    local: HashSet<SteerKey>,
+    fib_gen: u64,
     warned_fwmark: bool,
 }
 
 impl SteerSync {
-    /// Adds and removes keys until the map matches the current rules. Every
-    /// key is tried; failures are logged and the first one is returned.
-    pub fn sync(&self) -> Result<()> {
+    /// Installs the keys of `want` the map lacks, all or nothing.
+    pub fn prepare(&self, want: &HashSet<SteerKey>) -> Result<()> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let new: Vec<&SteerKey> = want.difference(&st.rules).collect();
+        self.steering.add_all(new).map_err(|e| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("steering update refused: {e}");
+            anyhow!("{e}")
+        })?;
+        Ok(())
+    }
+
+    /// After the engine has the rules `want`: removes the keys they no longer
+    /// need. A key whose removal fails stays recorded and is retried next time.
+    pub fn commit(&self, want: HashSet<SteerKey>, fwmark_services: bool) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let snap = self.engine.snapshot();
-        if st.gen == Some(snap.generation) {
-            return Ok(());
-        }
-        let want = wanted_keys(&self.engine);
-        let mut first_err = None;
-        for k in st.keys.difference(&want) {
+        let mut kept = Vec::new();
+        for k in st.rules.difference(&want) {
             if let Err(e) = self.steering.remove(*k) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(?k, "removing a steering key: {e}");
-                first_err.get_or_insert(anyhow!("removing steering key {k:?}: {e}"));
+                kept.push(*k);
             }
         }
-        for k in want.difference(&st.keys) {
-            if let Err(e) = self.steering.add(*k) {
-                tracing::warn!(?k, "adding a steering key: {e}");
-                first_err.get_or_insert(anyhow!("adding steering key {k:?}: {e}"));
-            }
-        }
-        if !st.warned_fwmark && snap.services().any(|s| s.spec.key.is_fwmark()) {
+        st.rules = want;
+        st.rules.extend(kept);
+        if fwmark_services && !st.warned_fwmark {
             tracing::warn!("fwmark services get no traffic from the XDP steering program");
             st.warned_fwmark = true;
         }
-        st.keys = want;
-        st.gen = Some(snap.generation);
-        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Brings the host's own addresses in the map up to date if the kernel's
+    /// tables changed (called from housekeeping; cheap when nothing changed).
+    pub fn sync_local(&self) {
+        let Some(fib) = &self.fib else { return };
+        let gen = xvs_core::fib::Fib::generation(&**fib);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.fib_gen == gen {
+            return;
+        }
+        let want: HashSet<SteerKey> = fib
+            .tables()
+            .local_addrs()
+            .map(|a| SteerKey::Local(a.into()))
+            .collect();
+        let mut failed = false;
+        let old: Vec<SteerKey> = st.local.difference(&want).copied().collect();
+        for k in old {
+            match self.steering.remove(k) {
+                Ok(_) => {
+                    st.local.remove(&k);
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(?k, "removing a local-address key: {e}");
+                }
+            }
+        }
+        let new: Vec<SteerKey> = want.difference(&st.local).copied().collect();
+        for k in new {
+            match self.steering.add(k) {
+                Ok(_) => {
+                    st.local.insert(k);
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(?k, "adding a local-address key: {e}");
+                }
+            }
+        }
+        if failed {
+            // Retried at the next call.
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            st.fib_gen = gen;
+        }
+    }
+
+    /// Steering updates that failed since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Primary keys recorded as installed (rules and local addresses).
+    pub fn installed(&self) -> usize {
+        self.steering.len()
     }
 }
 
 /// Starts the workers on the configured interfaces (port numbers follow the
 /// order of `cfg.interfaces`, as the route mirror's do).
-pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
+pub fn start(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    fib: Option<Arc<xvs_fib::KernelFib>>,
+) -> Result<DataPlane> {
     let stop = Arc::new(AtomicBool::new(false));
     if cfg.interfaces.is_empty() {
         return Ok(DataPlane {
@@ -152,7 +228,8 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
         None | Some("auto") => BackendChoice::Auto,
         Some(b) => BackendChoice::Force(b.parse::<Backend>().map_err(|e| anyhow!("{e}"))?),
     };
-    let steering = Steering::new().context("creating the steering map")?;
+    let steering = Steering::with_capacity(cfg.steer_keys.unwrap_or(xvs_xdp::DEFAULT_KEYS))
+        .context("creating the steering map")?;
     let mut ifaces = Vec::new();
     for i in &cfg.interfaces {
         let a = Interface::attach(&steering, &i.name, choice)
@@ -161,13 +238,15 @@ pub fn start(cfg: &Config, engine: Arc<Engine>) -> Result<DataPlane> {
         ifaces.push(a);
     }
     let ifaces = Arc::new(ifaces);
-    // Steer what the rules already hold before any worker runs.
+    // The host's addresses first: no reply to its own connections is taken
+    // once workers run. The rules' keys come from the control plane.
     let steer = Arc::new(SteerSync {
-        engine: engine.clone(),
         steering: steering.clone(),
+        fib,
         state: Mutex::new(Synced::default()),
+        failures: AtomicU64::new(0),
     });
-    steer.sync().context("steering the loaded rules")?;
+    steer.sync_local();
     let mut threads = Vec::new();
     let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
     for q in 0..queues {

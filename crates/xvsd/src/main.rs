@@ -137,10 +137,17 @@ fn run() -> Result<()> {
         ..Limits::default()
     };
     let names: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    let fib: Arc<dyn xvs_core::fib::Fib> = if names.is_empty() {
-        Arc::new(xvs_core::fib::StaticFib::new())
+    let kfib = if names.is_empty() {
+        None
     } else {
-        xvs_fib::KernelFib::start(names).context("reading the kernel's routes and neighbours")?
+        Some(
+            xvs_fib::KernelFib::start(names)
+                .context("reading the kernel's routes and neighbours")?,
+        )
+    };
+    let fib: Arc<dyn xvs_core::fib::Fib> = match &kfib {
+        Some(k) => k.clone(),
+        None => Arc::new(xvs_core::fib::StaticFib::new()),
     };
     let engine = Engine::new(limits, fib, random_seed());
     let state = Arc::new(Mutex::new(State::new(
@@ -155,12 +162,15 @@ fn run() -> Result<()> {
     // Refuse early if another daemon serves the socket; then the data plane,
     // so that once the socket answers the rules are in force.
     control::check_free(&socket)?;
-    let dp = dataplane::start(&cfg, engine.clone())?;
-    if let Some(s) = dp.steer_sync() {
-        state.lock().unwrap_or_else(|p| p.into_inner()).on_publish = Some(Box::new(move || {
-            // Logged key by key inside; the rules stay applied.
-            let _ = s.sync();
-        }));
+    let dp = dataplane::start(&cfg, engine.clone(), kfib)?;
+    let steer = dp.steer_sync();
+    if let Some(s) = &steer {
+        // Steer what the rules already hold, then keep every change in step.
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let want = st.steer_keys();
+        s.prepare(&want).context("steering the loaded rules")?;
+        s.commit(want, st.has_fwmark());
+        st.steer = Some(s.clone());
     }
     let listener = control::bind(&socket)?;
     let _guard = control::SocketGuard(socket.clone());
@@ -174,9 +184,26 @@ fn run() -> Result<()> {
         let l = std::net::TcpListener::bind(addr)
             .with_context(|| format!("binding metrics address {addr}"))?;
         let e = engine.clone();
+        let s = steer.clone();
+        let extra = move |out: &mut String| {
+            if let Some(s) = &s {
+                metrics::counter(
+                    out,
+                    "xvs_steer_failures_total",
+                    "Steering map updates that failed (rule changes refused, keys not removed)",
+                    s.failures(),
+                );
+                metrics::gauge(
+                    out,
+                    "xvs_steer_keys",
+                    "Keys in the steering map (rules and the host's addresses)",
+                    s.installed() as u64,
+                );
+            }
+        };
         std::thread::Builder::new()
             .name("xvsd-metrics".into())
-            .spawn(move || metrics::serve(l, e))?;
+            .spawn(move || metrics::serve(l, e, extra))?;
         tracing::info!(%addr, "metrics at /metrics");
     }
 
@@ -186,6 +213,7 @@ fn run() -> Result<()> {
         let st = state.clone();
         let e = engine.clone();
         let stop = stop.clone();
+        let steer = steer.clone();
         std::thread::Builder::new()
             .name("xvsd-housekeep".into())
             .spawn(move || {
@@ -195,6 +223,9 @@ fn run() -> Result<()> {
                     let now = st.lock().unwrap_or_else(|e| e.into_inner()).now();
                     let budget = (e.conns.high_water() / 10).clamp(4096, 250_000);
                     e.housekeep(now, budget);
+                    if let Some(s) = &steer {
+                        s.sync_local();
+                    }
                     n += 1;
                     if n.is_multiple_of(100) {
                         let mut s = st.lock().unwrap_or_else(|e| e.into_inner());

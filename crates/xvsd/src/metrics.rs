@@ -6,7 +6,8 @@ use std::sync::Arc;
 use xvs_core::engine::Engine;
 
 /// Serves `addr` until the process ends.
-pub fn serve(listener: TcpListener, engine: Arc<Engine>) {
+/// `extra` appends the daemon's own metrics to the engine's.
+pub fn serve(listener: TcpListener, engine: Arc<Engine>, extra: impl Fn(&mut String)) {
     for stream in listener.incoming() {
         let Ok(mut s) = stream else { continue };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
@@ -22,7 +23,9 @@ pub fn serve(listener: TcpListener, engine: Arc<Engine>) {
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/");
         let (status, body) = if path == "/metrics" {
-            ("200 OK", xvs_core::engine::metrics::render(&engine))
+            let mut body = xvs_core::engine::metrics::render(&engine);
+            extra(&mut body);
+            ("200 OK", body)
         } else {
             ("404 Not Found", "try /metrics\n".to_string())
         };
@@ -32,4 +35,22 @@ pub fn serve(listener: TcpListener, engine: Arc<Engine>) {
             body.len()
         );
     }
+}
+
+/// Appends a counter in the Prometheus text format.
+pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+    );
+}
+
+/// Appends a gauge in the Prometheus text format.
+pub fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+    );
 }

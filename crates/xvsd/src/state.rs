@@ -1,7 +1,8 @@
 //! The control-plane state: the service table and everything else `xvsadm`
 //! can change, applied to the engine as a new snapshot after every change.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::dataplane::{rule_keys, SteerSync};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use xvs_core::conn::table::{flags, tick_of, TEMPLATE_PROTO};
@@ -12,6 +13,7 @@ use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
 use xvs_core::time::Time;
 use xvs_ctl::{ConnInfo, DaemonSpec, DaemonState, DestInfo, ErrorReply, Op, Response, ServiceInfo};
+use xvs_xdp::SteerKey;
 
 /// Why an op failed: the message ipvsadm prints for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +37,9 @@ pub struct State {
     zero_svc: HashMap<u32, Totals>,
     zero_dest: HashMap<u32, Totals>,
     pub engine: Arc<Engine>,
-    /// Called after the engine has the new rules (the data plane's steering sync).
-    pub on_publish: Option<Box<dyn Fn() + Send>>,
+    /// The data plane's steering map, kept in step with every rule change
+    /// (None without data interfaces).
+    pub steer: Option<Arc<SteerSync>>,
 }
 
 fn key_id(k: &ServiceKey) -> String {
@@ -62,7 +65,7 @@ impl State {
             zero_svc: HashMap::new(),
             zero_dest: HashMap::new(),
             engine,
-            on_publish: None,
+            steer: None,
         };
         s.publish();
         s
@@ -81,9 +84,19 @@ impl State {
         r.timeouts = self.timeouts;
         r.knobs = self.knobs;
         self.engine.publish(&r);
-        if let Some(f) = &self.on_publish {
-            f();
-        }
+    }
+
+    /// The steering keys the current rules need.
+    pub fn steer_keys(&self) -> HashSet<SteerKey> {
+        rule_keys(
+            self.table.services(),
+            self.laddrs.values().flat_map(|(_, a)| a),
+        )
+    }
+
+    /// Whether a fwmark service exists (they get no traffic yet: logged once).
+    pub fn has_fwmark(&self) -> bool {
+        self.table.services().iter().any(|s| s.spec.key.is_fwmark())
     }
 
     /// Applies one op (without publishing).
@@ -183,17 +196,16 @@ impl State {
         Ok(())
     }
 
-    /// Applies one op and publishes.
+    /// Applies one op and publishes (see [`State::apply_batch`]).
     pub fn apply(&mut self, op: &Op) -> Result<(), OpError> {
-        let r = self.apply_one(op);
-        if r.is_ok() {
-            self.publish();
-        }
-        r
+        self.apply_batch(std::slice::from_ref(op))
+            .map_err(|(_, e)| e)
     }
 
     /// Applies ops all or nothing: they are first tried on a copy of the rules
-    /// (specs only, so nothing live is touched), then applied for real.
+    /// (specs only, so nothing live is touched), then the steering map takes
+    /// the keys the new rules add (all or nothing too), then they are applied
+    /// for real and published, and the keys they dropped leave the map.
     pub fn apply_batch(&mut self, ops: &[Op]) -> Result<(), (usize, OpError)> {
         let mut dry = State {
             table: self.spec_copy(),
@@ -205,7 +217,7 @@ impl State {
             zero_svc: HashMap::new(),
             zero_dest: HashMap::new(),
             engine: self.engine.clone(),
-            on_publish: None,
+            steer: None,
         };
         for (i, op) in ops.iter().enumerate() {
             // Zeroing touches only counters: nothing to validate beyond the key.
@@ -220,14 +232,31 @@ impl State {
             }
             dry.apply_one(op).map_err(|e| (i, e))?;
         }
+        let want = dry.steer_keys();
+        if let Some(s) = &self.steer {
+            s.prepare(&want).map_err(|e| {
+                (
+                    ops.len().saturating_sub(1),
+                    OpError(format!(
+                        "Steering map update failed, nothing was changed: {e:#}"
+                    )),
+                )
+            })?;
+        }
         for (i, op) in ops.iter().enumerate() {
             if let Err(e) = self.apply_one(op) {
                 // Cannot happen after the dry run; publish what was applied.
                 self.publish();
+                if let Some(s) = &self.steer {
+                    s.commit(self.steer_keys(), self.has_fwmark());
+                }
                 return Err((i, e));
             }
         }
         self.publish();
+        if let Some(s) = &self.steer {
+            s.commit(want, self.has_fwmark());
+        }
         Ok(())
     }
 

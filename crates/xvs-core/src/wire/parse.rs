@@ -1,5 +1,5 @@
 //! The flat, single-pass parse the engine runs on every frame: Ethernet (with
-//! one 802.1Q tag), IPv4 (options, fragments) or IPv6 (extension headers),
+//! up to two VLAN tags, 802.1Q or 802.1ad), IPv4 (options, fragments) or IPv6 (extension headers),
 //! TCP/UDP ports and flags, and the packet quoted inside ICMP errors.
 //!
 //! Every read is bounds-checked; any input yields `Ok` or a [`ParseError`],
@@ -11,6 +11,10 @@ use crate::service::Af;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// VLAN tags read before the IP header (802.1ad + 802.1Q: QinQ). The steering
+/// program reads the same number (bpf/classify.h).
+const MAX_VLAN_TAGS: usize = 2;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -59,7 +63,7 @@ impl IcmpInfo {
 /// What the engine needs to know about a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
-    /// 802.1Q tag control information, if tagged.
+    /// Tag control information of the outer VLAN tag, if tagged.
     pub vlan: Option<u16>,
     pub l3_off: u16,
     pub l4_off: u16,
@@ -352,10 +356,14 @@ fn parse_slow(frame: &[u8]) -> Result<PacketInfo, ParseError> {
     let mut et = be16(frame, 12).ok_or(ParseError::Truncated)?;
     let mut l3 = 14;
     let mut vlan = None;
-    if et == ETH_P_8021Q {
-        vlan = Some(be16(frame, 14).ok_or(ParseError::Truncated)?);
-        et = be16(frame, 16).ok_or(ParseError::Truncated)?;
-        l3 = 18;
+    for _ in 0..MAX_VLAN_TAGS {
+        if et != ETH_P_8021Q && et != ETH_P_8021AD {
+            break;
+        }
+        let tci = be16(frame, l3).ok_or(ParseError::Truncated)?;
+        vlan.get_or_insert(tci);
+        et = be16(frame, l3 + 2).ok_or(ParseError::Truncated)?;
+        l3 += 4;
     }
     if et != ETH_P_IP && et != ETH_P_IPV6 {
         return Err(ParseError::NotIp);
@@ -531,6 +539,28 @@ mod tests {
         let (_, d) = ic.inner_addrs(&f, Af::V4).unwrap();
         assert_eq!(d.to_string(), "10.0.0.2");
         assert_eq!((ic.inner_l3_off, ic.inner_l4_off), (42, 62));
+    }
+
+    #[test]
+    fn qinq_and_802_1ad_tags_are_skipped() {
+        for tags in [
+            &[0x88, 0xa8, 0x00, 0x05][..],
+            &[0x88, 0xa8, 0x00, 0x05, 0x81, 0x00, 0x00, 0x07][..],
+            &[0x81, 0x00, 0x00, 0x05, 0x81, 0x00, 0x00, 0x07][..],
+        ] {
+            let mut f = SYN[..12].to_vec();
+            f.extend_from_slice(tags);
+            f.extend_from_slice(&SYN[12..]);
+            let p = parse(&f).unwrap();
+            assert_eq!(p.vlan, Some(5));
+            assert_eq!(p.l3_off as usize, 14 + tags.len());
+            assert_eq!((p.proto, p.sport, p.dport), (PROTO_TCP, 40000, 80));
+        }
+        // A third tag is more than the steering program reads either.
+        let mut f = SYN[..12].to_vec();
+        f.extend_from_slice(&[0x88, 0xa8, 0, 5, 0x81, 0, 0, 6, 0x81, 0, 0, 7]);
+        f.extend_from_slice(&SYN[12..]);
+        assert_eq!(parse(&f), Err(ParseError::NotIp));
     }
 
     #[test]

@@ -64,6 +64,79 @@ impl Map {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    fn check_len(&self, what: &str, got: usize, want: usize) -> std::io::Result<()> {
+        if got != want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "map {}: {what} of {got} bytes, the map's is {want}",
+                    self.def.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_percpu(&self) -> bool {
+        matches!(
+            self.def.map_type,
+            sys::BPF_MAP_TYPE_PERCPU_ARRAY | sys::BPF_MAP_TYPE_PERCPU_HASH
+        )
+    }
+
+    /// Bytes a lookup of this map writes: the value size, or for per-CPU maps
+    /// one 8-byte-aligned value per possible CPU.
+    pub fn lookup_len(&self) -> std::io::Result<usize> {
+        let v = self.def.value_size as usize;
+        if self.is_percpu() {
+            Ok(v.div_ceil(8) * 8 * crate::sys::possible_cpus()?)
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// Sets `key` to `value` (exactly the map's key and value sizes; per-CPU
+    /// maps are not written from here).
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> std::io::Result<()> {
+        self.check_len("key", key.len(), self.def.key_size as usize)?;
+        self.check_len("value", value.len(), self.def.value_size as usize)?;
+        if self.is_percpu() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("map {}: per-CPU maps are read-only here", self.def.name),
+            ));
+        }
+        // SAFETY: both slices have exactly the sizes the kernel reads.
+        unsafe { sys::map_update(self, key, value, flags) }
+    }
+
+    /// Deletes `key`; ENOENT when absent.
+    pub fn delete(&self, key: &[u8]) -> std::io::Result<()> {
+        self.check_len("key", key.len(), self.def.key_size as usize)?;
+        // SAFETY: the key has exactly the size the kernel reads.
+        unsafe { sys::map_delete(self, key) }
+    }
+
+    /// Reads `key` into `value`, whose length must be [`Map::lookup_len`].
+    pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
+        self.check_len("key", key.len(), self.def.key_size as usize)?;
+        self.check_len("value buffer", value.len(), self.lookup_len()?)?;
+        // SAFETY: the key and the buffer have exactly the sizes the kernel
+        // reads and writes.
+        unsafe { sys::map_lookup(self, key, value) }
+    }
+
+    /// The key after `key` (the first when None) into `next`; ENOENT at the end.
+    pub fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> std::io::Result<()> {
+        let ks = self.def.key_size as usize;
+        if let Some(k) = key {
+            self.check_len("key", k.len(), ks)?;
+        }
+        self.check_len("key buffer", next.len(), ks)?;
+        // SAFETY: every buffer has exactly the map's key size.
+        unsafe { sys::map_next_key(self, key, next) }
+    }
 }
 
 impl AsFd for Map {

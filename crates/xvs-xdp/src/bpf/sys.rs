@@ -16,6 +16,7 @@ pub const BPF_LINK_CREATE: u32 = 28;
 
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 
@@ -114,8 +115,21 @@ struct MapElemAttr {
 
 pub const BPF_ANY: u64 = 0;
 
-/// Sets `key` to `value` (byte slices sized as the map's key and value).
-pub fn map_update(fd: &impl AsRawFd, key: &[u8], value: &[u8], flags: u64) -> std::io::Result<()> {
+/// BPF_MAP_GET_NEXT_KEY.
+const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+
+/// Sets `key` to `value`.
+///
+/// # Safety
+/// `key` and `value` must be at least as long as the map's key and value
+/// sizes: the kernel reads that many bytes from each. [`super::elf::Map::update`]
+/// checks this.
+pub(crate) unsafe fn map_update(
+    fd: &impl AsRawFd,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> std::io::Result<()> {
     let mut a = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,
@@ -127,7 +141,10 @@ pub fn map_update(fd: &impl AsRawFd, key: &[u8], value: &[u8], flags: u64) -> st
 }
 
 /// Deletes `key`; ENOENT when absent.
-pub fn map_delete(fd: &impl AsRawFd, key: &[u8]) -> std::io::Result<()> {
+///
+/// # Safety
+/// `key` must be at least as long as the map's key size.
+pub(crate) unsafe fn map_delete(fd: &impl AsRawFd, key: &[u8]) -> std::io::Result<()> {
     let mut a = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,
@@ -138,8 +155,17 @@ pub fn map_delete(fd: &impl AsRawFd, key: &[u8]) -> std::io::Result<()> {
     bpf(BPF_MAP_DELETE_ELEM, &mut a).map(|_| ())
 }
 
-/// Reads `key` into `value` (for per-CPU maps: value size × possible CPUs).
-pub fn map_lookup(fd: &impl AsRawFd, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
+/// Reads `key` into `value`.
+///
+/// # Safety
+/// `key` must be at least as long as the map's key size and `value` at least
+/// as long as what the kernel writes: the value size, or for per-CPU maps the
+/// value size rounded up to 8 times the number of possible CPUs.
+pub(crate) unsafe fn map_lookup(
+    fd: &impl AsRawFd,
+    key: &[u8],
+    value: &mut [u8],
+) -> std::io::Result<()> {
     let mut a = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,
@@ -148,6 +174,25 @@ pub fn map_lookup(fd: &impl AsRawFd, key: &[u8], value: &mut [u8]) -> std::io::R
         flags: 0,
     };
     bpf(BPF_MAP_LOOKUP_ELEM, &mut a).map(|_| ())
+}
+
+/// The key after `key` (the first key when None) into `next`; ENOENT at the end.
+///
+/// # Safety
+/// `key` (if any) and `next` must be at least as long as the map's key size.
+pub(crate) unsafe fn map_next_key(
+    fd: &impl AsRawFd,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> std::io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.map_or(0, |k| k.as_ptr() as u64),
+        value: next.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_GET_NEXT_KEY, &mut a).map(|_| ())
 }
 
 #[repr(C)]
@@ -243,9 +288,10 @@ pub fn link_create(
     bpf(BPF_LINK_CREATE, &mut a).map(fd_result)
 }
 
+/// `union bpf_attr` for BPF_PROG_TEST_RUN (the fields xvs uses).
 #[repr(C)]
 #[derive(Default)]
-pub struct TestRunAttr {
+pub(crate) struct TestRunAttr {
     pub prog_fd: u32,
     pub retval: u32,
     pub data_size_in: u32,
@@ -264,7 +310,12 @@ pub struct TestRunAttr {
     pub _pad: u32,
 }
 
-/// BPF_PROG_TEST_RUN with the caller's attributes (pointers inside must stay valid).
-pub fn prog_test_run(attr: &mut TestRunAttr) -> std::io::Result<()> {
+/// BPF_PROG_TEST_RUN with the caller's attributes.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for the size given beside it (0 with
+/// a size of 0) for the whole call: the kernel reads `data_in`/`ctx_in` and
+/// writes `data_out`/`ctx_out`.
+pub(crate) unsafe fn prog_test_run(attr: &mut TestRunAttr) -> std::io::Result<()> {
     bpf(BPF_PROG_TEST_RUN, attr).map(|_| ())
 }

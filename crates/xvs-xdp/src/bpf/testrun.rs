@@ -61,6 +61,71 @@ impl TestProgram {
     }
 }
 
+/// Several programs of one object loaded for one-shot test runs, sharing
+/// their maps (the steering program's XDP and tc instances over one key map).
+pub struct TestObject {
+    progs: HashMap<String, OwnedFd>,
+    maps: HashMap<String, Arc<Map>>,
+}
+
+impl TestObject {
+    /// Loads `sections` (section, program type, expected attach type) of the
+    /// object `obj`; maps named in `shared` are used as they are, the others
+    /// are created fresh.
+    pub fn load(obj: &[u8], sections: &[(&str, u32, u32)], shared: &[&Arc<Map>]) -> Result<Self> {
+        let o = Object::parse(obj)?;
+        let mut maps = HashMap::new();
+        for d in &o.maps {
+            let m = match shared.iter().find(|m| m.def.name == d.name) {
+                Some(m) => Arc::clone(m),
+                None => Map::create(d)?,
+            };
+            maps.insert(d.name.clone(), m);
+        }
+        let list: Vec<&Arc<Map>> = maps.values().collect();
+        let mut progs = HashMap::new();
+        for &(section, ty, attach) in sections {
+            progs.insert(section.to_string(), o.load(section, ty, attach, &list)?);
+        }
+        Ok(TestObject { progs, maps })
+    }
+
+    /// The program of `section`.
+    pub fn prog(&self, section: &str) -> Result<&OwnedFd> {
+        self.progs
+            .get(section)
+            .ok_or_else(|| Error::Elf(format!("no program {section} loaded")))
+    }
+
+    pub fn map(&self, name: &str) -> Result<&Arc<Map>> {
+        self.maps
+            .get(name)
+            .ok_or_else(|| Error::Elf(format!("no map named {name}")))
+    }
+}
+
+/// Runs `prog` once on `frame` (BPF_PROG_TEST_RUN) and returns what it
+/// returned. For XDP and tc programs (the frame starts at Ethernet).
+pub fn run_once(prog: &impl AsRawFd, frame: &[u8]) -> Result<u32> {
+    if frame.len() < 14 || frame.len() > 65535 {
+        return Err(Error::Invalid(format!(
+            "test-run frame of {} bytes: must be 14..=65535",
+            frame.len()
+        )));
+    }
+    let mut a = sys::TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: `frame` outlives the call and its size is the one given; no
+    // output buffers or context are passed (sizes 0).
+    unsafe { sys::prog_test_run(&mut a) }.map_err(|e| os("BPF_PROG_TEST_RUN", e))?;
+    Ok(a.retval)
+}
+
 /// Options of a live test run.
 #[derive(Debug, Clone, Default)]
 pub struct TestRunOpts {
@@ -149,7 +214,9 @@ pub fn start_live(
             };
             // A signal may arrive before the call: loop until stop was asked.
             let r = loop {
-                match sys::prog_test_run(&mut a) {
+                // SAFETY: `frame` and `ctx` live on this thread until the call
+                // returns; their sizes are the ones given.
+                match unsafe { sys::prog_test_run(&mut a) } {
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                         if d2.load(Ordering::Acquire) {
                             break Ok(());
