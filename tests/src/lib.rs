@@ -19,28 +19,9 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Prepares a veth end for XDP labs: no segmentation offloads (generic XDP
-/// would see super-frames) and no TX checksum offload (on veth a partial
-/// checksum would reach the director, which forwards what it gets).
-pub fn lab_if(ns: &Netns, dev: &str) {
-    let _ = ns.exec(&[
-        "ethtool", "-K", dev, "gro", "off", "tso", "off", "gso", "off", "tx", "off",
-    ]);
-}
-
-/// True when the test can run (root: namespaces, XDP). Not root: under
-/// `CI=true` a failure (a test that cannot run must not pass quietly),
-/// elsewhere a skip with a note.
+/// True when the test can run (root); see [`xvs_netns::require_root`].
 pub fn require_root() -> bool {
-    if xvs_netns::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "this test needs root (namespaces, XDP); CI runs as root"
-    );
-    eprintln!("skipped: needs root");
-    false
+    xvs_netns::require_root()
 }
 
 /// An xvsd running inside a namespace; killed (SIGKILL) on drop.

@@ -7,8 +7,7 @@ use xvs_netns::{test_prefix, veth, Netns};
 
 #[test]
 fn gen_sends_what_sink_counts_per_rs() {
-    if !xvs_netns::is_root() {
-        eprintln!("skipped: needs root");
+    if !xvs_netns::require_root() {
         return;
     }
     let p = format!("{}-bt", test_prefix());
@@ -110,8 +109,7 @@ fn gen_refuses_addresses_outside_the_lab_range() {
 /// report carries its figures; the namespaces go away with the run.
 #[test]
 fn bench_run_measures_xvs_nat() {
-    if !xvs_netns::is_root() {
-        eprintln!("skipped: needs root");
+    if !xvs_netns::require_root() {
         return;
     }
     let p = format!("{}-br", test_prefix());

@@ -6,15 +6,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 use xvs_ctl::{Op, Request, Response};
-use xvs_e2e::{lab_if, wait_for, Daemon};
+use xvs_e2e::{wait_for, Daemon};
 use xvs_netns::{test_prefix, veth, Netns};
 
 fn root() -> bool {
-    if !xvs_netns::is_root() {
-        eprintln!("skipped: namespace tests need root");
-        return false;
-    }
-    true
+    xvs_e2e::require_root()
 }
 
 /// client — director (two arms) — real server, with the director as the real
@@ -55,10 +51,6 @@ fn nat_lab(tag: &str) -> NatLab {
             ns.sh(cmd).unwrap();
         }
     }
-    lab_if(&c, "c0");
-    lab_if(&d, "d0");
-    lab_if(&d, "d1");
-    lab_if(&r, "r0");
     NatLab { c, d, r }
 }
 
@@ -241,7 +233,6 @@ fn dr_one_arm_forwards_udp_and_tcp() {
         veth(inner, ns, outer, &sw).unwrap();
         sw.exec(&["ip", "link", "set", outer, "master", "br0"])
             .unwrap();
-        lab_if(ns, inner);
     }
     c.sh("ip addr add 10.77.42.2/24 dev c0").unwrap();
     d.sh("ip addr add 10.77.42.1/24 dev d0 && ip addr add 10.77.42.100/24 dev d0")

@@ -10,11 +10,7 @@ use std::time::Duration;
 use xvs_lab::{Lab, LabOptions, Mode};
 
 fn root() -> bool {
-    if !xvs_netns::is_root() {
-        eprintln!("skipped: lab tests need root");
-        return false;
-    }
-    true
+    xvs_e2e::require_root()
 }
 
 fn lab(mode: Mode, tag: &str, rs: usize, sched: &str, ipv6: bool) -> Lab {

@@ -543,8 +543,7 @@ mod tests {
 
     #[test]
     fn reads_the_kernel_tables_of_a_namespace() {
-        if !xvs_netns::is_root() {
-            eprintln!("skipped: needs root");
+        if !xvs_netns::require_root() {
             return;
         }
         let p = xvs_netns::test_prefix();

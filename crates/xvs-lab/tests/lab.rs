@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 use xvs_lab::{procs, teardown, url, Lab, LabOptions, Mode};
-use xvs_netns::{is_root, list, Netns};
+use xvs_netns::{list, Netns};
 
 fn options(mode: Mode, tag: &str) -> LabOptions {
     LabOptions {
@@ -21,8 +21,7 @@ fn options(mode: Mode, tag: &str) -> LabOptions {
 
 macro_rules! need_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
+        if !xvs_netns::require_root() {
             return;
         }
     };

@@ -57,6 +57,21 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// For tests: true when they can run (root). When not root, under `CI=true`
+/// this panics (a test that cannot run must not pass quietly); elsewhere it
+/// says the test is skipped and returns false.
+pub fn require_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test needs root (namespaces, XDP); CI runs as root"
+    );
+    eprintln!("skipped: needs root");
+    false
+}
+
 /// A named network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -200,8 +215,7 @@ mod tests {
 
     #[test]
     fn namespace_is_made_entered_and_removed() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
+        if !require_root() {
             return;
         }
         let name = format!("{}-netns", test_prefix());

@@ -19,8 +19,6 @@ fn lab(tag: &str) -> (xvs_netns::Netns, xvs_netns::Netns) {
     let c = ns(&format!("{tag}c"));
     let d = ns(&format!("{tag}d"));
     xvs_netns::veth("c0", &c, "d0", &d).unwrap();
-    no_offloads(&c, "c0");
-    no_offloads(&d, "d0");
     sh(
         &c,
         "ip addr add 10.77.10.1/24 dev c0 && ip addr add fd77::10:1/64 dev c0 nodad",

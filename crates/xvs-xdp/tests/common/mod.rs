@@ -8,12 +8,7 @@ use xvs_xdp::{Disposition, Worker};
 
 /// Skips the test (returns None) when not root.
 pub fn root() -> Option<()> {
-    if xvs_netns::is_root() {
-        Some(())
-    } else {
-        eprintln!("skipped: needs root");
-        None
-    }
+    xvs_netns::require_root().then_some(())
 }
 
 /// A namespace named `<test prefix>-<tag>`.
@@ -44,15 +39,6 @@ pub fn mac_str(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Offloads off so the sender computes full checksums and XDP sees
-/// MTU-sized frames (PLATFORM.md: generic XDP and GSO super-frames).
-pub fn no_offloads(ns: &Netns, ifname: &str) {
-    sh(
-        ns,
-        &format!("ethtool -K {ifname} tx off tso off gso off gro off >/dev/null 2>&1 || true"),
-    );
 }
 
 /// Runs the worker until `done()` or 20 s pass, calling `f` on every frame.
