@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build and the tests use: clang/llvm/libbpf-dev build the XDP
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
-APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables
+APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
 
 .PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz
 

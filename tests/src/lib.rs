@@ -98,3 +98,88 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Byte `i` of the deterministic stream the transfer tests send.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// A TCP server in `ns` on `addr` that reads each connection to its end and
+/// reports (bytes, whether they were exactly `expect` as sent by
+/// [`send_stream`]); `expect` = None reports the bytes only.
+pub fn stream_sink(
+    ns: &Netns,
+    addr: &str,
+    expect: Option<Vec<u8>>,
+) -> std::sync::mpsc::Receiver<(u64, bool)> {
+    use std::io::Read;
+    let l = ns
+        .run(|| std::net::TcpListener::bind(addr))
+        .expect("enter netns")
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let tx = tx.clone();
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                let (mut n, mut ok) = (0u64, true);
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            for (j, b) in buf[..k].iter().enumerate() {
+                                let i = n + j as u64;
+                                let want = match &expect {
+                                    Some(e) => e.get(i as usize).copied(),
+                                    None => Some(pattern_byte(i)),
+                                };
+                                ok &= want == Some(*b);
+                            }
+                            n += k as u64;
+                        }
+                        Err(_) => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = &expect {
+                    ok &= n == e.len() as u64;
+                }
+                let _ = tx.send((n, ok));
+            });
+        }
+    });
+    rx
+}
+
+/// Connects from `ns` to `to` and sends `data` (or `len` bytes of the
+/// pattern when `data` is None), then closes.
+pub fn send_stream(ns: &Netns, to: &str, data: Option<&[u8]>, len: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let to: std::net::SocketAddr = to.parse().expect("socket address");
+    ns.run(|| {
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
+        match data {
+            Some(d) => s.write_all(d)?,
+            None => {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut sent = 0u64;
+                while sent < len {
+                    let k = (len - sent).min(buf.len() as u64) as usize;
+                    for (j, b) in buf[..k].iter_mut().enumerate() {
+                        *b = pattern_byte(sent + j as u64);
+                    }
+                    s.write_all(&buf[..k])?;
+                    sent += k as u64;
+                }
+            }
+        }
+        s.shutdown(std::net::Shutdown::Write)
+    })
+    .expect("enter netns")
+}
