@@ -16,6 +16,22 @@ pub fn ifindex(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
+/// RX queues of interface `name` now (the kernel's real_num_rx_queues: the
+/// `queues/rx-N` entries in sysfs, which reflects the caller's namespace when
+/// sysfs was mounted there, as `ip netns exec` does).
+pub fn rx_queues(name: &str) -> Result<u32> {
+    let dir = format!("/sys/class/net/{name}/queues");
+    let n = std::fs::read_dir(&dir)
+        .map_err(|e| crate::error::os(format!("reading {dir}"), e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    if n == 0 {
+        return Err(Error::Invalid(format!("{dir}: no RX queue listed")));
+    }
+    Ok(n as u32)
+}
+
 /// Creates a socket, close-on-exec.
 pub fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd> {
     // SAFETY: socket() takes no pointers.

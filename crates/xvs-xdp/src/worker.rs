@@ -108,21 +108,37 @@ impl Worker {
     /// Opens the sockets of queue `queue` on every interface of `ifaces` (port
     /// i = ifaces[i]). All interfaces must use XDP backends, or all AF_PACKET.
     pub fn new(ifaces: &[&Interface], queue: u32, cfg: &WorkerConfig) -> Result<Worker> {
-        if ifaces.is_empty() {
+        let ports: Vec<(&Interface, u32)> = ifaces.iter().map(|&i| (i, queue)).collect();
+        Self::with_ports(&ports, cfg)
+    }
+
+    /// Opens one socket per (interface, RX queue) of `ports` (port i =
+    /// ports[i]); a worker may serve several queues of one interface. All
+    /// interfaces must use XDP backends, or all AF_PACKET. AF_PACKET sockets
+    /// see every queue of their interface (a fanout group shares the frames
+    /// among workers), so an interface listed with several queues gets one.
+    pub fn with_ports(ports: &[(&Interface, u32)], cfg: &WorkerConfig) -> Result<Worker> {
+        if ports.is_empty() {
             return Err(Error::Invalid(
                 "a worker needs at least one interface".into(),
             ));
         }
-        let xdp = ifaces[0].backend().is_xdp();
-        if ifaces.iter().any(|i| i.backend().is_xdp() != xdp) {
+        let xdp = ports[0].0.backend().is_xdp();
+        if ports.iter().any(|(i, _)| i.backend().is_xdp() != xdp) {
             return Err(Error::Invalid(
                 "a worker's interfaces must all use XDP or all AF_PACKET (one UMEM)".into(),
             ));
         }
         if xdp {
-            XdpWorker::new(ifaces, queue, cfg).map(Worker::Xdp)
+            XdpWorker::new(ports, cfg).map(Worker::Xdp)
         } else {
-            PacketWorker::new(ifaces, queue, cfg).map(Worker::Packet)
+            let mut ifaces: Vec<&Interface> = Vec::new();
+            for (i, _) in ports {
+                if !ifaces.iter().any(|x| x.name() == i.name()) {
+                    ifaces.push(i);
+                }
+            }
+            PacketWorker::new(&ifaces, ports[0].1, cfg).map(Worker::Packet)
         }
     }
 
@@ -237,7 +253,8 @@ pub struct XdpWorker {
 }
 
 impl XdpWorker {
-    fn new(ifaces: &[&Interface], queue: u32, cfg: &WorkerConfig) -> Result<XdpWorker> {
+    fn new(ports: &[(&Interface, u32)], cfg: &WorkerConfig) -> Result<XdpWorker> {
+        let ifaces: Vec<&Interface> = ports.iter().map(|(i, _)| *i).collect();
         let native = ifaces.iter().all(|i| i.backend() == Backend::XdpNative);
         let modes: &[BindMode] = match (native, cfg.zero_copy) {
             (_, ZeroCopy::Off) | (false, ZeroCopy::Auto) => &[BindMode::Copy],
@@ -246,11 +263,11 @@ impl XdpWorker {
         };
         let mut last = None;
         for &m in modes {
-            match Self::build(ifaces, queue, cfg, m) {
+            match Self::build(ports, cfg, m) {
                 Ok(w) => return Ok(w),
                 Err(e) => {
                     if modes.len() > 1 && m == BindMode::ZeroCopy {
-                        tracing::info!(queue, error = %e, "zero-copy bind failed, using copy mode");
+                        tracing::info!(error = %e, "zero-copy bind failed, using copy mode");
                     }
                     last = Some(e)
                 }
@@ -259,13 +276,8 @@ impl XdpWorker {
         Err(last.unwrap_or_else(|| Error::Invalid("no bind mode".into())))
     }
 
-    fn build(
-        ifaces: &[&Interface],
-        queue: u32,
-        cfg: &WorkerConfig,
-        mode: BindMode,
-    ) -> Result<XdpWorker> {
-        let n = ifaces.len() as u32;
+    fn build(ports: &[(&Interface, u32)], cfg: &WorkerConfig, mode: BindMode) -> Result<XdpWorker> {
+        let n = ports.len() as u32;
         let frames = if cfg.frames == 0 {
             2 * cfg.ring_size * n
         } else {
@@ -278,8 +290,9 @@ impl XdpWorker {
             rx: cfg.ring_size,
             tx: cfg.ring_size,
         };
-        let mut ports: Vec<XdpPort> = Vec::with_capacity(ifaces.len());
-        for iface in ifaces {
+        let specs = ports;
+        let mut ports: Vec<XdpPort> = Vec::with_capacity(specs.len());
+        for &(iface, queue) in specs {
             let sock = XskSocket::new(
                 &umem,
                 iface.name(),

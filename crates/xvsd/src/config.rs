@@ -14,16 +14,14 @@ pub struct Interface {
     /// requests are told apart by the connection table, not by the interface.
     #[serde(default = "default_role")]
     pub role: String,
-    /// RX queues to serve (default 1: queue 0).
-    #[serde(default = "one")]
-    pub queues: u32,
+    /// RX queues to serve, from queue 0 (default: every RX queue of the
+    /// device). Fewer than the device has leaves the others to the kernel,
+    /// which xvsd logs.
+    pub queues: Option<u32>,
 }
 
 fn default_role() -> String {
     "both".into()
-}
-fn one() -> u32 {
-    1
 }
 
 /// The whole file.
@@ -85,8 +83,8 @@ impl Config {
             if !matches!(i.role.as_str(), "client" | "server" | "both") {
                 bail!("interface {}: role must be client, server or both", i.name);
             }
-            if i.queues == 0 || i.queues > 64 {
-                bail!("interface {}: queues must be 1..=64", i.name);
+            if i.queues.is_some_and(|q| q == 0 || q > 256) {
+                bail!("interface {}: queues must be 1..=256", i.name);
             }
         }
         if let Some(b) = &self.backend {

@@ -208,10 +208,92 @@ impl SteerSync {
     }
 }
 
-/// Starts the workers on the configured interfaces (port numbers follow the
-/// order of `cfg.interfaces`, as the route mirror's do).
+/// Which worker serves which (interface, RX queue), and where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub workers: Vec<WorkerPlan>,
+}
+
+/// One worker's share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPlan {
+    /// (index in the configured interfaces, RX queue).
+    pub ports: Vec<(usize, u32)>,
+    /// The CPU it is pinned to (from `cores`), if any.
+    pub core: Option<usize>,
+}
+
+/// Every RX queue of every data interface gets a worker: as many workers as
+/// the CPUs xvsd may use (`cores`, else its CPU affinity), queues dealt out
+/// round-robin, a worker serving several when there are more queues than
+/// workers. `queues` in the config serves fewer on purpose (logged).
+pub fn plan(cfg: &Config) -> Result<Plan> {
+    let mut served = Vec::new();
+    for i in &cfg.interfaces {
+        let dev = xvs_xdp::sys::rx_queues(&i.name)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("counting the RX queues of {}", i.name))?;
+        let q = match i.queues {
+            Some(q) if q > dev => anyhow::bail!(
+                "interface {}: queues = {q}, but it has {dev} RX queue(s)",
+                i.name
+            ),
+            Some(q) => {
+                if q < dev {
+                    tracing::warn!(
+                        interface = %i.name,
+                        "serving RX queues 0..{q} of {dev} as configured: frames that RSS puts on the others go to the kernel"
+                    );
+                }
+                q
+            }
+            None => dev,
+        };
+        served.push(q);
+    }
+    plan_for(&served, cpus(cfg))
+}
+
+/// The CPUs workers may run on: `cores` pinned, else as many unpinned as the
+/// process may use.
+fn cpus(cfg: &Config) -> Vec<Option<usize>> {
+    if !cfg.cores.is_empty() {
+        return cfg.cores.iter().map(|&c| Some(c)).collect();
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    vec![None; n]
+}
+
+/// [`plan`] for `queues[i]` queues on interface i and these CPUs.
+fn plan_for(queues: &[u32], cpus: Vec<Option<usize>>) -> Result<Plan> {
+    let maxq = queues.iter().copied().max().unwrap_or(0) as usize;
+    if maxq == 0 {
+        return Ok(Plan::default());
+    }
+    let n = maxq.min(cpus.len()).max(1);
+    let workers = (0..n)
+        .map(|w| WorkerPlan {
+            ports: queues
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &q)| {
+                    (0..q)
+                        .filter(move |queue| *queue as usize % n == w)
+                        .map(move |queue| (i, queue))
+                })
+                .collect(),
+            core: cpus[w],
+        })
+        .filter(|w| !w.ports.is_empty())
+        .collect();
+    Ok(Plan { workers })
+}
+
+/// Starts the workers of `plan` on the configured interfaces (engine port
+/// numbers follow the order of `cfg.interfaces`, as the route mirror's do).
 pub fn start(
     cfg: &Config,
+    plan: &Plan,
     engine: Arc<Engine>,
     fib: Option<Arc<xvs_fib::KernelFib>>,
 ) -> Result<DataPlane> {
@@ -231,10 +313,15 @@ pub fn start(
     let steering = Steering::with_capacity(cfg.steer_keys.unwrap_or(xvs_xdp::DEFAULT_KEYS))
         .context("creating the steering map")?;
     let mut ifaces = Vec::new();
-    for i in &cfg.interfaces {
+    for (n, i) in cfg.interfaces.iter().enumerate() {
         let a = Interface::attach(&steering, &i.name, choice)
             .with_context(|| format!("attaching to {}", i.name))?;
-        tracing::info!(interface = %i.name, backend = %a.backend(), queues = i.queues, "data interface");
+        let queues: Vec<u32> = plan
+            .workers
+            .iter()
+            .flat_map(|w| w.ports.iter().filter(|p| p.0 == n).map(|p| p.1))
+            .collect();
+        tracing::info!(interface = %i.name, backend = %a.backend(), queues = queues.len(), "data interface");
         ifaces.push(a);
     }
     let ifaces = Arc::new(ifaces);
@@ -248,27 +335,22 @@ pub fn start(
     });
     steer.sync_local();
     let mut threads = Vec::new();
-    let queues = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
-    for q in 0..queues {
-        // Ports of this worker: the interfaces that have queue q.
-        let global: Vec<usize> = (0..cfg.interfaces.len())
-            .filter(|&i| cfg.interfaces[i].queues > q)
-            .collect();
+    for (w, wp) in plan.workers.iter().enumerate() {
         let wcfg = WorkerConfig {
             busy_poll: cfg.busy_poll,
             batch: MAX_BATCH as u32,
             ..WorkerConfig::default()
         };
         let (ifs, e, st) = (ifaces.clone(), engine.clone(), stop.clone());
-        let core = cfg.cores.get(q as usize).copied();
+        let (ports, core) = (wp.ports.clone(), wp.core);
         let (tx, rx) = mpsc::channel();
         let t = std::thread::Builder::new()
-            .name(format!("xvsd-worker-{q}"))
-            .spawn(move || worker_loop(ifs, global, q, wcfg, e, st, core, tx))?;
+            .name(format!("xvsd-worker-{w}"))
+            .spawn(move || worker_loop(ifs, ports, w as u32, wcfg, e, st, core, tx))?;
         // Sockets are opened in the worker thread; wait for its verdict.
         rx.recv()
-            .map_err(|_| anyhow!("worker {q} died while starting"))?
-            .with_context(|| format!("starting the worker of queue {q}"))?;
+            .map_err(|_| anyhow!("worker {w} died while starting"))?
+            .with_context(|| format!("starting worker {w}"))?;
         threads.push(t);
     }
     Ok(DataPlane {
@@ -282,7 +364,7 @@ pub fn start(
 #[allow(clippy::too_many_arguments)]
 fn worker_loop(
     ifaces: Arc<Vec<Interface>>,
-    global: Vec<usize>,
+    ports: Vec<(usize, u32)>,
     q: u32,
     wcfg: WorkerConfig,
     engine: Arc<Engine>,
@@ -299,10 +381,13 @@ fn worker_loop(
         }
     }
     if let Err(e) = xvs_xdp::sys::set_thread_nice(WORKER_NICE) {
-        tracing::warn!(queue = q, "raising the worker's priority: {e}");
+        tracing::warn!(worker = q, "raising the worker's priority: {e}");
     }
-    let refs: Vec<&Interface> = global.iter().map(|&i| &ifaces[i]).collect();
-    let mut w = match Worker::new(&refs, q, &wcfg) {
+    let refs: Vec<(&Interface, u32)> = ports
+        .iter()
+        .map(|&(i, queue)| (&ifaces[i], queue))
+        .collect();
+    let mut w = match Worker::with_ports(&refs, &wcfg) {
         Ok(w) => w,
         Err(e) => {
             let _ = started.send(Err(anyhow!("{e}")));
@@ -310,12 +395,21 @@ fn worker_loop(
         }
     };
     for p in w.ports() {
-        tracing::info!(queue = q, interface = %p.ifname, backend = %p.backend, zero_copy = p.zero_copy, "worker port");
+        tracing::info!(worker = q, queue = p.queue, interface = %p.ifname, backend = %p.backend, zero_copy = p.zero_copy, "worker port");
     }
+    // This worker's port → the engine's (global interface index); AF_PACKET
+    // opens one socket per interface, so take the interfaces from the ports
+    // the worker really opened.
+    let global: Vec<usize> = w
+        .ports()
+        .iter()
+        .map(|p| cfg_index(&ifaces, &p.ifname).unwrap_or(0))
+        .collect();
     let _ = started.send(Ok(()));
-    // Engine port (global interface index) → this worker's port.
+    // Engine port → this worker's first port on that interface (any of its
+    // queues' sockets can transmit).
     let mut local = vec![usize::MAX; ifaces.len()];
-    for (l, &g) in global.iter().enumerate() {
+    for (l, &g) in global.iter().enumerate().rev() {
         local[g] = l;
     }
     let mut ew = engine.worker(q);
@@ -338,6 +432,11 @@ fn worker_loop(
         });
     }
     w.flush(Duration::from_millis(200));
+}
+
+/// The position of interface `name` among the data interfaces.
+fn cfg_index(ifaces: &[Interface], name: &str) -> Option<usize> {
+    ifaces.iter().position(|i| i.name() == name)
 }
 
 /// One burst through the engine: parsed and its conn buckets prefetched as a
@@ -368,5 +467,41 @@ impl BatchHandler for Burst<'_> {
             // A redirected frame cannot go back to the kernel: counted, dropped.
             Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_gets_a_worker() {
+        // One queue, two CPUs: one worker.
+        let p = plan_for(&[1, 1], vec![None, None]).unwrap();
+        assert_eq!(p.workers.len(), 1);
+        assert_eq!(p.workers[0].ports, vec![(0, 0), (1, 0)]);
+        // Four queues on two interfaces, two CPUs: two workers, two queues
+        // of each interface each.
+        let p = plan_for(&[4, 4], vec![Some(0), Some(1)]).unwrap();
+        assert_eq!(p.workers.len(), 2);
+        assert_eq!(p.workers[0].ports, vec![(0, 0), (0, 2), (1, 0), (1, 2)]);
+        assert_eq!(p.workers[1].ports, vec![(0, 1), (0, 3), (1, 1), (1, 3)]);
+        assert_eq!((p.workers[0].core, p.workers[1].core), (Some(0), Some(1)));
+        // More CPUs than queues: one worker per queue.
+        let p = plan_for(&[2, 1], vec![None; 8]).unwrap();
+        assert_eq!(p.workers.len(), 2);
+        assert_eq!(p.workers[0].ports, vec![(0, 0), (1, 0)]);
+        assert_eq!(p.workers[1].ports, vec![(0, 1)]);
+        // Every (interface, queue) exactly once.
+        let p = plan_for(&[8, 3, 5], vec![None; 3]).unwrap();
+        let mut all: Vec<_> = p.workers.iter().flat_map(|w| w.ports.clone()).collect();
+        all.sort();
+        let want: Vec<_> = [8u32, 3, 5]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &q)| (0..q).map(move |q| (i, q)))
+            .collect();
+        assert_eq!(all, want);
+        assert!(plan_for(&[], vec![None]).unwrap().workers.is_empty());
     }
 }

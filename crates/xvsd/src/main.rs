@@ -49,7 +49,7 @@ struct Args {
     /// Prometheus metrics address, e.g. 127.0.0.1:9101.
     #[arg(long)]
     metrics: Option<String>,
-    /// Pin the workers to these CPUs, in queue order (e.g. `--cores 2,3`).
+    /// Pin the workers to these CPUs, one worker each (e.g. `--cores 2,3`).
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
 }
@@ -106,7 +106,7 @@ fn run() -> Result<()> {
         cfg.interfaces.push(Interface {
             name: name.clone(),
             role: "both".into(),
-            queues: 1,
+            queues: None,
         });
     }
     if let Some(b) = &args.backend {
@@ -130,7 +130,8 @@ fn run() -> Result<()> {
         .or(cfg.control.socket.clone())
         .unwrap_or_else(xvs_ctl::default_socket_path);
 
-    let workers: u32 = cfg.interfaces.iter().map(|i| i.queues).max().unwrap_or(1);
+    let plan = dataplane::plan(&cfg)?;
+    let workers = plan.workers.len().max(1) as u32;
     let limits = Limits {
         conn_max: args.conn_max.or(cfg.conn_max).unwrap_or(1 << 20),
         workers,
@@ -162,7 +163,7 @@ fn run() -> Result<()> {
     // Refuse early if another daemon serves the socket; then the data plane,
     // so that once the socket answers the rules are in force.
     control::check_free(&socket)?;
-    let dp = dataplane::start(&cfg, engine.clone(), kfib)?;
+    let dp = dataplane::start(&cfg, &plan, engine.clone(), kfib)?;
     let steer = dp.steer_sync();
     if let Some(s) = &steer {
         // Steer what the rules already hold, then keep every change in step.
