@@ -7,7 +7,8 @@
  *    then IPv4 (options allowed) or IPv6 (up to 8 extension headers:
  *    hop-by-hop, routing, fragment, AH, destination options);
  *  - TCP/UDP, unfragmented or a first fragment: owned when addressed to a
- *    virtual service (VIP key) or a FULLNAT local address, or when it is a NAT
+ *    virtual service (by VIP:port, VIP with port 0, or a mark the mark rules
+ *    give it) or a FULLNAT local address, or when it is a NAT
  *    reply (source = a real server's address:port) that is not addressed to
  *    one of the host's own addresses (replies to the director's own
  *    connections, e.g. health checks, stay with the kernel);
@@ -34,15 +35,90 @@ static __always_inline int CLS_F(has)(struct steer_key *k, __u8 kind, __u8 proto
 	return bpf_map_lookup_elem(&xvs_keys, k) != 0;
 }
 
-/* Whether xvs owns a TCP/UDP packet src:sport -> dst:dport. */
-static __always_inline int CLS_F(owns)(struct steer_key *k, __u8 proto, const __u8 *src,
+static __always_inline __u32 CLS_F(be32)(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+/* Whether `a` is in the prefix `p`/`len` (128-bit space, IPv4 mapped). */
+static __always_inline int CLS_F(in_prefix)(const __u8 *a, const __u8 *p, __u32 len)
+{
+#pragma unroll
+	for (int w = 0; w < 4; w++) {
+		__u32 bits = len > 32 ? 32 : len;
+		if (bits) {
+			__u32 m = bits == 32 ? 0xffffffff : ~(0xffffffffu >> bits);
+			if ((CLS_F(be32)(a + 4 * w) ^ CLS_F(be32)(p + 4 * w)) & m)
+				return 0;
+		}
+		len -= bits;
+	}
+	return 1;
+}
+
+/* The mark the rules give a packet (0: none). `any_port` for later fragments,
+ * which carry no port. */
+static __always_inline __u32 CLS_F(mark)(__u8 proto, int v6, const __u8 *src, const __u8 *dst,
+					 __u16 dport, int any_port)
+{
+	__u32 zero = 0;
+	struct mark_cur *cur = bpf_map_lookup_elem(&xvs_mark_cur, &zero);
+	if (!cur || !cur->rules)
+		return 0;
+	struct lpm_key key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, dst, 16);
+	__u32 *g = cur->set ? bpf_map_lookup_elem(&xvs_mark_lpm1, &key) :
+			      bpf_map_lookup_elem(&xvs_mark_lpm0, &key);
+	if (!g)
+		return 0;
+	struct mark_group *grp = bpf_map_lookup_elem(&xvs_mark_groups, g);
+	if (!grp)
+		return 0;
+	__u32 n = grp->n;
+	__u8 family = v6 ? 6 : 4;
+	for (int i = 0; i < MARK_GROUP_RULES; i++) {
+		if (i >= n)
+			break;
+		struct mark_rule *r = &grp->r[i];
+		if (r->family != family || (r->proto && r->proto != proto))
+			continue;
+		if (!any_port && (dport < r->lo || dport > r->hi))
+			continue;
+		if (r->src_len && !CLS_F(in_prefix)(src, r->src, r->src_len))
+			continue;
+		return r->mark;
+	}
+	return 0;
+}
+
+/* Whether a mark has a fwmark service of this family. */
+static __always_inline int CLS_F(has_mark)(struct steer_key *k, __u32 mark, int v6)
+{
+	if (!mark)
+		return 0;
+	__u8 a[16] = {};
+	__builtin_memcpy(a, &mark, 4);
+	return CLS_F(has)(k, K_MARK, v6 ? 6 : 4, 0, a);
+}
+
+/* Whether xvs owns a TCP/UDP packet src:sport -> dst:dport: a virtual service
+ * by mark, by address:port or by address with port 0 (ip_vs_service_find's
+ * three ways; the engine tries them in that order), a FULLNAT local address,
+ * or a NAT reply not addressed to the host. */
+static __always_inline int CLS_F(owns)(struct steer_key *k, __u8 proto, int v6, const __u8 *src,
 				       const __u8 *sport, const __u8 *dst, const __u8 *dport)
 {
+	/* A NULL port is port 0: every port. */
 	if (CLS_F(has)(k, K_VIP, proto, dport, dst))
+		return 1;
+	if (CLS_F(has)(k, K_VIP, proto, 0, dst))
 		return 1;
 	if (CLS_F(has)(k, K_LADDR, 0, 0, dst))
 		return 1;
-	if (CLS_F(has)(k, K_RS, proto, sport, src))
+	__u16 dp = ((__u16)dport[0] << 8) | dport[1];
+	if (CLS_F(has_mark)(k, CLS_F(mark)(proto, v6, src, dst, dp, 0), v6))
+		return 1;
+	if (CLS_F(has)(k, K_RS, proto, sport, src) || CLS_F(has)(k, K_RS, proto, 0, src))
 		return !CLS_F(has)(k, K_LOCAL, 0, 0, dst);
 	return 0;
 }
@@ -156,13 +232,14 @@ static __always_inline int CLS_NAME(CLS_CTX *ctx)
 
 	if (later)
 		return CLS_F(has)(&k, K_VIP_ADDR, 0, 0, dst) || CLS_F(has)(&k, K_LADDR, 0, 0, dst) ||
+		       CLS_F(has_mark)(&k, CLS_F(mark)(l4, v6, src, dst, 0, 1), v6) ||
 		       (CLS_F(has)(&k, K_RS_ADDR, 0, 0, src) && !CLS_F(has)(&k, K_LOCAL, 0, 0, dst));
 
 	if (l4 == 6 || l4 == 17) {
 		__u8 ports[4] = {};
 		if (CLS_LOAD(ctx, off, ports, 4))
 			return 0;
-		return CLS_F(owns)(&k, l4, src, &ports[0], dst, &ports[2]);
+		return CLS_F(owns)(&k, l4, v6, src, &ports[0], dst, &ports[2]);
 	}
 
 	if (l4 != (v6 ? 58 : 1))
@@ -185,7 +262,7 @@ static __always_inline int CLS_NAME(CLS_CTX *ctx)
 	if (CLS_LOAD(ctx, off, qports, 4))
 		return 0;
 	/* It went qsrc -> qdst; the flow's own direction is the reverse. */
-	return CLS_F(owns)(&k, ql4, qdst, &qports[2], qsrc, &qports[0]);
+	return CLS_F(owns)(&k, ql4, v6, qdst, &qports[2], qsrc, &qports[0]);
 }
 
 #undef CLS_F

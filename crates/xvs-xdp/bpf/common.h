@@ -17,9 +17,12 @@ struct xvs_map_def {
 	__u32 map_flags;
 };
 
-#define XVS_MAP(name, t, k, v, n) \
+#define XVS_MAP(name, t, k, v, n) XVS_MAP_F(name, t, k, v, n, 0)
+
+#define XVS_MAP_F(name, t, k, v, n, f) \
 	struct xvs_map_def name SEC("maps") = { \
 		.type = (t), .key_size = sizeof(k), .value_size = sizeof(v), .max_entries = (n), \
+		.map_flags = (f), \
 	}
 
 #endif

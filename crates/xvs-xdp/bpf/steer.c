@@ -13,6 +13,17 @@
  *   4 VIP_ADDR  dst addr, for later fragments
  *   5 RS_ADDR   src addr, for later fragments
  *   6 LOCAL     one of the host's own addresses (NAT replies to it are the host's)
+ *   7 MARK      a mark with a fwmark service: proto = family (4/6), addr[0..4] = mark
+ * A VIP or RS key with port 0 stands for every port (port-0 services, and the
+ * real servers of port-0 and fwmark services).
+ *
+ * fwmark classification (XDP runs before netfilter: xvs assigns marks itself):
+ * an LPM trie maps a destination prefix to a group of rules, each {protocol,
+ * destination port range, optional source prefix, mark}; the group of the
+ * longest prefix holds, in rule order, every rule whose prefix contains it, so
+ * the first match there is the first matching rule overall (the engine's
+ * MarkTable gives the same answer). Two tries and two halves of the group
+ * array take turns: userspace fills the idle pair, then flips xvs_mark_cur.
  */
 #include "common.h"
 
@@ -22,6 +33,10 @@
 #define K_VIP_ADDR 4
 #define K_RS_ADDR 5
 #define K_LOCAL 6
+#define K_MARK 7
+
+#define MARK_GROUP_RULES 16
+#define MARK_GROUPS 512
 
 struct steer_key {
 	__u8 kind;
@@ -31,6 +46,37 @@ struct steer_key {
 };
 
 XVS_MAP(xvs_keys, BPF_MAP_TYPE_HASH, struct steer_key, __u32, 65536);
+
+struct mark_rule {
+	__u8 proto; /* 0 = TCP and UDP */
+	__u8 family; /* 4 or 6 */
+	__u8 src_len; /* source prefix length in the 128-bit space; 0 = any */
+	__u8 pad;
+	__u16 lo, hi; /* destination ports, host order, inclusive */
+	__u32 mark;
+	__u8 src[16];
+};
+
+struct mark_group {
+	__u32 n;
+	__u32 pad;
+	struct mark_rule r[MARK_GROUP_RULES];
+};
+
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct mark_cur {
+	__u32 set; /* which trie and half of the groups are live */
+	__u32 rules; /* 0: no mark rules, skip the lookups */
+};
+
+XVS_MAP_F(xvs_mark_lpm0, BPF_MAP_TYPE_LPM_TRIE, struct lpm_key, __u32, MARK_GROUPS, BPF_F_NO_PREALLOC);
+XVS_MAP_F(xvs_mark_lpm1, BPF_MAP_TYPE_LPM_TRIE, struct lpm_key, __u32, MARK_GROUPS, BPF_F_NO_PREALLOC);
+XVS_MAP(xvs_mark_groups, BPF_MAP_TYPE_ARRAY, __u32, struct mark_group, 2 * MARK_GROUPS);
+XVS_MAP(xvs_mark_cur, BPF_MAP_TYPE_ARRAY, __u32, struct mark_cur, 1);
 /* Replaced per interface by the loader; one slot per RX queue. */
 XVS_MAP(xvs_xsks, BPF_MAP_TYPE_XSKMAP, __u32, __u32, 256);
 /* 0 redirected, 1 passed, 2 redirect failed (no socket on the queue). */

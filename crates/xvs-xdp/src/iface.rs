@@ -145,7 +145,7 @@ impl Interface {
                     "xdp",
                     sys::BPF_PROG_TYPE_XDP,
                     0,
-                    &[&steering.keys, &xsks, &stats],
+                    &[steering.maps(), vec![&xsks, &stats]].concat(),
                 )?;
                 let mode = if backend == Backend::XdpNative {
                     XdpMode::Native
@@ -160,13 +160,13 @@ impl Interface {
                     "socket",
                     sys::BPF_PROG_TYPE_SOCKET_FILTER,
                     0,
-                    &[&steering.keys],
+                    &steering.maps(),
                 )?;
                 let guard = obj.load(
                     "tcx/ingress",
                     sys::BPF_PROG_TYPE_SCHED_CLS,
                     sys::BPF_TCX_INGRESS,
-                    &[&steering.keys, &stats],
+                    &[steering.maps(), vec![&stats]].concat(),
                 )?;
                 i._guard = Some(TcxLink::attach(&guard, ifname, ifindex)?);
                 i.filter = Some(filter);

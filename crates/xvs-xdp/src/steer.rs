@@ -8,6 +8,7 @@ use crate::error::{os, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use xvs_core::addr::Addr;
+use xvs_core::engine::MarkRule;
 
 /// A layer-4 protocol xvs balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +42,9 @@ pub enum SteerKey {
     /// One of the host's own addresses: NAT replies addressed to it belong to
     /// the host's own connections (health checks, an operator's curl), not to xvs.
     Local(Addr),
+    /// A mark with a fwmark service of this family: frames the mark rules give
+    /// it are xvs's.
+    Mark { mark: u32, v6: bool },
 }
 
 // Key kinds, as in bpf/steer.c.
@@ -50,6 +54,7 @@ const K_RS: u8 = 3;
 const K_VIP_ADDR: u8 = 4;
 const K_RS_ADDR: u8 = 5;
 const K_LOCAL: u8 = 6;
+const K_MARK: u8 = 7;
 
 /// The map key: kind, proto, port (network order), address.
 type RawKey = [u8; 20];
@@ -73,6 +78,12 @@ impl SteerKey {
             ),
             SteerKey::LocalAddr(addr) => (raw(K_LADDR, 0, 0, addr), None),
             SteerKey::Local(addr) => (raw(K_LOCAL, 0, 0, addr), None),
+            SteerKey::Mark { mark, v6 } => {
+                let mut a = [0u8; 16];
+                // As the program copies the u32: native byte order.
+                a[..4].copy_from_slice(&mark.to_ne_bytes());
+                (raw(K_MARK, if *v6 { 6 } else { 4 }, 0, &Addr(a)), None)
+            }
             SteerKey::RealServer { addr, port, proto } => (
                 raw(K_RS, proto.number(), *port, addr),
                 Some(raw(K_RS_ADDR, 0, 0, addr)),
@@ -86,9 +97,116 @@ impl SteerKey {
 #[derive(Clone)]
 pub struct Steering {
     pub(crate) keys: Arc<Map>,
+    marks: Arc<MarkMaps>,
     /// Reference counts of every key in the map (derived keys are shared by
     /// several primary keys).
     refs: Arc<Mutex<HashMap<RawKey, u32>>>,
+}
+
+/// The fwmark classification maps (see bpf/steer.c).
+struct MarkMaps {
+    lpm: [Arc<Map>; 2],
+    groups: Arc<Map>,
+    cur: Arc<Map>,
+    live: Mutex<MarkState>,
+}
+
+#[derive(Default)]
+struct MarkState {
+    set: u32,
+    rules: Vec<MarkRule>,
+}
+
+/// As in bpf/steer.c.
+const MARK_GROUP_RULES: usize = 16;
+const MARK_GROUPS: u32 = 512;
+/// struct mark_rule: proto, family, src_len, pad, lo, hi, mark, src[16].
+const MARK_RULE_BYTES: usize = 28;
+
+/// A destination prefix (128-bit space) and the rules that apply to it.
+type MarkGroup<'a> = ((Addr, u8), Vec<&'a MarkRule>);
+
+/// The groups the programs' trie points at: for every destination prefix of
+/// the rules, the rules (in order) whose prefix contains it, so that the
+/// group of the longest prefix containing an address holds every rule that
+/// can match it (prefixes containing one address are nested).
+fn mark_groups(rules: &[MarkRule]) -> Result<Vec<MarkGroup<'_>>> {
+    let mut prefixes: Vec<(Addr, u8)> = Vec::new();
+    for r in rules {
+        let p = r.dst_prefix();
+        if !prefixes.contains(&p) {
+            prefixes.push(p);
+        }
+    }
+    if prefixes.len() > MARK_GROUPS as usize {
+        return Err(crate::Error::Invalid(format!(
+            "{} destination prefixes in the mark rules; at most {MARK_GROUPS}",
+            prefixes.len()
+        )));
+    }
+    let contains = |outer: &(Addr, u8), inner: &(Addr, u8)| {
+        outer.1 <= inner.1
+            && (0..outer.1 as usize)
+                .all(|i| (outer.0 .0[i / 8] ^ inner.0 .0[i / 8]) & (0x80 >> (i % 8)) == 0)
+    };
+    let mut out = Vec::new();
+    for p in prefixes {
+        let members: Vec<&MarkRule> = rules
+            .iter()
+            .filter(|r| r.addr.is_ipv4() == p.0.is_v4() && contains(&r.dst_prefix(), &p))
+            .collect();
+        if members.len() > MARK_GROUP_RULES {
+            return Err(crate::Error::Invalid(format!(
+                "{} mark rules apply to {}/{}; at most {MARK_GROUP_RULES} may overlap",
+                members.len(),
+                p.0,
+                if p.0.is_v4() { p.1 - 96 } else { p.1 }
+            )));
+        }
+        out.push((p, members));
+    }
+    Ok(out)
+}
+
+fn group_bytes(members: &[&MarkRule]) -> Vec<u8> {
+    let mut b = vec![0u8; 8 + MARK_GROUP_RULES * MARK_RULE_BYTES];
+    b[..4].copy_from_slice(&(members.len() as u32).to_ne_bytes());
+    for (i, r) in members.iter().enumerate() {
+        let e = &mut b[8 + i * MARK_RULE_BYTES..8 + (i + 1) * MARK_RULE_BYTES];
+        e[0] = r.proto.unwrap_or(0);
+        e[1] = if r.addr.is_ipv4() { 4 } else { 6 };
+        let (src, src_len) = r.src_prefix();
+        e[2] = src_len;
+        e[4..6].copy_from_slice(&r.ports.0.to_ne_bytes());
+        e[6..8].copy_from_slice(&r.ports.1.to_ne_bytes());
+        e[8..12].copy_from_slice(&r.mark.to_ne_bytes());
+        e[12..28].copy_from_slice(&src.0);
+    }
+    b
+}
+
+/// struct lpm_key: prefixlen (native u32), then the 16 address bytes.
+fn lpm_key(p: &(Addr, u8)) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&(p.1 as u32).to_ne_bytes());
+    k[4..].copy_from_slice(&p.0 .0);
+    k
+}
+
+/// Deletes every key of a hash or trie map.
+fn clear_map(m: &Map) -> Result<()> {
+    let ks = m.def.key_size as usize;
+    loop {
+        let mut k = vec![0u8; ks];
+        match m.next_key(None, &mut k) {
+            Ok(()) => {
+                m.delete(&k)
+                    .map_err(|e| os(format!("clear map {}", m.def.name), e))?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(os(format!("walk map {}", m.def.name), e)),
+        }
+    }
 }
 
 /// Size of the key map unless told otherwise.
@@ -107,10 +225,59 @@ impl Steering {
         let mut def = obj.map("xvs_keys")?.clone();
         def.max_entries = keys.max(1);
         let keys = Map::create(&def)?;
+        let marks = Arc::new(MarkMaps {
+            lpm: [
+                Map::create(obj.map("xvs_mark_lpm0")?)?,
+                Map::create(obj.map("xvs_mark_lpm1")?)?,
+            ],
+            groups: Map::create(obj.map("xvs_mark_groups")?)?,
+            cur: Map::create(obj.map("xvs_mark_cur")?)?,
+            live: Mutex::new(MarkState::default()),
+        });
         Ok(Steering {
             keys,
+            marks,
             refs: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// The maps every steering program binds (keys and mark rules), for
+    /// loading a program against them.
+    pub fn maps(&self) -> Vec<&Arc<Map>> {
+        let m = &self.marks;
+        vec![&self.keys, &m.lpm[0], &m.lpm[1], &m.groups, &m.cur]
+    }
+
+    /// Replaces the mark rules the programs classify with, atomically for
+    /// them: the idle trie and half of the group array are filled, then the
+    /// live pair is switched. On failure the rules in force stay.
+    pub fn set_marks(&self, rules: &[MarkRule]) -> Result<()> {
+        let groups = mark_groups(rules)?;
+        let m = &self.marks;
+        let mut live = m.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.rules.as_slice() == rules {
+            return Ok(());
+        }
+        let idle = 1 - live.set;
+        let lpm = &m.lpm[idle as usize];
+        clear_map(lpm)?;
+        for (i, (prefix, members)) in groups.iter().enumerate() {
+            let slot = idle * MARK_GROUPS + i as u32;
+            m.groups
+                .update(&slot.to_ne_bytes(), &group_bytes(members), sys::BPF_ANY)
+                .map_err(|e| os("write a mark rule group", e))?;
+            lpm.update(&lpm_key(prefix), &slot.to_ne_bytes(), sys::BPF_ANY)
+                .map_err(|e| os(format!("add mark prefix {}/{}", prefix.0, prefix.1), e))?;
+        }
+        let mut cur = [0u8; 8];
+        cur[..4].copy_from_slice(&idle.to_ne_bytes());
+        cur[4..].copy_from_slice(&(rules.len() as u32).to_ne_bytes());
+        m.cur
+            .update(&0u32.to_ne_bytes(), &cur, sys::BPF_ANY)
+            .map_err(|e| os("switch the mark rules", e))?;
+        live.set = idle;
+        live.rules = rules.to_vec();
+        Ok(())
     }
 
     /// Starts steering `key` to xvs. Returns false if it was already there.
@@ -183,7 +350,7 @@ impl Steering {
     pub fn len(&self) -> usize {
         let refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
         refs.keys()
-            .filter(|k| matches!(k[0], K_VIP | K_LADDR | K_RS | K_LOCAL))
+            .filter(|k| matches!(k[0], K_VIP | K_LADDR | K_RS | K_LOCAL | K_MARK))
             .count()
     }
 

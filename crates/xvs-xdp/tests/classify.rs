@@ -1,10 +1,16 @@
 //! One classifier contract, checked on one fixture table (Katran's style):
 //! every frame goes through the XDP steering program and its tc instance (the
 //! classifier the AF_PACKET filter and guard share) with BPF_PROG_TEST_RUN, and
-//! through the engine's parser. They must agree on which frames are xvs's, and
-//! the parser must understand every frame the programs hand to xvs.
+//! through the engine's parser. They must agree on which frames are xvs's, the
+//! parser must understand every frame the programs hand to xvs, and for new
+//! flows the engine's service lookup (fwmark by the same mark rules, then
+//! address:port, then port 0) must find the service the programs steered for.
 
+use std::sync::Arc;
 use xvs_core::addr::Addr;
+use xvs_core::engine::{Engine, Limits, MarkRule, RuleSet, StaticFib};
+use xvs_core::service::table::ServiceTable;
+use xvs_core::service::{Af, DestSpec, FwdMethod, Protocol, ServiceKey, ServiceSpec, SvcFlags};
 use xvs_core::wire::parse::{parse, Frag, ParseError, PROTO_TCP, PROTO_UDP};
 use xvs_xdp::bpf::sys::{BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, BPF_TCX_INGRESS};
 use xvs_xdp::bpf::testrun::{run_once, TestObject};
@@ -133,6 +139,8 @@ struct Fixture {
     frame: Vec<u8>,
     owned: bool,
     parsed: Parsed,
+    /// For TCP/UDP: the service the engine finds for a new flow (`-S` form).
+    service: Option<&'static str>,
 }
 
 fn fx(what: &'static str, frame: Vec<u8>, owned: bool, parsed: Parsed) -> Fixture {
@@ -141,6 +149,21 @@ fn fx(what: &'static str, frame: Vec<u8>, owned: bool, parsed: Parsed) -> Fixtur
         frame,
         owned,
         parsed,
+        service: None,
+    }
+}
+
+/// A fixture of a new flow to a virtual service.
+fn fs(
+    what: &'static str,
+    frame: Vec<u8>,
+    owned: bool,
+    parsed: Parsed,
+    service: &'static str,
+) -> Fixture {
+    Fixture {
+        service: Some(service),
+        ..fx(what, frame, owned, parsed)
     }
 }
 
@@ -153,10 +176,109 @@ const LIP: &str = "10.77.1.200";
 const CLIENT6: &str = "fd77::2";
 const VIP6: &str = "fd77::100";
 
+const VIP0: &str = "10.77.0.101";
+const RS0: &str = "10.77.1.12";
+
+/// The mark rules of the fixtures: HTTPS of the VIP, and HTTP of the VIP too
+/// (fwmark services come first, as in the kernel), a /28 of VIPs for clients
+/// of 10.77.0.0/24 only, an IPv6 range, and a mark no service has.
+fn mark_rules() -> Vec<MarkRule> {
+    let r = |proto, addr: &str, len, ports, src: Option<(&str, u8)>, mark| MarkRule {
+        proto,
+        addr: addr.parse().unwrap(),
+        prefix_len: len,
+        ports,
+        src: src.map(|(a, _)| a.parse().unwrap()),
+        src_prefix_len: src.map_or(0, |(_, l)| l),
+        mark,
+    };
+    vec![
+        r(Some(TCP), VIP, 32, (443, 443), None, 1),
+        r(Some(TCP), VIP, 32, (80, 80), None, 1),
+        r(
+            None,
+            "10.77.2.0",
+            28,
+            (0, 65535),
+            Some(("10.77.0.0", 24)),
+            2,
+        ),
+        r(Some(TCP), "fd77::200", 127, (80, 81), None, 3),
+        r(Some(UDP), "10.77.3.0", 24, (1, 1000), None, 9),
+    ]
+}
+
+/// The services the fixtures are steered for, as the engine holds them.
+fn services() -> ServiceTable {
+    let mut t = ServiceTable::new();
+    let tuple = |proto, addr: &str, port| ServiceKey::Addr {
+        proto,
+        addr: addr.parse().unwrap(),
+        port,
+    };
+    let mut add = |key: ServiceKey, persistent: bool, rs: Option<(&str, u16)>| {
+        let mut spec = ServiceSpec::new(key);
+        if persistent {
+            spec.flags = SvcFlags(SvcFlags::PERSISTENT);
+            spec.timeout = 300;
+        }
+        t.add_service(spec).unwrap();
+        if let Some((a, port)) = rs {
+            let mut d = DestSpec::new(a.parse().unwrap(), port);
+            d.fwd = FwdMethod::Masq;
+            t.add_dest(&key, d).unwrap();
+        }
+    };
+    add(tuple(Protocol::Tcp, VIP, 80), false, Some((RS, 8080)));
+    add(tuple(Protocol::Udp, VIP, 53), false, None);
+    add(tuple(Protocol::Tcp, VIP6, 80), false, None);
+    add(tuple(Protocol::Tcp, VIP0, 0), true, Some((RS0, 0)));
+    add(
+        ServiceKey::Fwmark {
+            mark: 1,
+            af: Af::V4,
+        },
+        true,
+        None,
+    );
+    add(
+        ServiceKey::Fwmark {
+            mark: 2,
+            af: Af::V4,
+        },
+        true,
+        None,
+    );
+    add(
+        ServiceKey::Fwmark {
+            mark: 3,
+            af: Af::V6,
+        },
+        true,
+        None,
+    );
+    t
+}
+
 /// The keys of the fixtures' rules: NAT TCP VIP:80 → RS:8080, UDP VIP:53,
-/// IPv6 TCP VIP6:80, a FULLNAT local address, and the host's addresses.
+/// IPv6 TCP VIP6:80, a port-0 service with a NAT RS of port 0, fwmark
+/// services 1, 2 (IPv4) and 3 (IPv6), a FULLNAT local address, and the host's
+/// addresses.
 fn keys() -> Vec<SteerKey> {
     vec![
+        SteerKey::Vip {
+            addr: addr(VIP0),
+            port: 0,
+            proto: L4::Tcp,
+        },
+        SteerKey::RealServer {
+            addr: addr(RS0),
+            port: 0,
+            proto: L4::Tcp,
+        },
+        SteerKey::Mark { mark: 1, v6: false },
+        SteerKey::Mark { mark: 2, v6: false },
+        SteerKey::Mark { mark: 3, v6: true },
         SteerKey::Vip {
             addr: addr(VIP),
             port: 80,
@@ -184,364 +306,79 @@ fn keys() -> Vec<SteerKey> {
     ]
 }
 
+#[rustfmt::skip]
 fn fixtures() -> Vec<Fixture> {
     use Parsed::*;
-    let syn = |src: &str, sport, dst: &str, dport| {
-        ip4(TCP, src, dst, 0x4000, 0, &l4(TCP, sport, dport, 0))
-    };
+    let syn = |src: &str, sport, dst: &str, dport| ip4(TCP, src, dst, 0x4000, 0, &l4(TCP, sport, dport, 0));
     let to_vip = || syn(CLIENT, 40000, VIP, 80);
     let reply_to_client = ip4(TCP, VIP, CLIENT, 0x4000, 0, &l4(TCP, 80, 40000, 0));
     let to_rs = ip4(TCP, CLIENT, RS, 0x4000, 0, &l4(TCP, 40000, 8080, 0));
     let mut bad_doff = to_vip();
     bad_doff[20 + 12] = 0x30;
-    let mut v6_too_many = Vec::new();
-    v6_too_many.resize(9, 60u8);
+    let v6_too_many = vec![60u8; 9];
     let v6_eight: Vec<u8> = vec![0, 60, 60, 60, 60, 60, 60, 43];
+    let udp53 = || ip4(UDP, CLIENT, VIP, 0, 0, &l4(UDP, 5353, 53, 10));
+    let f1 = "-f 1";
     vec![
-        fx(
-            "TCP SYN to a VIP:port",
-            frame(&[], to_vip()),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "TCP to the VIP on a port with no service (the host's)",
-            frame(&[], syn(CLIENT, 40000, VIP, 81)),
-            false,
-            Ports(TCP, 40000, 81),
-        ),
-        fx(
-            "TCP to the director's own address (SSH)",
-            frame(&[], syn(CLIENT, 40000, DIRECTOR, 22)),
-            false,
-            Ports(TCP, 40000, 22),
-        ),
-        fx(
-            "UDP to a UDP VIP:port",
-            frame(&[], ip4(UDP, CLIENT, VIP, 0, 0, &l4(UDP, 5353, 53, 10))),
-            true,
-            Ports(UDP, 5353, 53),
-        ),
-        fx(
-            "UDP to a TCP-only VIP:port",
-            frame(&[], ip4(UDP, CLIENT, VIP, 0, 0, &l4(UDP, 5353, 80, 10))),
-            false,
-            Ports(UDP, 5353, 80),
-        ),
-        fx(
-            "NAT reply RS:8080 → client",
-            frame(
-                &[],
-                ip4(TCP, RS, CLIENT, 0x4000, 0, &l4(TCP, 8080, 40000, 0)),
-            ),
-            true,
-            Ports(TCP, 8080, 40000),
-        ),
-        fx(
-            "RS:8080 → the director's own address (its health check's reply)",
-            frame(
-                &[],
-                ip4(
-                    TCP,
-                    RS,
-                    DIRECTOR_RS_SIDE,
-                    0x4000,
-                    0,
-                    &l4(TCP, 8080, 50000, 0),
-                ),
-            ),
-            false,
-            Ports(TCP, 8080, 50000),
-        ),
-        fx(
-            "RS from a port that is no dest's",
-            frame(
-                &[],
-                ip4(TCP, RS, CLIENT, 0x4000, 0, &l4(TCP, 9000, 40000, 0)),
-            ),
-            false,
-            Ports(TCP, 9000, 40000),
-        ),
-        fx(
-            "FULLNAT reply RS → local address",
-            frame(&[], ip4(TCP, RS, LIP, 0x4000, 0, &l4(TCP, 8080, 5000, 0))),
-            true,
-            Ports(TCP, 8080, 5000),
-        ),
-        fx(
-            "ping to the FULLNAT local address (the kernel's)",
-            frame(&[], ip4(1, RS, LIP, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1])),
-            false,
-            Other,
-        ),
-        fx(
-            "802.1Q tagged SYN to the VIP",
-            frame(&[(0x8100, 7)], to_vip()),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "802.1ad tagged SYN to the VIP",
-            frame(&[(0x88a8, 7)], to_vip()),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "QinQ (802.1ad + 802.1Q) SYN to the VIP",
-            frame(&[(0x88a8, 7), (0x8100, 9)], to_vip()),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "double 802.1Q SYN to the VIP",
-            frame(&[(0x8100, 7), (0x8100, 9)], to_vip()),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "three VLAN tags (more than either reads)",
-            frame(&[(0x88a8, 7), (0x8100, 9), (0x8100, 3)], to_vip()),
-            false,
-            Err(ParseError::NotIp),
-        ),
-        fx(
-            "IPv4 with options, SYN to the VIP",
-            frame(
-                &[],
-                ip4(TCP, CLIENT, VIP, 0x4000, 8, &l4(TCP, 40000, 80, 0)),
-            ),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "TCP to the VIP with a data offset below 5",
-            frame(&[], bad_doff),
-            true,
-            Err(ParseError::BadHeaderLen),
-        ),
-        fx(
-            "TCP to the VIP cut after the ports",
-            frame(&[], {
-                let mut p = to_vip();
-                p.truncate(24);
-                p[2..4].copy_from_slice(&24u16.to_be_bytes());
-                p
-            }),
-            true,
-            Err(ParseError::Truncated),
-        ),
-        fx(
-            "IPv6 SYN to the VIP",
-            frame(&[], ip6(TCP, CLIENT6, VIP6, &[], 0, &l4(TCP, 40000, 80, 0))),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "IPv6 hop-by-hop + destination options, SYN to the VIP",
-            frame(
-                &[],
-                ip6(TCP, CLIENT6, VIP6, &[0, 60], 0, &l4(TCP, 40000, 80, 0)),
-            ),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "IPv6 with 8 extension headers",
-            frame(
-                &[],
-                ip6(TCP, CLIENT6, VIP6, &v6_eight, 0, &l4(TCP, 40000, 80, 0)),
-            ),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "IPv6 with 9 extension headers (too many)",
-            frame(
-                &[],
-                ip6(TCP, CLIENT6, VIP6, &v6_too_many, 0, &l4(TCP, 40000, 80, 0)),
-            ),
-            false,
-            Err(ParseError::TooManyExtHeaders),
-        ),
-        fx(
-            "IPv6 first fragment to the VIP",
-            frame(
-                &[],
-                ip6(TCP, CLIENT6, VIP6, &[44], 0, &l4(TCP, 40000, 80, 0)),
-            ),
-            true,
-            Ports(TCP, 40000, 80),
-        ),
-        fx(
-            "IPv6 later fragment to the VIP",
-            frame(&[], ip6(TCP, CLIENT6, VIP6, &[44], 3, &[0u8; 16])),
-            true,
-            Later,
-        ),
-        fx(
-            "IPv4 first fragment, UDP to the VIP",
-            frame(
-                &[],
-                ip4(UDP, CLIENT, VIP, 0x2000, 0, &l4(UDP, 5353, 53, 16)),
-            ),
-            true,
-            Ports(UDP, 5353, 53),
-        ),
-        fx(
-            "IPv4 later fragment to the VIP",
-            frame(&[], ip4(UDP, CLIENT, VIP, 0x0003, 0, &[0u8; 16])),
-            true,
-            Later,
-        ),
-        fx(
-            "IPv4 later fragment from a NAT RS",
-            frame(&[], ip4(UDP, RS, CLIENT, 0x0003, 0, &[0u8; 16])),
-            true,
-            Later,
-        ),
-        fx(
-            "IPv4 later fragment from a NAT RS to the director itself",
-            frame(&[], ip4(UDP, RS, DIRECTOR_RS_SIDE, 0x0003, 0, &[0u8; 16])),
-            false,
-            Later,
-        ),
-        fx(
-            "IPv4 later fragment to the director",
-            frame(&[], ip4(UDP, CLIENT, DIRECTOR, 0x0003, 0, &[0u8; 16])),
-            false,
-            Later,
-        ),
-        fx(
-            "ICMP port unreachable from the client quoting a NAT reply (VIP:80 → client)",
-            frame(
-                &[],
-                ip4(1, CLIENT, VIP, 0, 0, &icmp4(3, 3, &reply_to_client)),
-            ),
-            true,
-            Icmp(TCP, 80, 40000),
-        ),
-        fx(
-            "ICMP frag needed from the RS side quoting client → RS:8080",
-            frame(&[], ip4(1, RS, CLIENT, 0, 0, &icmp4(3, 4, &to_rs))),
-            true,
-            Icmp(TCP, 40000, 8080),
-        ),
-        fx(
-            "ICMP error quoting the director's own connection to RS:8080",
-            frame(
-                &[],
-                ip4(
-                    1,
-                    RS,
-                    DIRECTOR_RS_SIDE,
-                    0,
-                    0,
-                    &icmp4(
-                        3,
-                        3,
-                        &ip4(
-                            TCP,
-                            DIRECTOR_RS_SIDE,
-                            RS,
-                            0x4000,
-                            0,
-                            &l4(TCP, 50000, 8080, 0),
-                        ),
-                    ),
-                ),
-            ),
-            false,
-            Icmp(TCP, 50000, 8080),
-        ),
-        fx(
-            "ICMP error to the VIP quoting a flow of another host",
-            frame(
-                &[],
-                ip4(
-                    1,
-                    CLIENT,
-                    VIP,
-                    0,
-                    0,
-                    &icmp4(
-                        3,
-                        3,
-                        &ip4(TCP, "10.77.9.9", CLIENT, 0x4000, 0, &l4(TCP, 80, 40000, 0)),
-                    ),
-                ),
-            ),
-            false,
-            Icmp(TCP, 80, 40000),
-        ),
-        fx(
-            "ICMP error quoting FULLNAT LIP → RS",
-            frame(
-                &[],
-                ip4(
-                    1,
-                    RS,
-                    LIP,
-                    0,
-                    0,
-                    &icmp4(3, 3, &ip4(TCP, LIP, RS, 0x4000, 0, &l4(TCP, 5000, 8080, 0))),
-                ),
-            ),
-            true,
-            Icmp(TCP, 5000, 8080),
-        ),
-        fx(
-            "ICMP error quoting a later fragment",
-            frame(
-                &[],
-                ip4(
-                    1,
-                    CLIENT,
-                    VIP,
-                    0,
-                    0,
-                    &icmp4(3, 3, &ip4(TCP, VIP, CLIENT, 0x0003, 0, &[0u8; 8])),
-                ),
-            ),
-            false,
-            Other,
-        ),
-        fx(
-            "ICMP echo request to the VIP",
-            frame(&[], ip4(1, CLIENT, VIP, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1])),
-            false,
-            Other,
-        ),
-        fx(
-            "ICMPv6 packet too big quoting VIP6:80 → client",
-            frame(
-                &[],
-                ip6(
-                    58,
-                    CLIENT6,
-                    VIP6,
-                    &[],
-                    0,
-                    &icmp6(2, &ip6(TCP, VIP6, CLIENT6, &[], 0, &l4(TCP, 80, 40000, 0))),
-                ),
-            ),
-            true,
-            Icmp(TCP, 80, 40000),
-        ),
-        fx(
-            "ICMPv6 echo request to the VIP",
-            frame(
-                &[],
-                ip6(58, CLIENT6, VIP6, &[], 0, &[128, 0, 0, 0, 0, 1, 0, 1]),
-            ),
-            false,
-            Other,
-        ),
-        fx(
-            "ARP",
-            eth(&[], 0x0806).into_iter().chain([0u8; 28]).collect(),
-            false,
-            Err(ParseError::NotIp),
-        ),
+        // Virtual services: by mark first, then address:port, then port 0.
+        fs("TCP SYN to VIP:80, which a mark rule marks: the fwmark service first", frame(&[], to_vip()), true, Ports(TCP, 40000, 80), f1),
+        fs("TCP to the VIP's HTTPS port, marked", frame(&[], syn(CLIENT, 40000, VIP, 443)), true, Ports(TCP, 40000, 443), f1),
+        fs("UDP to VIP:53: no rule, the address:port service", frame(&[], udp53()), true, Ports(UDP, 5353, 53), "-u 10.77.0.100:53"),
+        fx("TCP to the VIP on a port with no service or rule (the host's)", frame(&[], syn(CLIENT, 40000, VIP, 81)), false, Ports(TCP, 40000, 81)),
+        fx("UDP to a TCP-only VIP:port", frame(&[], ip4(UDP, CLIENT, VIP, 0, 0, &l4(UDP, 5353, 80, 10))), false, Ports(UDP, 5353, 80)),
+        fs("TCP to a port-0 service, any port", frame(&[], syn(CLIENT, 40000, VIP0, 8443)), true, Ports(TCP, 40000, 8443), "-t 10.77.0.101:0"),
+        fx("UDP to a TCP port-0 service", frame(&[], ip4(UDP, CLIENT, VIP0, 0, 0, &l4(UDP, 5353, 8443, 10))), false, Ports(UDP, 5353, 8443)),
+        fs("TCP into the marked /28 from the allowed clients", frame(&[], syn(CLIENT, 40000, "10.77.2.9", 25)), true, Ports(TCP, 40000, 25), "-f 2"),
+        fs("UDP into the marked /28 (any protocol)", frame(&[], ip4(UDP, CLIENT, "10.77.2.15", 0, 0, &l4(UDP, 5353, 53, 10))), true, Ports(UDP, 5353, 53), "-f 2"),
+        fx("TCP into the marked /28 from another source", frame(&[], syn("10.77.9.2", 40000, "10.77.2.9", 25)), false, Ports(TCP, 40000, 25)),
+        fx("TCP just outside the marked /28", frame(&[], syn(CLIENT, 40000, "10.77.2.16", 25)), false, Ports(TCP, 40000, 25)),
+        fx("UDP to a mark no service has", frame(&[], ip4(UDP, CLIENT, "10.77.3.3", 0, 0, &l4(UDP, 5353, 53, 10))), false, Ports(UDP, 5353, 53)),
+        fs("IPv6 TCP into the marked /127, port 81", frame(&[], ip6(TCP, CLIENT6, "fd77::201", &[], 0, &l4(TCP, 40000, 81, 0))), true, Ports(TCP, 40000, 81), "-f 3 -6"),
+        fx("IPv6 TCP into the marked /127, port 82", frame(&[], ip6(TCP, CLIENT6, "fd77::201", &[], 0, &l4(TCP, 40000, 82, 0))), false, Ports(TCP, 40000, 82)),
+        fx("TCP to the director's own address (SSH)", frame(&[], syn(CLIENT, 40000, DIRECTOR, 22)), false, Ports(TCP, 40000, 22)),
+        // Replies and local addresses.
+        fx("NAT reply RS:8080 → client", frame(&[], ip4(TCP, RS, CLIENT, 0x4000, 0, &l4(TCP, 8080, 40000, 0))), true, Ports(TCP, 8080, 40000)),
+        fx("RS:8080 → the director's own address (its health check's reply)", frame(&[], ip4(TCP, RS, DIRECTOR_RS_SIDE, 0x4000, 0, &l4(TCP, 8080, 50000, 0))), false, Ports(TCP, 8080, 50000)),
+        fx("RS from a port that is no dest's", frame(&[], ip4(TCP, RS, CLIENT, 0x4000, 0, &l4(TCP, 9000, 40000, 0))), false, Ports(TCP, 9000, 40000)),
+        fx("NAT reply from any port of a port-0 service's real server", frame(&[], ip4(TCP, RS0, CLIENT, 0x4000, 0, &l4(TCP, 8443, 40000, 0))), true, Ports(TCP, 8443, 40000)),
+        fx("the same real server to the director itself", frame(&[], ip4(TCP, RS0, DIRECTOR_RS_SIDE, 0x4000, 0, &l4(TCP, 8443, 50000, 0))), false, Ports(TCP, 8443, 50000)),
+        fx("FULLNAT reply RS → local address", frame(&[], ip4(TCP, RS, LIP, 0x4000, 0, &l4(TCP, 8080, 5000, 0))), true, Ports(TCP, 8080, 5000)),
+        fx("ping to the FULLNAT local address (the kernel's)", frame(&[], ip4(1, RS, LIP, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1])), false, Other),
+        // Layer 2.
+        fs("802.1Q tagged SYN to the VIP", frame(&[(0x8100, 7)], to_vip()), true, Ports(TCP, 40000, 80), f1),
+        fs("802.1ad tagged SYN to the VIP", frame(&[(0x88a8, 7)], to_vip()), true, Ports(TCP, 40000, 80), f1),
+        fs("QinQ (802.1ad + 802.1Q) SYN to the VIP", frame(&[(0x88a8, 7), (0x8100, 9)], to_vip()), true, Ports(TCP, 40000, 80), f1),
+        fs("double 802.1Q SYN to the VIP", frame(&[(0x8100, 7), (0x8100, 9)], to_vip()), true, Ports(TCP, 40000, 80), f1),
+        fx("three VLAN tags (more than either reads)", frame(&[(0x88a8, 7), (0x8100, 9), (0x8100, 3)], to_vip()), false, Err(ParseError::NotIp)),
+        // Layer 3 and 4 options, lengths, extension headers.
+        fs("IPv4 with options, SYN to the VIP", frame(&[], ip4(TCP, CLIENT, VIP, 0x4000, 8, &l4(TCP, 40000, 80, 0))), true, Ports(TCP, 40000, 80), f1),
+        fx("TCP to the VIP with a data offset below 5", frame(&[], bad_doff), true, Err(ParseError::BadHeaderLen)),
+        fx("TCP to the VIP cut after the ports", frame(&[], { let mut p = to_vip(); p.truncate(24); p[2..4].copy_from_slice(&24u16.to_be_bytes()); p }), true, Err(ParseError::Truncated)),
+        fs("IPv6 SYN to the VIP", frame(&[], ip6(TCP, CLIENT6, VIP6, &[], 0, &l4(TCP, 40000, 80, 0))), true, Ports(TCP, 40000, 80), "-t [fd77::100]:80"),
+        fs("IPv6 hop-by-hop + destination options, SYN to the VIP", frame(&[], ip6(TCP, CLIENT6, VIP6, &[0, 60], 0, &l4(TCP, 40000, 80, 0))), true, Ports(TCP, 40000, 80), "-t [fd77::100]:80"),
+        fs("IPv6 with 8 extension headers", frame(&[], ip6(TCP, CLIENT6, VIP6, &v6_eight, 0, &l4(TCP, 40000, 80, 0))), true, Ports(TCP, 40000, 80), "-t [fd77::100]:80"),
+        fx("IPv6 with 9 extension headers (too many)", frame(&[], ip6(TCP, CLIENT6, VIP6, &v6_too_many, 0, &l4(TCP, 40000, 80, 0))), false, Err(ParseError::TooManyExtHeaders)),
+        // Fragments.
+        fs("IPv6 first fragment to the VIP", frame(&[], ip6(TCP, CLIENT6, VIP6, &[44], 0, &l4(TCP, 40000, 80, 0))), true, Ports(TCP, 40000, 80), "-t [fd77::100]:80"),
+        fx("IPv6 later fragment to the VIP", frame(&[], ip6(TCP, CLIENT6, VIP6, &[44], 3, &[0u8; 16])), true, Later),
+        fs("IPv4 first fragment, UDP to the VIP", frame(&[], ip4(UDP, CLIENT, VIP, 0x2000, 0, &l4(UDP, 5353, 53, 16))), true, Ports(UDP, 5353, 53), "-u 10.77.0.100:53"),
+        fx("IPv4 later fragment to the VIP", frame(&[], ip4(UDP, CLIENT, VIP, 0x0003, 0, &[0u8; 16])), true, Later),
+        fx("IPv4 later fragment into the marked /28", frame(&[], ip4(UDP, CLIENT, "10.77.2.9", 0x0003, 0, &[0u8; 16])), true, Later),
+        fx("IPv4 later fragment from a NAT RS", frame(&[], ip4(UDP, RS, CLIENT, 0x0003, 0, &[0u8; 16])), true, Later),
+        fx("IPv4 later fragment from a NAT RS to the director itself", frame(&[], ip4(UDP, RS, DIRECTOR_RS_SIDE, 0x0003, 0, &[0u8; 16])), false, Later),
+        fx("IPv4 later fragment to the director", frame(&[], ip4(UDP, CLIENT, DIRECTOR, 0x0003, 0, &[0u8; 16])), false, Later),
+        // ICMP errors, by the flow they quote.
+        fx("ICMP port unreachable from the client quoting a NAT reply (VIP:80 → client)", frame(&[], ip4(1, CLIENT, VIP, 0, 0, &icmp4(3, 3, &reply_to_client))), true, Icmp(TCP, 80, 40000)),
+        fx("ICMP frag needed from the RS side quoting client → RS:8080", frame(&[], ip4(1, RS, CLIENT, 0, 0, &icmp4(3, 4, &to_rs))), true, Icmp(TCP, 40000, 8080)),
+        fx("ICMP error quoting the director's own connection to RS:8080", frame(&[], ip4(1, RS, DIRECTOR_RS_SIDE, 0, 0, &icmp4(3, 3, &ip4(TCP, DIRECTOR_RS_SIDE, RS, 0x4000, 0, &l4(TCP, 50000, 8080, 0))))), false, Icmp(TCP, 50000, 8080)),
+        fx("ICMP error to the VIP quoting a flow of another host", frame(&[], ip4(1, CLIENT, VIP, 0, 0, &icmp4(3, 3, &ip4(TCP, "10.77.9.9", CLIENT, 0x4000, 0, &l4(TCP, 80, 40000, 0))))), false, Icmp(TCP, 80, 40000)),
+        fx("ICMP error quoting a marked flow's reply (10.77.2.9:25 → client)", frame(&[], ip4(1, CLIENT, "10.77.2.9", 0, 0, &icmp4(3, 3, &ip4(TCP, "10.77.2.9", CLIENT, 0x4000, 0, &l4(TCP, 25, 40000, 0))))), true, Icmp(TCP, 25, 40000)),
+        fx("ICMP error quoting FULLNAT LIP → RS", frame(&[], ip4(1, RS, LIP, 0, 0, &icmp4(3, 3, &ip4(TCP, LIP, RS, 0x4000, 0, &l4(TCP, 5000, 8080, 0))))), true, Icmp(TCP, 5000, 8080)),
+        fx("ICMP error quoting a later fragment", frame(&[], ip4(1, CLIENT, VIP, 0, 0, &icmp4(3, 3, &ip4(TCP, VIP, CLIENT, 0x0003, 0, &[0u8; 8])))), false, Other),
+        fx("ICMP echo request to the VIP", frame(&[], ip4(1, CLIENT, VIP, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1])), false, Other),
+        fx("ICMPv6 packet too big quoting VIP6:80 → client", frame(&[], ip6(58, CLIENT6, VIP6, &[], 0, &icmp6(2, &ip6(TCP, VIP6, CLIENT6, &[], 0, &l4(TCP, 80, 40000, 0))))), true, Icmp(TCP, 80, 40000)),
+        fx("ICMPv6 echo request to the VIP", frame(&[], ip6(58, CLIENT6, VIP6, &[], 0, &[128, 0, 0, 0, 0, 1, 0, 1])), false, Other),
+        fx("ARP", eth(&[], 0x0806).into_iter().chain([0u8; 28]).collect(), false, Err(ParseError::NotIp)),
     ]
 }
 
@@ -579,16 +416,21 @@ fn steering_programs_and_parser_agree_on_every_fixture() {
     }
     let steering = Steering::with_capacity(64).unwrap();
     steering.add_all(&keys()).unwrap();
-    let keymap = steering.key_map();
+    steering.set_marks(&mark_rules()).unwrap();
     let obj = TestObject::load(
         xvs_xdp::bpf::STEER_OBJ,
         &[
             ("xdp", BPF_PROG_TYPE_XDP, 0),
             ("tcx/ingress", BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_INGRESS),
         ],
-        &[&keymap],
+        &steering.maps(),
     )
     .unwrap();
+    let engine = Engine::new(Limits::default(), Arc::new(StaticFib::new()), [1, 2, 3, 4]);
+    let mut rules = RuleSet::from_table(&services());
+    rules.marks = mark_rules();
+    engine.publish(&rules);
+    let snap = engine.snapshot();
     let (xdp, tc) = (obj.prog("xdp").unwrap(), obj.prog("tcx/ingress").unwrap());
     let mut failures = Vec::new();
     for (i, f) in fixtures().iter().enumerate() {
@@ -615,6 +457,14 @@ fn steering_programs_and_parser_agree_on_every_fixture() {
         }
         if p != f.parsed {
             why.push(format!("parser gave {p:?}, want {:?}", f.parsed));
+        }
+        if let (Parsed::Ports(..), Ok(info)) = (p, parse(&f.frame)) {
+            let svc = snap
+                .service_for(info.proto, &info.saddr, &info.daddr, info.dport)
+                .map(|s| s.spec.key.to_string());
+            if svc.as_deref() != f.service {
+                why.push(format!("engine found {svc:?}, want {:?}", f.service));
+            }
         }
         // The contract: whatever the programs hand to xvs, the parser knows
         // what it is (a frame it calls "not IP" would be lost silently).

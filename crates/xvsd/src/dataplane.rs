@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use xvs_core::engine::MarkRule;
 use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
 use xvs_core::service::table::Service;
-use xvs_core::service::{FwdMethod, Protocol, ServiceKey};
+use xvs_core::service::{Af, FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
     Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
     WorkerConfig, L4,
@@ -56,30 +57,44 @@ fn l4(p: Protocol) -> L4 {
     }
 }
 
-/// The keys a rule set needs: VIPs, FULLNAT local addresses, and the real
-/// servers of NAT dests (their replies).
+/// The keys a rule set needs: VIPs (port 0: every port), the marks of fwmark
+/// services, FULLNAT local addresses, and the real servers of NAT dests
+/// (their replies; port 0: from any port).
 pub fn rule_keys<'a>(
     services: impl IntoIterator<Item = &'a Arc<Service>>,
     laddrs: impl IntoIterator<Item = &'a IpAddr>,
 ) -> HashSet<SteerKey> {
     let mut keys = HashSet::new();
     for svc in services {
-        let ServiceKey::Addr { proto, addr, port } = svc.spec.key else {
-            // XDP sees no marks and the steering map holds exact keys only.
-            continue;
-        };
-        keys.insert(SteerKey::Vip {
-            addr: addr.into(),
-            port,
-            proto: l4(proto),
-        });
-        for d in &svc.dests {
-            if d.fwd() == FwdMethod::Masq {
-                keys.insert(SteerKey::RealServer {
-                    addr: d.addr.into(),
-                    port: d.port,
+        let protos: &[Protocol] = match svc.spec.key {
+            ServiceKey::Addr { proto, addr, port } => {
+                keys.insert(SteerKey::Vip {
+                    addr: addr.into(),
+                    port,
                     proto: l4(proto),
                 });
+                match proto {
+                    Protocol::Tcp => &[Protocol::Tcp],
+                    Protocol::Udp => &[Protocol::Udp],
+                }
+            }
+            ServiceKey::Fwmark { mark, af } => {
+                keys.insert(SteerKey::Mark {
+                    mark,
+                    v6: af == Af::V6,
+                });
+                &[Protocol::Tcp, Protocol::Udp]
+            }
+        };
+        for d in &svc.dests {
+            if d.fwd() == FwdMethod::Masq {
+                for &proto in protos {
+                    keys.insert(SteerKey::RealServer {
+                        addr: d.addr.into(),
+                        port: d.port,
+                        proto: l4(proto),
+                    });
+                }
             }
         }
     }
@@ -114,25 +129,32 @@ struct Synced {
     /// The host's addresses, and the fib generation they were read at.
     local: HashSet<SteerKey>,
     fib_gen: u64,
-    warned_fwmark: bool,
 }
 
 impl SteerSync {
-    /// Installs the keys of `want` the map lacks, all or nothing.
-    pub fn prepare(&self, want: &HashSet<SteerKey>) -> Result<()> {
+    /// Installs the keys of `want` the map lacks and the mark rules `marks`,
+    /// all or nothing.
+    pub fn prepare(&self, want: &HashSet<SteerKey>, marks: &[MarkRule]) -> Result<()> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let new: Vec<&SteerKey> = want.difference(&st.rules).collect();
-        self.steering.add_all(new).map_err(|e| {
+        let new: Vec<SteerKey> = want.difference(&st.rules).copied().collect();
+        let refuse = |e: &dyn std::fmt::Display| {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("steering update refused: {e}");
             anyhow!("{e}")
-        })?;
+        };
+        self.steering.add_all(&new).map_err(|e| refuse(&e))?;
+        if let Err(e) = self.steering.set_marks(marks) {
+            for k in &new {
+                let _ = self.steering.remove(*k);
+            }
+            return Err(refuse(&e));
+        }
         Ok(())
     }
 
     /// After the engine has the rules `want`: removes the keys they no longer
     /// need. A key whose removal fails stays recorded and is retried next time.
-    pub fn commit(&self, want: HashSet<SteerKey>, fwmark_services: bool) {
+    pub fn commit(&self, want: HashSet<SteerKey>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut kept = Vec::new();
         for k in st.rules.difference(&want) {
@@ -144,10 +166,6 @@ impl SteerSync {
         }
         st.rules = want;
         st.rules.extend(kept);
-        if fwmark_services && !st.warned_fwmark {
-            tracing::warn!("fwmark services get no traffic from the XDP steering program");
-            st.warned_fwmark = true;
-        }
     }
 
     /// Brings the host's own addresses in the map up to date if the kernel's

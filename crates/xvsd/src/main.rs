@@ -169,8 +169,9 @@ fn run() -> Result<()> {
         // Steer what the rules already hold, then keep every change in step.
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         let want = st.steer_keys();
-        s.prepare(&want).context("steering the loaded rules")?;
-        s.commit(want, st.has_fwmark());
+        s.prepare(&want, &st.marks)
+            .context("steering the loaded rules")?;
+        s.commit(want);
         st.steer = Some(s.clone());
     }
     let listener = control::bind(&socket)?;

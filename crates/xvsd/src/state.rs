@@ -94,11 +94,6 @@ impl State {
         )
     }
 
-    /// Whether a fwmark service exists (they get no traffic yet: logged once).
-    pub fn has_fwmark(&self) -> bool {
-        self.table.services().iter().any(|s| s.spec.key.is_fwmark())
-    }
-
     /// Applies one op (without publishing).
     fn apply_one(&mut self, op: &Op) -> Result<(), OpError> {
         match op {
@@ -211,7 +206,7 @@ impl State {
             table: self.spec_copy(),
             timeouts: self.timeouts,
             knobs: self.knobs,
-            marks: Vec::new(),
+            marks: self.marks.clone(),
             daemons: self.daemons.clone(),
             laddrs: self.laddrs.clone(),
             zero_svc: HashMap::new(),
@@ -234,7 +229,7 @@ impl State {
         }
         let want = dry.steer_keys();
         if let Some(s) = &self.steer {
-            s.prepare(&want).map_err(|e| {
+            s.prepare(&want, &dry.marks).map_err(|e| {
                 (
                     ops.len().saturating_sub(1),
                     OpError(format!(
@@ -248,14 +243,14 @@ impl State {
                 // Cannot happen after the dry run; publish what was applied.
                 self.publish();
                 if let Some(s) = &self.steer {
-                    s.commit(self.steer_keys(), self.has_fwmark());
+                    s.commit(self.steer_keys());
                 }
                 return Err((i, e));
             }
         }
         self.publish();
         if let Some(s) = &self.steer {
-            s.commit(want, self.has_fwmark());
+            s.commit(want);
         }
         Ok(())
     }

@@ -50,37 +50,96 @@ impl Default for Knobs {
 
 /// A fwmark classification rule: packets matching it belong to fwmark services
 /// with `mark` (XDP sees no skb mark, so xvs assigns marks itself).
+///
+/// The rule model shared with the steering program (bpf/steer.c): rules are
+/// tried in order and the first match gives the packet its mark, as a chain of
+/// iptables `-j MARK --set-mark` rules each followed by `ACCEPT` would.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MarkRule {
     /// IP protocol (6/17), or None for both.
+    #[serde(default)]
     pub proto: Option<u8>,
     /// Destination prefix.
     pub addr: IpAddr,
     pub prefix_len: u8,
     /// Inclusive destination port range.
+    #[serde(default = "all_ports")]
     pub ports: (u16, u16),
+    /// Optional source prefix (same family as `addr`).
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+    #[serde(default)]
+    pub src_prefix_len: u8,
     pub mark: u32,
 }
 
+fn all_ports() -> (u16, u16) {
+    (0, 65535)
+}
+
 impl MarkRule {
-    fn matches(&self, proto: u8, daddr: &Addr, dport: u16) -> bool {
+    /// Whether the rule gives a packet `saddr -> daddr:dport` of `proto` its
+    /// mark; `dport` None (a later fragment) matches any port range.
+    pub fn matches(&self, proto: u8, saddr: &Addr, daddr: &Addr, dport: Option<u16>) -> bool {
         if self.proto.is_some_and(|p| p != proto) {
             return false;
         }
-        if dport < self.ports.0 || dport > self.ports.1 {
+        if let Some(dport) = dport {
+            if dport < self.ports.0 || dport > self.ports.1 {
+                return false;
+            }
+        }
+        if !in_prefix(&Addr::from(self.addr), self.prefix_len, daddr) {
             return false;
         }
-        let rule = Addr::from(self.addr);
-        if rule.is_v4() != daddr.is_v4() {
-            return false;
+        match self.src {
+            Some(src) => in_prefix(&Addr::from(src), self.src_prefix_len, saddr),
+            None => true,
         }
-        let (bits, off) = if rule.is_v4() {
-            (self.prefix_len.min(32) as usize, 96)
-        } else {
-            (self.prefix_len.min(128) as usize, 0)
-        };
-        prefix_eq(&rule.0, &daddr.0, off + bits, off)
     }
+
+    /// The destination prefix in the 128-bit space the steering program's
+    /// trie uses (IPv4 mapped, so its length counts 96 more bits).
+    pub fn dst_prefix(&self) -> (Addr, u8) {
+        mapped_prefix(&Addr::from(self.addr), self.prefix_len)
+    }
+
+    /// The source prefix in the same space (length 0: any source).
+    pub fn src_prefix(&self) -> (Addr, u8) {
+        match self.src {
+            Some(s) => mapped_prefix(&Addr::from(s), self.src_prefix_len),
+            None => (Addr::UNSPECIFIED, 0),
+        }
+    }
+}
+
+/// `a`/`len` in the 128-bit space, host bits cleared.
+fn mapped_prefix(a: &Addr, len: u8) -> (Addr, u8) {
+    let bits = if a.is_v4() {
+        96 + len.min(32) as usize
+    } else {
+        len.min(128) as usize
+    };
+    let mut o = a.0;
+    for (i, b) in o.iter_mut().enumerate() {
+        let keep = bits.saturating_sub(i * 8).min(8);
+        *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    (Addr(o), bits as u8)
+}
+
+/// Whether `a` is in the prefix `p`/`len` of the same family.
+fn in_prefix(p: &Addr, len: u8, a: &Addr) -> bool {
+    if p.is_v4() != a.is_v4() {
+        return false;
+    }
+    let (bits, off) = if p.is_v4() {
+        (len.min(32) as usize, 96)
+    } else {
+        (len.min(128) as usize, 0)
+    };
+    prefix_eq(&p.0, &a.0, off + bits, off)
 }
 
 /// Whether `a` and `b` agree on bits `from..to` (bit 0 = MSB of byte 0).
@@ -201,24 +260,46 @@ impl Snapshot {
         s
     }
 
-    /// The service a new packet belongs to: by (proto, daddr, dport), then a
-    /// port-0 service on the address, then the fwmark table.
+    /// The service a new packet belongs to, as `ip_vs_service_find` looks:
+    /// the fwmark service of the packet's mark (the first mark rule it
+    /// matches), then (proto, daddr, dport), then a port-0 service on the
+    /// address.
     #[inline]
-    pub fn service_for(&self, proto: u8, daddr: &Addr, dport: u16) -> Option<&Arc<Service>> {
+    pub fn service_for(
+        &self,
+        proto: u8,
+        saddr: &Addr,
+        daddr: &Addr,
+        dport: u16,
+    ) -> Option<&Arc<Service>> {
+        if let Some(mark) = self.mark_of(proto, saddr, daddr, Some(dport)) {
+            let af = if daddr.is_v4() { Af::V4 } else { Af::V6 };
+            if let Some(s) = self.by_fwmark.get(&(mark, af)) {
+                return Some(s);
+            }
+        }
         if let Some(s) = self.by_tuple.get(&(proto, *daddr, dport)) {
             return Some(s);
         }
-        if let Some(s) = self.by_tuple.get(&(proto, *daddr, 0)) {
-            return Some(s);
-        }
+        self.by_tuple.get(&(proto, *daddr, 0))
+    }
+
+    /// The mark the mark rules give a packet (first match), if any.
+    #[inline]
+    pub fn mark_of(
+        &self,
+        proto: u8,
+        saddr: &Addr,
+        daddr: &Addr,
+        dport: Option<u16>,
+    ) -> Option<u32> {
         if self.marks.is_empty() {
             return None;
         }
-        let af = if daddr.is_v4() { Af::V4 } else { Af::V6 };
         self.marks
             .iter()
-            .filter(|m| m.matches(proto, daddr, dport))
-            .find_map(|m| self.by_fwmark.get(&(m.mark, af)))
+            .find(|m| m.matches(proto, saddr, daddr, dport))
+            .map(|m| m.mark)
     }
 
     /// Every service.
@@ -255,28 +336,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mark_rules_match_prefix_proto_and_ports() {
+    fn mark_rules_match_prefix_proto_ports_and_source() {
+        let a = |s: &str| Addr::from(s.parse::<IpAddr>().unwrap());
+        let any = a("10.77.5.5");
         let r = MarkRule {
             proto: Some(6),
             addr: "10.77.0.0".parse().unwrap(),
             prefix_len: 24,
             ports: (80, 90),
+            src: None,
+            src_prefix_len: 0,
             mark: 5,
         };
-        let a = |s: &str| Addr::from(s.parse::<IpAddr>().unwrap());
-        assert!(r.matches(6, &a("10.77.0.9"), 85));
-        assert!(!r.matches(17, &a("10.77.0.9"), 85));
-        assert!(!r.matches(6, &a("10.77.1.9"), 85));
-        assert!(!r.matches(6, &a("10.77.0.9"), 91));
-        assert!(!r.matches(6, &a("fd77::9"), 85));
+        assert!(r.matches(6, &any, &a("10.77.0.9"), Some(85)));
+        assert!(r.matches(6, &any, &a("10.77.0.9"), None), "later fragment");
+        assert!(!r.matches(17, &any, &a("10.77.0.9"), Some(85)));
+        assert!(!r.matches(6, &any, &a("10.77.1.9"), Some(85)));
+        assert!(!r.matches(6, &any, &a("10.77.0.9"), Some(91)));
+        assert!(!r.matches(6, &any, &a("fd77::9"), Some(85)));
         let r6 = MarkRule {
             proto: None,
             addr: "fd77::".parse().unwrap(),
             prefix_len: 64,
             ports: (0, 65535),
+            src: Some("fd77:1::".parse().unwrap()),
+            src_prefix_len: 32,
             mark: 6,
         };
-        assert!(r6.matches(17, &a("fd77::1:2"), 53));
-        assert!(!r6.matches(17, &a("fd78::1"), 53));
+        assert!(r6.matches(17, &a("fd77:1::2"), &a("fd77::1:2"), Some(53)));
+        assert!(!r6.matches(17, &a("fd77:2::2"), &a("fd77::1:2"), Some(53)));
+        assert!(!r6.matches(17, &a("fd77:1::2"), &a("fd78::1"), Some(53)));
+        assert_eq!(r.dst_prefix(), (a("10.77.0.0"), 120));
+        assert_eq!(r6.src_prefix(), (a("fd77:1::"), 32));
     }
 }

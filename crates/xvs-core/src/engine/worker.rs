@@ -622,7 +622,7 @@ impl Worker {
         // port cursors are disjoint parts of `self`.
         let snap = &self.snap;
         let conns = &self.engine.conns;
-        let Some(svc) = snap.service_for(info.proto, &info.daddr, info.dport) else {
+        let Some(svc) = snap.service_for(info.proto, &info.saddr, &info.daddr, info.dport) else {
             return Verdict::Drop(DropReason::NoService);
         };
         if info.proto == PROTO_TCP
