@@ -6,6 +6,8 @@
 //! anything larger, or malformed, gets an error reply and the connection is
 //! closed. [`PROTOCOL_VERSION`] is exchanged in [`Request::Hello`].
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod cmdline;
 pub mod proto;

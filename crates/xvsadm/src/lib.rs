@@ -20,6 +20,8 @@
 //! - `-S` also saves FULLNAT local addresses as `-P <service> -z <laddr>`
 //!   lines, so `-S | -C; -R` restores them too.
 
+#![forbid(unsafe_code)]
+
 pub mod format;
 pub mod sort;
 
