@@ -221,7 +221,7 @@ impl Interface {
 
     /// The steering program's counters, summed over CPUs.
     pub fn steer_stats(&self) -> Result<SteerStats> {
-        let ncpu = crate::sys::possible_cpus();
+        let ncpu = crate::sys::possible_cpus()?;
         let mut out = [0u64; 3];
         for (idx, o) in out.iter_mut().enumerate() {
             let mut v = vec![0u8; 8 * ncpu];

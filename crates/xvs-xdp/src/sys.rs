@@ -76,20 +76,45 @@ pub fn getsockopt<T: Copy>(
     Ok(len as usize)
 }
 
-/// The number of possible CPUs (the length of per-CPU map values).
-pub fn possible_cpus() -> usize {
-    // "0-1" or "0,2-3": count every listed CPU.
-    let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/possible") else {
-        return 1;
-    };
-    let mut n = 0;
+/// The number of possible CPUs: the kernel writes that many values into the
+/// buffer of a per-CPU map lookup, so a guess that is too small would let it
+/// write past the buffer. There is no fallback: an unreadable or malformed
+/// list is an error.
+pub fn possible_cpus() -> Result<usize> {
+    cpus_in_file(std::path::Path::new("/sys/devices/system/cpu/possible"))
+}
+
+/// The number of CPUs listed in `path` (a kernel CPU list).
+fn cpus_in_file(path: &std::path::Path) -> Result<usize> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| crate::error::os(format!("reading {}", path.display()), e))?;
+    parse_cpu_list(&s).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: malformed CPU list {:?}",
+            path.display(),
+            s.trim()
+        ))
+    })
+}
+
+/// Counts the CPUs of a kernel CPU list ("0-3", "0,2-3", "5"); None unless
+/// every part is a number or an increasing range.
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0usize;
     for part in s.trim().split(',') {
-        let mut it = part.split('-');
-        let a: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let b: usize = it.next().and_then(|x| x.parse().ok()).unwrap_or(a);
-        n += b.saturating_sub(a) + 1;
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let a = part.parse::<usize>().ok()?;
+                (a, a)
+            }
+        };
+        if b < a {
+            return None;
+        }
+        n = n.checked_add(b - a + 1)?;
     }
-    n.max(1)
+    Some(n)
 }
 
 /// An anonymous shared memory mapping, unmapped on drop.
@@ -171,4 +196,41 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted_exactly() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        assert_eq!(parse_cpu_list("0-3,8-11\n"), Some(8));
+    }
+
+    #[test]
+    fn malformed_cpu_lists_are_refused() {
+        for bad in ["", "\n", "0-", "-1", "3-1", "a", "0,,1", "0-1,x", "1.5"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_or_malformed_list_is_an_error_not_one_cpu() {
+        let e = cpus_in_file(std::path::Path::new("/nonexistent/cpu/possible")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/cpu/possible"), "{e}");
+        let f = std::env::temp_dir().join(format!("xvs-cpus-{}", std::process::id()));
+        std::fs::write(&f, "garbage\n").unwrap();
+        let e = cpus_in_file(&f).unwrap_err();
+        std::fs::remove_file(&f).unwrap();
+        assert!(
+            e.to_string().contains("malformed CPU list \"garbage\""),
+            "{e}"
+        );
+        // This machine's list reads, and counts at least the CPUs we can use.
+        let n = possible_cpus().unwrap();
+        assert!(n >= std::thread::available_parallelism().map_or(1, |p| p.get()));
+    }
 }
