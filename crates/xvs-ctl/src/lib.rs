@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod client;
 pub mod cmdline;
 pub mod proto;

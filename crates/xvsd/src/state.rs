@@ -86,8 +86,10 @@ impl State {
         }
     }
 
-    /// Applies one op (without publishing).
+    /// Applies one op (without publishing). Ops are checked here, whoever sent
+    /// them: a control-socket client need not be xvsadm.
     fn apply_one(&mut self, op: &Op) -> Result<(), OpError> {
+        xvs_ctl::check::check_op(op).map_err(OpError)?;
         match op {
             Op::AddService(s) => self.table.add_service(s.clone())?,
             Op::EditService(s) => self.table.edit_service(s.clone())?,
@@ -375,6 +377,39 @@ mod tests {
         s.apply_batch(&ops[..2]).unwrap();
         assert_eq!(s.table.services().len(), 1);
         assert_eq!(s.engine.snapshot().services().count(), 1, "published");
+    }
+
+    /// What xvsadm would refuse, a raw control client cannot set either: a
+    /// `--set` timeout of 248.5 days (2^31 ticks) would wrap the expiry
+    /// comparison and every new connection would be born expired.
+    #[test]
+    fn ops_are_checked_whoever_sends_them() {
+        let mut s = state();
+        let before = s.timeouts;
+        assert_eq!(
+            s.apply(&Op::SetTimeouts(21_474_837, 0, 0)).unwrap_err().0,
+            "invalid timeout value `21474837' specified"
+        );
+        assert_eq!(s.timeouts, before, "nothing changed");
+        let mut spec = ServiceSpec::new(key(80));
+        spec.flags = xvs_core::service::SvcFlags(xvs_core::service::SvcFlags::PERSISTENT);
+        spec.timeout = u32::MAX;
+        assert_eq!(
+            s.apply(&Op::AddService(spec.clone())).unwrap_err().0,
+            "invalid timeout value `4294967295' specified"
+        );
+        assert!(s.table.services().is_empty());
+        // In a batch too, with the index of the op.
+        spec.timeout = 360;
+        let mut d = DestSpec::new("10.77.1.11".parse().unwrap(), 80);
+        d.weight = 70_000;
+        let (i, e) = s
+            .apply_batch(&[Op::AddService(spec), Op::AddDest(key(80), d)])
+            .unwrap_err();
+        assert_eq!((i, e.0.as_str()), (1, "illegal weight specified"));
+        assert!(s.table.services().is_empty());
+        s.apply(&Op::SetTimeouts(2_678_400, 0, 0)).unwrap();
+        assert_eq!(s.timeouts.listed().0, 2_678_400);
     }
 
     #[test]
