@@ -1,13 +1,14 @@
 //! The control-plane state: the service table and everything else `xvsadm`
 //! can change, applied to the engine as a new snapshot after every change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use xvs_core::conn::table::MAX_LIPS;
 use xvs_core::conn::table::{flags, tick_of, TEMPLATE_PROTO};
 use xvs_core::conn::Timeouts;
 use xvs_core::engine::housekeep::state_name;
-use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet, Totals};
+use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
 use xvs_core::time::Time;
@@ -31,9 +32,6 @@ pub struct State {
     pub marks: Vec<MarkRule>,
     pub daemons: Vec<DaemonSpec>,
     pub laddrs: BTreeMap<String, (ServiceKey, Vec<IpAddr>)>,
-    /// Counter baselines set by `-Z`, by service id and dest id.
-    zero_svc: HashMap<u32, Totals>,
-    zero_dest: HashMap<u32, Totals>,
     pub engine: Arc<Engine>,
     /// Called after the engine has the new rules (the data plane's steering sync).
     pub on_publish: Option<Box<dyn Fn() + Send>>,
@@ -41,13 +39,6 @@ pub struct State {
 
 fn key_id(k: &ServiceKey) -> String {
     format!("{k}")
-}
-
-fn minus(t: Totals, b: Option<&Totals>) -> Totals {
-    match b {
-        Some(b) => t.minus(b),
-        None => t,
-    }
 }
 
 impl State {
@@ -59,8 +50,6 @@ impl State {
             marks,
             daemons: Vec::new(),
             laddrs: BTreeMap::new(),
-            zero_svc: HashMap::new(),
-            zero_dest: HashMap::new(),
             engine,
             on_publish: None,
         };
@@ -114,9 +103,9 @@ impl State {
                     None => self.table.services().to_vec(),
                 };
                 for s in svcs {
-                    self.zero_svc.insert(s.id, self.engine.service_totals(s.id));
+                    self.engine.zero_service(s.id);
                     for d in &s.dests {
-                        self.zero_dest.insert(d.id, self.engine.dest_totals(d.id));
+                        self.engine.zero_dest(d.id);
                     }
                 }
             }
@@ -167,6 +156,30 @@ impl State {
                     return Err(OpError("Local address already exists".into()));
                 }
                 e.1.push(*a);
+                // Refused now rather than left out of the rules: ids are held
+                // by every pool's addresses and by removed ones still in use.
+                let listed: usize = self.laddrs.values().map(|(_, l)| l.len()).sum();
+                let fits = listed + self.engine.lip_ids_held() <= MAX_LIPS || {
+                    // Near the bound: count exactly (pools may share addresses).
+                    let all: HashSet<IpAddr> = self
+                        .laddrs
+                        .values()
+                        .flat_map(|(_, l)| l.iter().copied())
+                        .collect();
+                    self.engine.lips_fit(&all)
+                };
+                if !fits {
+                    if let Some(e) = self.laddrs.get_mut(&key_id(k)) {
+                        e.1.retain(|x| x != a);
+                        if e.1.is_empty() {
+                            self.laddrs.remove(&key_id(k));
+                        }
+                    }
+                    return Err(OpError(format!(
+                        "Too many local addresses: xvsd holds at most {MAX_LIPS}, \
+                         counting removed ones until their connections end"
+                    )));
+                }
             }
             Op::DelLaddr(k, a) => {
                 if self.table.get(k).is_none() {
@@ -204,8 +217,6 @@ impl State {
             marks: Vec::new(),
             daemons: self.daemons.clone(),
             laddrs: self.laddrs.clone(),
-            zero_svc: HashMap::new(),
-            zero_dest: HashMap::new(),
             engine: self.engine.clone(),
             on_publish: None,
         };
@@ -267,7 +278,7 @@ impl State {
             .iter()
             .map(|s| ServiceInfo {
                 spec: s.spec.clone(),
-                stats: minus(self.engine.service_totals(s.id), self.zero_svc.get(&s.id)),
+                stats: self.engine.service_totals(s.id),
                 rates: self.engine.service_rates(s.id),
                 dests: s
                     .dests
@@ -277,7 +288,7 @@ impl State {
                         activeconns: d.activeconns(),
                         inactconns: d.inactconns(),
                         persistconns: d.persistconns(),
-                        stats: minus(self.engine.dest_totals(d.id), self.zero_dest.get(&d.id)),
+                        stats: self.engine.dest_totals(d.id),
                         rates: self.engine.dest_rates(d.id),
                     })
                     .collect(),
@@ -410,6 +421,61 @@ mod tests {
         assert!(s.table.services().is_empty());
         s.apply(&Op::SetTimeouts(2_678_400, 0, 0)).unwrap();
         assert_eq!(s.timeouts.listed().0, 2_678_400);
+    }
+
+    /// The local-address registry has MAX_LIPS ids: one address too many is
+    /// refused at `-P` time (it used to be accepted, listed by `-G` and left
+    /// without an id), and a removed address frees its id once no connection
+    /// can hold it.
+    #[test]
+    fn local_addresses_beyond_the_registry_are_refused_at_add_time() {
+        let mut s = state();
+        s.apply(&Op::AddService(ServiceSpec::new(key(80)))).unwrap();
+        let addr = |i: usize| -> IpAddr {
+            format!("10.78.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        };
+        let ops: Vec<Op> = (0..MAX_LIPS)
+            .map(|i| Op::AddLaddr(key(80), addr(i)))
+            .collect();
+        s.apply_batch(&ops).unwrap();
+        let err = s
+            .apply(&Op::AddLaddr(key(80), addr(MAX_LIPS)))
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            err,
+            "Too many local addresses: xvsd holds at most 4096, counting removed ones until their connections end"
+        );
+        let listed = s.list_laddrs(None);
+        assert_eq!(
+            listed[0].1.len(),
+            MAX_LIPS,
+            "the refused address is not listed"
+        );
+        let svc = s.table.get(&key(80)).unwrap().id;
+        assert_eq!(
+            s.engine.snapshot().lips(svc).len(),
+            MAX_LIPS,
+            "every listed address has an id"
+        );
+        // In a batch, the op is named.
+        let (i, _) = s
+            .apply_batch(&[
+                Op::SetTimeouts(0, 0, 0),
+                Op::AddLaddr(key(80), addr(MAX_LIPS)),
+            ])
+            .unwrap_err();
+        assert_eq!(i, 1);
+        // A removed address holds its id until sweeps show no connection has it.
+        s.apply(&Op::DelLaddr(key(80), addr(0))).unwrap();
+        assert!(s.apply(&Op::AddLaddr(key(80), addr(MAX_LIPS))).is_err());
+        let now = s.now();
+        s.engine.housekeep_all(now);
+        s.engine.housekeep_all(now);
+        s.apply(&Op::AddLaddr(key(80), addr(MAX_LIPS))).unwrap();
+        assert_eq!(s.engine.snapshot().lips(svc).len(), MAX_LIPS);
     }
 
     #[test]
