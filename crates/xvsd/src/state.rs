@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use xvs_core::conn::table::MAX_LIPS;
-use xvs_core::conn::table::{flags, tick_of, TEMPLATE_PROTO};
+use xvs_core::conn::table::{flags, ConnView, Tick, TEMPLATE_PROTO};
 use xvs_core::conn::Timeouts;
 use xvs_core::engine::housekeep::state_name;
 use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
@@ -300,39 +300,6 @@ impl State {
         }
     }
 
-    /// `-c` data: every connection and template.
-    pub fn list_conns(&self) -> Vec<ConnInfo> {
-        let conns = &self.engine.conns;
-        let now = tick_of(self.now());
-        let mut out = Vec::new();
-        conns.for_each_live(|v| {
-            let template = v.flags() & flags::TEMPLATE != 0;
-            let proto = v.proto & !TEMPLATE_PROTO;
-            let left = conns.expires(v.idx).wrapping_sub(now) as i32;
-            if !template && left < 0 {
-                return; // expired, only waiting for the sweep
-            }
-            out.push(ConnInfo {
-                proto: match proto {
-                    6 => "TCP",
-                    17 => "UDP",
-                    _ => "IP",
-                }
-                .into(),
-                expire_secs: (left.max(0) as u32) / 100,
-                state: state_name(proto, template, v.state()).into(),
-                caddr: v.caddr.to_ip(),
-                cport: v.cport,
-                vaddr: v.vaddr.to_ip(),
-                vport: v.vport,
-                daddr: v.daddr.to_ip(),
-                dport: v.dport,
-                template,
-            });
-        });
-        out
-    }
-
     /// The laddr pools, of one service or all.
     pub fn list_laddrs(&self, key: Option<&ServiceKey>) -> Vec<(ServiceKey, Vec<IpAddr>)> {
         self.laddrs
@@ -341,6 +308,35 @@ impl State {
             .cloned()
             .collect()
     }
+}
+
+/// A connection or template as `-c` lists it, from its table entry and expiry
+/// tick, at tick `now`; None for a connection that has expired and only waits
+/// for the sweep.
+pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
+    let template = v.flags() & flags::TEMPLATE != 0;
+    let proto = v.proto & !TEMPLATE_PROTO;
+    let left = expires.wrapping_sub(now) as i32;
+    if !template && left < 0 {
+        return None;
+    }
+    Some(ConnInfo {
+        proto: match proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "IP",
+        }
+        .into(),
+        expire_secs: (left.max(0) as u32) / 100,
+        state: state_name(proto, template, v.state()).into(),
+        caddr: v.caddr.to_ip(),
+        cport: v.cport,
+        vaddr: v.vaddr.to_ip(),
+        vport: v.vport,
+        daddr: v.daddr.to_ip(),
+        dport: v.dport,
+        template,
+    })
 }
 
 #[cfg(test)]
