@@ -206,8 +206,10 @@ struct Clients {
 
 impl Clients {
     /// Books a new connection, first closing the longest idle one if all
-    /// places are taken; None when every connection is busy.
-    fn admit(&self, stream: &UnixStream) -> Option<Arc<Client>> {
+    /// places are taken; the error is what to tell the client.
+    fn admit(&self, stream: &UnixStream) -> Result<Arc<Client>, String> {
+        let busy =
+            || format!("xvsd is busy answering {MAX_CLIENTS} control connections; try again");
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|c| c.state.load(Ordering::Acquire) != CLOSED);
         if list.len() >= MAX_CLIENTS {
@@ -215,23 +217,27 @@ impl Clients {
                 .iter()
                 .filter(|c| c.state.load(Ordering::Acquire) == IDLE)
                 .min_by_key(|c| c.idle_since.load(Ordering::Relaxed))
-                .cloned()?;
+                .cloned()
+                .ok_or_else(busy)?;
             // Fails if it has just started a request: then refuse, not wait.
             victim
                 .state
                 .compare_exchange(IDLE, CLOSED, Ordering::AcqRel, Ordering::Acquire)
-                .ok()?;
+                .map_err(|_| busy())?;
             let _ = victim.stream.shutdown(Shutdown::Both);
             list.retain(|c| !Arc::ptr_eq(c, &victim));
             tracing::debug!("closed the longest idle control connection to make room");
         }
+        let handle = stream
+            .try_clone()
+            .map_err(|e| format!("xvsd cannot serve another connection: {e}"))?;
         let c = Arc::new(Client {
-            stream: stream.try_clone().ok()?,
+            stream: handle,
             state: AtomicU8::new(IDLE),
             idle_since: AtomicU64::new(self.seq.fetch_add(1, Ordering::Relaxed)),
         });
         list.push(c.clone());
-        Some(c)
+        Ok(c)
     }
 }
 
@@ -362,12 +368,12 @@ pub fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
                 continue;
             }
         };
-        let Some(me) = clients.admit(&stream) else {
-            refuse(
-                stream,
-                format!("xvsd is busy answering {MAX_CLIENTS} control connections; try again"),
-            );
-            continue;
+        let me = match clients.admit(&stream) {
+            Ok(me) => me,
+            Err(why) => {
+                refuse(stream, why);
+                continue;
+            }
         };
         let (st, e, cl, me2) = (state.clone(), engine.clone(), clients.clone(), me.clone());
         let spawned = std::thread::Builder::new()
@@ -380,6 +386,7 @@ pub fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
             });
         if let Err(e) = spawned {
             me.state.store(CLOSED, Ordering::Release);
+            let _ = me.stream.shutdown(Shutdown::Both);
             tracing::warn!("control connection dropped: cannot start its thread: {e}");
         }
     }
@@ -617,14 +624,29 @@ mod tests {
             "{worst_lock_wait:?}"
         );
         assert!(found > 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn temp_dir(tag: &str) -> PathBuf {
+    /// A fresh temporary directory, removed on drop (also when a test fails).
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(tag: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("xvsd-ctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TempDir(d)
     }
 
     /// The socket's name appears in the (world-searchable) directory only by
@@ -635,7 +657,7 @@ mod tests {
         let dir = temp_dir("mode");
         let path = dir.join("xvsd.sock");
         let ino = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
-        ino.add_watch(&dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        ino.add_watch(&*dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
             .unwrap();
         let _l = bind(&path).unwrap();
         let events = ino.read_events().unwrap();
@@ -657,12 +679,11 @@ mod tests {
         assert_eq!(m.mode() & 0o7777, 0o600);
         assert!(UnixStream::connect(&path).is_ok());
         // Nothing left behind but the socket.
-        let names: Vec<_> = std::fs::read_dir(&dir)
+        let names: Vec<_> = std::fs::read_dir(&*dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["xvsd.sock"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -709,6 +730,5 @@ mod tests {
         let _ = UnixListener::bind(private.join("s")).unwrap();
         let _l = bind(&path).unwrap();
         assert!(!private.exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
