@@ -223,6 +223,7 @@ impl State {
         for (i, op) in ops.iter().enumerate() {
             // Zeroing touches only counters: nothing to validate beyond the key.
             if let Op::Zero(Some(k)) = op {
+                xvs_ctl::check::check_op(op).map_err(|e| (i, OpError(e)))?;
                 if dry.table.get(k).is_none() {
                     return Err((i, ServiceError::NoSuchService.into()));
                 }
@@ -415,6 +416,18 @@ mod tests {
             .unwrap_err();
         assert_eq!((i, e.0.as_str()), (1, "illegal weight specified"));
         assert!(s.table.services().is_empty());
+        // A bad -Z in a batch is found by the trial run: nothing applied.
+        let (i, e) = s
+            .apply_batch(&[
+                Op::SetTimeouts(1000, 0, 0),
+                Op::Zero(Some(ServiceKey::Fwmark {
+                    mark: 0,
+                    af: xvs_core::service::Af::V4,
+                })),
+            ])
+            .unwrap_err();
+        assert_eq!((i, e.0.as_str()), (1, "invalid fwmark value `0' specified"));
+        assert_eq!(s.timeouts, before);
         s.apply(&Op::SetTimeouts(2_678_400, 0, 0)).unwrap();
         assert_eq!(s.timeouts.listed().0, 2_678_400);
     }
