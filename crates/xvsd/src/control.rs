@@ -101,7 +101,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 pub const MAX_CLIENTS: usize = 64;
 /// Once its first byte has arrived, a request must be complete within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// A reply write that makes no progress for this long ends the connection.
+/// Each frame of a reply must be written within this (a client that stops
+/// reading is closed then).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per frame of a `-c` listing (about 200 bytes each in JSON): the
 /// listing's memory on both sides, whatever the table holds.
@@ -277,6 +278,44 @@ impl Read for Deadline<'_> {
     }
 }
 
+/// Writes a reply's frames, each within [`WRITE_TIMEOUT`]. The socket's own
+/// timeout applies to one call and restarts whenever a byte goes through, so
+/// a reader taking a little now and then could hold the thread for ever.
+struct FrameWriter<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl<'a> FrameWriter<'a> {
+    fn new(stream: &'a UnixStream) -> Self {
+        FrameWriter {
+            stream,
+            deadline: Instant::now() + WRITE_TIMEOUT,
+        }
+    }
+}
+
+impl Write for FrameWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_write_timeout(Some(left))?;
+        let mut s = self.stream;
+        match s.write(buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(ErrorKind::TimedOut.into()),
+            r => r,
+        }
+    }
+
+    /// A frame ends with a flush ([`write_frame`]): the next has its own time.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.deadline = Instant::now() + WRITE_TIMEOUT;
+        Ok(())
+    }
+}
+
 fn serve_conn(
     state: &Mutex<State>,
     engine: &Engine,
@@ -284,7 +323,6 @@ fn serve_conn(
     me: &Client,
     mut stream: UnixStream,
 ) {
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     loop {
         // Idle: a client may take its time to ask (the accept loop closes it
         // if the place is needed).
@@ -322,7 +360,7 @@ fn serve_conn(
                 // Malformed or oversized: say so and hang up.
                 tracing::warn!("control client sent a bad request: {e}");
                 let _ = write_frame(
-                    &mut stream,
+                    &mut FrameWriter::new(&stream),
                     &Response::Error(ErrorReply {
                         message: format!("bad request: {e}"),
                         index: None,
@@ -331,7 +369,7 @@ fn serve_conn(
                 return;
             }
         };
-        if let Err(e) = answer(state, engine, req, &mut stream) {
+        if let Err(e) = answer(state, engine, req, &mut FrameWriter::new(&stream)) {
             tracing::debug!("control client gone or stalled while answered: {e}");
             return;
         }
@@ -624,6 +662,74 @@ mod tests {
             "{worst_lock_wait:?}"
         );
         assert!(found > 0);
+    }
+
+    /// A client that asks for the connection listing and then reads nothing
+    /// holds its thread only until a write has made no progress for
+    /// WRITE_TIMEOUT; then xvsd closes the connection.
+    #[test]
+    fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+        use xvs_core::addr::Addr;
+        use xvs_core::conn::NewConn;
+        use xvs_core::engine::{Knobs, Limits, StaticFib};
+
+        let engine = Engine::new(
+            Limits {
+                conn_max: 1 << 16,
+                ..Limits::default()
+            },
+            Arc::new(StaticFib::new()),
+            [1, 2, 3, 4],
+        );
+        let expires = tick_of(clock::now()) + 900 * 100;
+        // About 2 MB of listing: more than the socket buffers hold.
+        for i in 0..20_000u32 {
+            engine
+                .conns
+                .insert(&NewConn {
+                    proto: 6,
+                    caddr: Addr::v4([10, 77, 2, (i >> 8) as u8]),
+                    cport: i as u16,
+                    vaddr: Addr::v4([10, 77, 0, 100]),
+                    vport: 80,
+                    daddr: Addr::v4([10, 77, 1, 11]),
+                    dport: 80,
+                    lip: 0,
+                    lport: 0,
+                    fwd: 0,
+                    svc_id: 0,
+                    dest_id: 0,
+                    control: 0,
+                    state: 1,
+                    flags: 0,
+                    expires,
+                    timeout: 900,
+                })
+                .unwrap();
+        }
+        let state = Arc::new(Mutex::new(State::new(engine, Knobs::default(), Vec::new())));
+        let dir = temp_dir("stall");
+        let path = dir.join("xvsd.sock");
+        let listener = bind(&path).unwrap();
+        {
+            let st = state.clone();
+            std::thread::spawn(move || serve(listener, st));
+        }
+        let mut c = UnixStream::connect(&path).unwrap();
+        write_frame(&mut c, &Request::ListConns).unwrap();
+        std::thread::sleep(WRITE_TIMEOUT + Duration::from_secs(2));
+        // Meanwhile others are served.
+        let mut other = UnixStream::connect(&path).unwrap();
+        write_frame(&mut other, &Request::GetTimeouts).unwrap();
+        let r: Option<Response> = read_frame(&mut other, 1 << 20).unwrap();
+        assert_eq!(r, Some(Response::Timeouts(900, 120, 300)));
+        // What was buffered arrives, then the end: no final chunk.
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("closed by xvsd");
+        assert!(got.len() > 100_000, "{} bytes", got.len());
+        let text = String::from_utf8_lossy(&got);
+        assert!(!text.contains("\"more\":false"));
     }
 
     /// A fresh temporary directory, removed on drop (also when a test fails).
