@@ -6,6 +6,8 @@
 //! the kernel and the raw AF_XDP ceiling on veths; `gen` and `sink` are its
 //! generator and counter as commands of their own.
 
+#![forbid(unsafe_code)]
+
 mod cpu;
 mod engine;
 mod gen;

@@ -4,6 +4,8 @@
 //! values. The AF_XDP layer and the daemon are thin loops around this crate, so
 //! everything here is testable and benchmarkable in memory.
 
+#![forbid(unsafe_code)]
+
 pub mod addr;
 pub mod conn;
 pub mod engine;

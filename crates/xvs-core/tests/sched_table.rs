@@ -371,9 +371,10 @@ fn deleting_a_service_trashes_its_dests_and_readding_revives() {
     let other = t.get(&k2).unwrap().dests[0].clone();
     assert!(!Arc::ptr_eq(&other, &a));
     assert_ne!(other.id, a.id);
-    // The service comes back (new id: the lowest free), the dest is revived.
+    // The service comes back (a new id: never-used ids go before freed ones,
+    // whose connections may still count on them), the dest is revived.
     t.add_service(ServiceSpec::new(k)).unwrap();
-    assert_eq!(t.get(&k).unwrap().id, 0);
+    assert_eq!(t.get(&k).unwrap().id, 2);
     t.add_dest(&k, dest("10.77.1.1", 2)).unwrap();
     let back = t.get(&k).unwrap().dests[0].clone();
     assert!(Arc::ptr_eq(&back, &a));
@@ -409,7 +410,7 @@ fn limits() {
     );
     t.purge_trash();
     t.add_dest(&k2, dest("10.77.1.4", 1)).unwrap();
-    // A freed service id is reused.
+    // A freed service id is reused when no other is left.
     t.del_service(&k1).unwrap();
     t.add_service(ServiceSpec::new(k3)).unwrap();
     assert_eq!(t.get(&k3).unwrap().id, 0);
@@ -441,7 +442,19 @@ fn edit_service_replaces_settings_and_keeps_place_and_id() {
     assert!(t.services().is_empty());
     assert_eq!(t.trash_len(), 1);
     t.add_service(ServiceSpec::new(k2)).unwrap();
+    assert_eq!(t.get(&k2).unwrap().id, 2, "never-used ids first");
+    // Then freed ids, oldest freed first.
+    let mut t = ServiceTable::with_limits(3, 8);
+    for k in [k1, k2, tcp("10.77.0.3", 80)] {
+        t.add_service(ServiceSpec::new(k)).unwrap();
+    }
+    t.del_service(&k2).unwrap();
+    t.del_service(&k1).unwrap();
+    t.add_service(ServiceSpec::new(k1)).unwrap();
+    assert_eq!(t.get(&k1).unwrap().id, 1);
+    t.add_service(ServiceSpec::new(k2)).unwrap();
     assert_eq!(t.get(&k2).unwrap().id, 0);
+    assert_ne!(t.get(&k1).unwrap().serial, t.get(&k2).unwrap().serial);
 }
 
 #[test]

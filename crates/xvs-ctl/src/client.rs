@@ -1,6 +1,8 @@
 //! Talking to xvsd.
 
-use crate::proto::{read_frame, write_frame, FrameError, Request, Response, MAX_REPLY};
+use crate::proto::{
+    read_frame, write_frame, ConnInfo, ErrorReply, FrameError, Request, Response, MAX_REPLY,
+};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,8 @@ pub enum ClientError {
     Frame(#[from] FrameError),
     #[error("xvsd closed the connection")]
     Closed,
+    #[error("unexpected reply from xvsd: {0:?}")]
+    Unexpected(Box<Response>),
 }
 
 /// A connection to xvsd.
@@ -45,7 +49,40 @@ impl Client {
 
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        write_frame(&mut self.stream, req)?;
+        if let Err(e) = write_frame(&mut self.stream, req) {
+            // xvsd may have said why before it hung up (too many clients).
+            if let Ok(Some(r @ Response::Error(_))) = read_frame(&mut self.stream, MAX_REPLY) {
+                return Ok(r);
+            }
+            return Err(e.into());
+        }
         read_frame(&mut self.stream, MAX_REPLY)?.ok_or(ClientError::Closed)
+    }
+
+    /// Lists the connections: `chunk` gets each part of the listing as it
+    /// arrives, so memory stays bounded whatever the table holds, and returns
+    /// false to stop early (the connection is then shut, as the rest of the
+    /// listing is left unread). `Ok(Some(_))` is xvsd's refusal.
+    pub fn list_conns(
+        &mut self,
+        mut chunk: impl FnMut(&[ConnInfo]) -> bool,
+    ) -> Result<Option<ErrorReply>, ClientError> {
+        let mut reply = self.call(&Request::ListConns)?;
+        loop {
+            match reply {
+                Response::Conns { conns, more } => {
+                    if !chunk(&conns) {
+                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                        return Ok(None);
+                    }
+                    if !more {
+                        return Ok(None);
+                    }
+                }
+                Response::Error(e) => return Ok(Some(e)),
+                r => return Err(ClientError::Unexpected(Box::new(r))),
+            }
+            reply = read_frame(&mut self.stream, MAX_REPLY)?.ok_or(ClientError::Closed)?;
+        }
     }
 }

@@ -1013,8 +1013,8 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             Id::Laddr => {
                 set_option(&mut e, O_LADDR)?;
                 match v.parse::<IpAddr>() {
-                    Ok(a) => e.laddr = Some(a),
-                    Err(_) => return fail(format!("illegal local address `{v}' specified")),
+                    Ok(a) if crate::check::check_laddr(&a).is_ok() => e.laddr = Some(a),
+                    _ => return fail(format!("illegal local address `{v}' specified")),
                 }
             }
         }

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use xvs_core::engine::{Rates, Totals};
 use xvs_core::service::{DestSpec, ServiceKey, ServiceSpec};
 
-/// Version of the protocol; a daemon refuses clients of another major version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the protocol; a daemon refuses clients of another version.
+/// 2: the connection listing is streamed in chunks ([`Response::Conns`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest request frame.
 pub const MAX_REQUEST: usize = 1 << 20;
 /// Largest reply frame.
@@ -64,6 +65,8 @@ pub enum Request {
     Batch(Vec<Op>),
     /// All services, or one.
     ListServices(Option<ServiceKey>),
+    /// Every connection and template: answered by a stream of
+    /// [`Response::Conns`] frames, the last with `more: false`.
     ListConns,
     GetTimeouts,
     GetDaemons,
@@ -90,8 +93,10 @@ pub struct ServiceInfo {
     pub dests: Vec<DestInfo>,
 }
 
-/// One connection or template as `-c` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One connection or template as `-c` lists it. On the wire it is a JSON
+/// array in field order, not an object: a listing may hold millions of them,
+/// and the field names would be most of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
     /// "TCP", "UDP", or "IP" (fwmark templates).
     pub proto: String,
@@ -104,6 +109,73 @@ pub struct ConnInfo {
     pub daddr: IpAddr,
     pub dport: u16,
     pub template: bool,
+}
+
+/// [`ConnInfo`]'s wire form (serialising).
+#[derive(Serialize)]
+struct ConnRowRef<'a>(
+    &'a str,
+    u32,
+    &'a str,
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    bool,
+);
+
+/// [`ConnInfo`]'s wire form (deserialising).
+#[derive(Deserialize)]
+struct ConnRow(
+    String,
+    u32,
+    String,
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    bool,
+);
+
+impl Serialize for ConnInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ConnRowRef(
+            &self.proto,
+            self.expire_secs,
+            &self.state,
+            self.caddr,
+            self.cport,
+            self.vaddr,
+            self.vport,
+            self.daddr,
+            self.dport,
+            self.template,
+        )
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ConnRow(proto, expire_secs, state, caddr, cport, vaddr, vport, daddr, dport, template) =
+            ConnRow::deserialize(d)?;
+        Ok(ConnInfo {
+            proto,
+            expire_secs,
+            state,
+            caddr,
+            cport,
+            vaddr,
+            vport,
+            daddr,
+            dport,
+            template,
+        })
+    }
 }
 
 /// Why a request failed.
@@ -128,7 +200,12 @@ pub enum Response {
         conn_tab_size: u32,
         services: Vec<ServiceInfo>,
     },
-    Conns(Vec<ConnInfo>),
+    /// A chunk of the connection listing, in table order (as ipvsadm lists
+    /// /proc's, unsorted); `more` says whether other chunks follow.
+    Conns {
+        conns: Vec<ConnInfo>,
+        more: bool,
+    },
     Timeouts(u32, u32, u32),
     Daemons(Vec<DaemonSpec>),
     Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
@@ -200,5 +277,31 @@ mod tests {
         assert!(read_frame::<Request>(&mut [].as_slice(), MAX_REQUEST)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn connections_travel_as_arrays() {
+        let c = ConnInfo {
+            proto: "TCP".into(),
+            expire_secs: 899,
+            state: "ESTABLISHED".into(),
+            caddr: "10.77.0.2".parse().unwrap(),
+            cport: 40000,
+            vaddr: "fd77::100".parse().unwrap(),
+            vport: 80,
+            daddr: "10.77.1.11".parse().unwrap(),
+            dport: 8080,
+            template: false,
+        };
+        let r = Response::Conns {
+            conns: vec![c],
+            more: true,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"Conns":{"conns":[["TCP",899,"ESTABLISHED","10.77.0.2",40000,"fd77::100",80,"10.77.1.11",8080,false]],"more":true}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), r);
     }
 }

@@ -7,6 +7,8 @@
 //! hop is unknown asks the kernel to resolve it by sending it a probe datagram
 //! (the frame that needed it is dropped and counted, never sent with a wrong MAC).
 
+#![forbid(unsafe_code)]
+
 pub mod msg;
 
 use arc_swap::ArcSwap;

@@ -6,6 +6,8 @@
 //! the mode's rules. Dropping the [`Lab`] removes all of it; the CLI keeps it
 //! and `xvs-lab down` (or [`teardown`]) removes it later.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod lab;
 pub mod pattern;

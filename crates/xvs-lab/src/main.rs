@@ -1,6 +1,8 @@
 //! `xvs-lab`: builds and tears down xvs's veth + netns labs, and runs the lab
 //! real servers (`xvs-lab serve`).
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;

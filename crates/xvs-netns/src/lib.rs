@@ -5,6 +5,8 @@
 //! [`Netns::run`] runs a closure on a thread that has entered the namespace, so
 //! tests can use std sockets inside it.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::process::{Child, Command, Output, Stdio};
 use thiserror::Error;

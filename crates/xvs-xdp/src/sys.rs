@@ -92,21 +92,29 @@ pub fn getsockopt<T: Copy>(
     Ok(len as usize)
 }
 
-/// The number of possible CPUs (the length of per-CPU map values). An error
-/// when the list cannot be read or parsed: a buffer sized from a guess would
-/// let the kernel write past it.
-pub fn possible_cpus() -> std::io::Result<usize> {
-    let path = "/sys/devices/system/cpu/possible";
-    let s = std::fs::read_to_string(path)?;
+/// The number of possible CPUs: the kernel writes that many values into the
+/// buffer of a per-CPU map lookup, so a guess that is too small would let it
+/// write past the buffer. There is no fallback: an unreadable or malformed
+/// list is an error.
+pub fn possible_cpus() -> Result<usize> {
+    cpus_in_file(std::path::Path::new("/sys/devices/system/cpu/possible"))
+}
+
+/// The number of CPUs listed in `path` (a kernel CPU list).
+fn cpus_in_file(path: &std::path::Path) -> Result<usize> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| crate::error::os(format!("reading {}", path.display()), e))?;
     parse_cpu_list(&s).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{path}: cannot parse {:?}", s.trim()),
-        )
+        Error::Invalid(format!(
+            "{}: malformed CPU list {:?}",
+            path.display(),
+            s.trim()
+        ))
     })
 }
 
-/// Counts the CPUs of a kernel CPU list ("0-3", "0,2-3", "0").
+/// Counts the CPUs of a kernel CPU list ("0-3", "0,2-3", "5"); None unless
+/// every part is a number or an increasing range.
 fn parse_cpu_list(s: &str) -> Option<usize> {
     let mut n = 0usize;
     for part in s.trim().split(',') {
@@ -120,9 +128,9 @@ fn parse_cpu_list(s: &str) -> Option<usize> {
         if b < a {
             return None;
         }
-        n += b - a + 1;
+        n = n.checked_add(b - a + 1)?;
     }
-    (n > 0).then_some(n)
+    Some(n)
 }
 
 /// An anonymous shared memory mapping, unmapped on drop.
@@ -207,17 +215,38 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod cpu_tests {
-    use super::parse_cpu_list;
+mod tests {
+    use super::*;
 
     #[test]
-    fn cpu_lists() {
+    fn cpu_lists_are_counted_exactly() {
         assert_eq!(parse_cpu_list("0-1\n"), Some(2));
-        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
         assert_eq!(parse_cpu_list("0"), Some(1));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("3-1"), None);
-        assert_eq!(parse_cpu_list("a-b"), None);
-        assert!(super::possible_cpus().unwrap() >= 1);
+        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        assert_eq!(parse_cpu_list("0-3,8-11\n"), Some(8));
+    }
+
+    #[test]
+    fn malformed_cpu_lists_are_refused() {
+        for bad in ["", "\n", "0-", "-1", "3-1", "a", "0,,1", "0-1,x", "1.5"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_or_malformed_list_is_an_error_not_one_cpu() {
+        let e = cpus_in_file(std::path::Path::new("/nonexistent/cpu/possible")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/cpu/possible"), "{e}");
+        let f = std::env::temp_dir().join(format!("xvs-cpus-{}", std::process::id()));
+        std::fs::write(&f, "garbage\n").unwrap();
+        let e = cpus_in_file(&f).unwrap_err();
+        std::fs::remove_file(&f).unwrap();
+        assert!(
+            e.to_string().contains("malformed CPU list \"garbage\""),
+            "{e}"
+        );
+        // This machine's list reads, and counts at least the CPUs we can use.
+        let n = possible_cpus().unwrap();
+        assert!(n >= std::thread::available_parallelism().map_or(1, |p| p.get()));
     }
 }

@@ -455,6 +455,14 @@ pub fn list_service(svc: &ServiceInfo, format: u32, names: &dyn Names) -> String
 /// the short form even with `--persistent-conn`, as ipvsadm does for rows
 /// without them.
 pub fn list_conns(conns: &[ConnInfo], format: u32, names: &dyn Names) -> String {
+    let mut out = conns_header(format);
+    out.push_str(&conn_rows(conns, format, names));
+    out
+}
+
+/// The title and column titles of [`list_conns`] (printed before the rows,
+/// which arrive in chunks).
+pub fn conns_header(format: u32) -> String {
     let mut out = String::from("IPVS connection entries\n");
     if format & fmt::PERSISTENTCONN != 0 {
         let _ = writeln!(
@@ -469,6 +477,12 @@ pub fn list_conns(conns: &[ConnInfo], format: u32, names: &dyn Names) -> String 
             "state", "source", "virtual"
         );
     }
+    out
+}
+
+/// The rows of [`list_conns`] for some connections.
+pub fn conn_rows(conns: &[ConnInfo], format: u32, names: &dyn Names) -> String {
+    let mut out = String::new();
     let numeric = format & fmt::NUMERIC != 0;
     for c in conns {
         let proto = match c.proto.as_str() {

@@ -20,6 +20,8 @@
 //! - `-S` also saves FULLNAT local addresses as `-P <service> -z <laddr>`
 //!   lines, so `-S | -C; -R` restores them too.
 
+#![forbid(unsafe_code)]
+
 pub mod format;
 pub mod sort;
 
@@ -43,6 +45,8 @@ struct Io<'a> {
     err: &'a mut dyn Write,
     /// Prefix of xvsadm's own messages (basename of argv\[0\]).
     me: String,
+    /// The reader of `out` has gone (a closed pipe).
+    out_closed: bool,
 }
 
 impl Io<'_> {
@@ -59,7 +63,10 @@ impl Io<'_> {
         {
             Ok(()) => 0,
             // A closed pipe (`xvsadm -L | head`) is not worth a message.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.out_closed = true;
+                0
+            }
             Err(e) => {
                 let me = self.me.clone();
                 self.fail(&format!("{me}: writing output: {e}"), EXIT_LIST)
@@ -163,7 +170,12 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "xvsadm".into());
-    let mut io = Io { out, err, me };
+    let mut io = Io {
+        out,
+        err,
+        me,
+        out_closed: false,
+    };
     let (socket, argv) = match take_socket(args) {
         Ok(x) => x,
         Err(e) => {
@@ -206,6 +218,10 @@ fn execute(
         }
     };
     match cmd {
+        Command::List {
+            what: ListWhat::Conns,
+            format,
+        } => list_conns(c, format, names(format), io),
         Command::List { what, format } => {
             let req = match &what {
                 ListWhat::All => Request::ListServices(None),
@@ -234,9 +250,6 @@ fn execute(
                         Some(s) => format::list_service(s, format, names(format)),
                         None => return Err(io.fail("No such service", EXIT_LIST)),
                     }
-                }
-                (ListWhat::Conns, Response::Conns(conns)) => {
-                    format::list_conns(&conns, format, names(format))
                 }
                 (ListWhat::Timeout, Response::Timeouts(a, b, c)) => format::timeouts(a, b, c),
                 (ListWhat::Daemon, Response::Daemons(d)) => format::daemons(&d),
@@ -293,6 +306,29 @@ fn execute(
                 Response::Error(e) => Err(io.fail(&e.message, EXIT_OP)),
                 r => Err(unexpected(io, &r, EXIT_OP)),
             }
+        }
+    }
+}
+
+/// `-L -c`: the rows are printed as their chunks arrive, so neither side
+/// holds the whole listing (it may have millions of rows). Table order, as
+/// ipvsadm prints /proc's order.
+fn list_conns(c: &mut Client, format: u32, names: &dyn Names, io: &mut Io) -> Result<i32, i32> {
+    let mut header = Some(format::conns_header(format));
+    let mut code = 0;
+    let r = c.list_conns(|conns| {
+        let mut text = header.take().unwrap_or_default();
+        text.push_str(&format::conn_rows(conns, format, names));
+        code = io.print(&text);
+        // A closed pipe (`xvsadm -L -c | head`) or a failed write: stop.
+        code == 0 && !io.out_closed
+    });
+    match r {
+        Ok(None) => Ok(code),
+        Ok(Some(e)) => Err(io.fail(&e.message, EXIT_LIST)),
+        Err(e) => {
+            let me = io.me.clone();
+            Err(io.fail(&format!("{me}: {e}"), EXIT_LIST))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `xvsadm`: the ipvsadm-compatible CLI of xvs.
 
+#![forbid(unsafe_code)]
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = xvsadm::run(

@@ -4,6 +4,8 @@
 //! and its connection table, the data-plane workers, a housekeeping thread
 //! (expiry, rates) and an optional Prometheus endpoint.
 
+#![forbid(unsafe_code)]
+
 mod clock;
 mod config;
 mod control;

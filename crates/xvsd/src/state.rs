@@ -2,13 +2,14 @@
 //! can change, applied to the engine as a new snapshot after every change.
 
 use crate::dataplane::{rule_keys, SteerSync};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use xvs_core::conn::table::{flags, tick_of, TEMPLATE_PROTO};
+use xvs_core::conn::table::MAX_LIPS;
+use xvs_core::conn::table::{flags, ConnView, Tick, TEMPLATE_PROTO};
 use xvs_core::conn::Timeouts;
 use xvs_core::engine::housekeep::state_name;
-use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet, Totals};
+use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
 use xvs_core::time::Time;
@@ -33,9 +34,6 @@ pub struct State {
     pub marks: Vec<MarkRule>,
     pub daemons: Vec<DaemonSpec>,
     pub laddrs: BTreeMap<String, (ServiceKey, Vec<IpAddr>)>,
-    /// Counter baselines set by `-Z`, by service id and dest id.
-    zero_svc: HashMap<u32, Totals>,
-    zero_dest: HashMap<u32, Totals>,
     pub engine: Arc<Engine>,
     /// The data plane's steering map, kept in step with every rule change
     /// (None without data interfaces).
@@ -44,13 +42,6 @@ pub struct State {
 
 fn key_id(k: &ServiceKey) -> String {
     format!("{k}")
-}
-
-fn minus(t: Totals, b: Option<&Totals>) -> Totals {
-    match b {
-        Some(b) => t.minus(b),
-        None => t,
-    }
 }
 
 impl State {
@@ -62,8 +53,6 @@ impl State {
             marks,
             daemons: Vec::new(),
             laddrs: BTreeMap::new(),
-            zero_svc: HashMap::new(),
-            zero_dest: HashMap::new(),
             engine,
             steer: None,
         };
@@ -94,8 +83,10 @@ impl State {
         )
     }
 
-    /// Applies one op (without publishing).
+    /// Applies one op (without publishing). Ops are checked here, whoever sent
+    /// them: a control-socket client need not be xvsadm.
     fn apply_one(&mut self, op: &Op) -> Result<(), OpError> {
+        xvs_ctl::check::check_op(op).map_err(OpError)?;
         match op {
             Op::AddService(s) => self.table.add_service(s.clone())?,
             Op::EditService(s) => self.table.edit_service(s.clone())?,
@@ -120,9 +111,9 @@ impl State {
                     None => self.table.services().to_vec(),
                 };
                 for s in svcs {
-                    self.zero_svc.insert(s.id, self.engine.service_totals(s.id));
+                    self.engine.zero_service(s.id);
                     for d in &s.dests {
-                        self.zero_dest.insert(d.id, self.engine.dest_totals(d.id));
+                        self.engine.zero_dest(d.id);
                     }
                 }
             }
@@ -173,6 +164,30 @@ impl State {
                     return Err(OpError("Local address already exists".into()));
                 }
                 e.1.push(*a);
+                // Refused now rather than left out of the rules: ids are held
+                // by every pool's addresses and by removed ones still in use.
+                let listed: usize = self.laddrs.values().map(|(_, l)| l.len()).sum();
+                let fits = listed + self.engine.lip_ids_held() <= MAX_LIPS || {
+                    // Near the bound: count exactly (pools may share addresses).
+                    let all: HashSet<IpAddr> = self
+                        .laddrs
+                        .values()
+                        .flat_map(|(_, l)| l.iter().copied())
+                        .collect();
+                    self.engine.lips_fit(&all)
+                };
+                if !fits {
+                    if let Some(e) = self.laddrs.get_mut(&key_id(k)) {
+                        e.1.retain(|x| x != a);
+                        if e.1.is_empty() {
+                            self.laddrs.remove(&key_id(k));
+                        }
+                    }
+                    return Err(OpError(format!(
+                        "Too many local addresses: xvsd holds at most {MAX_LIPS}, \
+                         counting removed ones until their connections end"
+                    )));
+                }
             }
             Op::DelLaddr(k, a) => {
                 if self.table.get(k).is_none() {
@@ -209,14 +224,13 @@ impl State {
             marks: self.marks.clone(),
             daemons: self.daemons.clone(),
             laddrs: self.laddrs.clone(),
-            zero_svc: HashMap::new(),
-            zero_dest: HashMap::new(),
             engine: self.engine.clone(),
             steer: None,
         };
         for (i, op) in ops.iter().enumerate() {
             // Zeroing touches only counters: nothing to validate beyond the key.
             if let Op::Zero(Some(k)) = op {
+                xvs_ctl::check::check_op(op).map_err(|e| (i, OpError(e)))?;
                 if dry.table.get(k).is_none() {
                     return Err((i, ServiceError::NoSuchService.into()));
                 }
@@ -289,7 +303,7 @@ impl State {
             .iter()
             .map(|s| ServiceInfo {
                 spec: s.spec.clone(),
-                stats: minus(self.engine.service_totals(s.id), self.zero_svc.get(&s.id)),
+                stats: self.engine.service_totals(s.id),
                 rates: self.engine.service_rates(s.id),
                 dests: s
                     .dests
@@ -299,7 +313,7 @@ impl State {
                         activeconns: d.activeconns(),
                         inactconns: d.inactconns(),
                         persistconns: d.persistconns(),
-                        stats: minus(self.engine.dest_totals(d.id), self.zero_dest.get(&d.id)),
+                        stats: self.engine.dest_totals(d.id),
                         rates: self.engine.dest_rates(d.id),
                     })
                     .collect(),
@@ -311,39 +325,6 @@ impl State {
         }
     }
 
-    /// `-c` data: every connection and template.
-    pub fn list_conns(&self) -> Vec<ConnInfo> {
-        let conns = &self.engine.conns;
-        let now = tick_of(self.now());
-        let mut out = Vec::new();
-        conns.for_each_live(|v| {
-            let template = v.flags() & flags::TEMPLATE != 0;
-            let proto = v.proto & !TEMPLATE_PROTO;
-            let left = conns.expires(v.idx).wrapping_sub(now) as i32;
-            if !template && left < 0 {
-                return; // expired, only waiting for the sweep
-            }
-            out.push(ConnInfo {
-                proto: match proto {
-                    6 => "TCP",
-                    17 => "UDP",
-                    _ => "IP",
-                }
-                .into(),
-                expire_secs: (left.max(0) as u32) / 100,
-                state: state_name(proto, template, v.state()).into(),
-                caddr: v.caddr.to_ip(),
-                cport: v.cport,
-                vaddr: v.vaddr.to_ip(),
-                vport: v.vport,
-                daddr: v.daddr.to_ip(),
-                dport: v.dport,
-                template,
-            });
-        });
-        out
-    }
-
     /// The laddr pools, of one service or all.
     pub fn list_laddrs(&self, key: Option<&ServiceKey>) -> Vec<(ServiceKey, Vec<IpAddr>)> {
         self.laddrs
@@ -352,6 +333,35 @@ impl State {
             .cloned()
             .collect()
     }
+}
+
+/// A connection or template as `-c` lists it, from its table entry and expiry
+/// tick, at tick `now`; None for a connection that has expired and only waits
+/// for the sweep.
+pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
+    let template = v.flags() & flags::TEMPLATE != 0;
+    let proto = v.proto & !TEMPLATE_PROTO;
+    let left = expires.wrapping_sub(now) as i32;
+    if !template && left < 0 {
+        return None;
+    }
+    Some(ConnInfo {
+        proto: match proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "IP",
+        }
+        .into(),
+        expire_secs: (left.max(0) as u32) / 100,
+        state: state_name(proto, template, v.state()).into(),
+        caddr: v.caddr.to_ip(),
+        cport: v.cport,
+        vaddr: v.vaddr.to_ip(),
+        vport: v.vport,
+        daddr: v.daddr.to_ip(),
+        dport: v.dport,
+        template,
+    })
 }
 
 #[cfg(test)]
@@ -399,6 +409,106 @@ mod tests {
         s.apply_batch(&ops[..2]).unwrap();
         assert_eq!(s.table.services().len(), 1);
         assert_eq!(s.engine.snapshot().services().count(), 1, "published");
+    }
+
+    /// What xvsadm would refuse, a raw control client cannot set either: a
+    /// `--set` timeout of 248.5 days (2^31 ticks) would wrap the expiry
+    /// comparison and every new connection would be born expired.
+    #[test]
+    fn ops_are_checked_whoever_sends_them() {
+        let mut s = state();
+        let before = s.timeouts;
+        assert_eq!(
+            s.apply(&Op::SetTimeouts(21_474_837, 0, 0)).unwrap_err().0,
+            "invalid timeout value `21474837' specified"
+        );
+        assert_eq!(s.timeouts, before, "nothing changed");
+        let mut spec = ServiceSpec::new(key(80));
+        spec.flags = xvs_core::service::SvcFlags(xvs_core::service::SvcFlags::PERSISTENT);
+        spec.timeout = u32::MAX;
+        assert_eq!(
+            s.apply(&Op::AddService(spec.clone())).unwrap_err().0,
+            "invalid timeout value `4294967295' specified"
+        );
+        assert!(s.table.services().is_empty());
+        // In a batch too, with the index of the op.
+        spec.timeout = 360;
+        let mut d = DestSpec::new("10.77.1.11".parse().unwrap(), 80);
+        d.weight = 70_000;
+        let (i, e) = s
+            .apply_batch(&[Op::AddService(spec), Op::AddDest(key(80), d)])
+            .unwrap_err();
+        assert_eq!((i, e.0.as_str()), (1, "illegal weight specified"));
+        assert!(s.table.services().is_empty());
+        // A bad -Z in a batch is found by the trial run: nothing applied.
+        let (i, e) = s
+            .apply_batch(&[
+                Op::SetTimeouts(1000, 0, 0),
+                Op::Zero(Some(ServiceKey::Fwmark {
+                    mark: 0,
+                    af: xvs_core::service::Af::V4,
+                })),
+            ])
+            .unwrap_err();
+        assert_eq!((i, e.0.as_str()), (1, "invalid fwmark value `0' specified"));
+        assert_eq!(s.timeouts, before);
+        s.apply(&Op::SetTimeouts(2_678_400, 0, 0)).unwrap();
+        assert_eq!(s.timeouts.listed().0, 2_678_400);
+    }
+
+    /// The local-address registry has MAX_LIPS ids: one address too many is
+    /// refused at `-P` time (it used to be accepted, listed by `-G` and left
+    /// without an id), and a removed address frees its id once no connection
+    /// can hold it.
+    #[test]
+    fn local_addresses_beyond_the_registry_are_refused_at_add_time() {
+        let mut s = state();
+        s.apply(&Op::AddService(ServiceSpec::new(key(80)))).unwrap();
+        let addr = |i: usize| -> IpAddr {
+            format!("10.78.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        };
+        let ops: Vec<Op> = (0..MAX_LIPS)
+            .map(|i| Op::AddLaddr(key(80), addr(i)))
+            .collect();
+        s.apply_batch(&ops).unwrap();
+        let err = s
+            .apply(&Op::AddLaddr(key(80), addr(MAX_LIPS)))
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            err,
+            "Too many local addresses: xvsd holds at most 4096, counting removed ones until their connections end"
+        );
+        let listed = s.list_laddrs(None);
+        assert_eq!(
+            listed[0].1.len(),
+            MAX_LIPS,
+            "the refused address is not listed"
+        );
+        let svc = s.table.get(&key(80)).unwrap().id;
+        assert_eq!(
+            s.engine.snapshot().lips(svc).len(),
+            MAX_LIPS,
+            "every listed address has an id"
+        );
+        // In a batch, the op is named.
+        let (i, _) = s
+            .apply_batch(&[
+                Op::SetTimeouts(0, 0, 0),
+                Op::AddLaddr(key(80), addr(MAX_LIPS)),
+            ])
+            .unwrap_err();
+        assert_eq!(i, 1);
+        // A removed address holds its id until sweeps show no connection has it.
+        s.apply(&Op::DelLaddr(key(80), addr(0))).unwrap();
+        assert!(s.apply(&Op::AddLaddr(key(80), addr(MAX_LIPS))).is_err());
+        let now = s.now();
+        s.engine.housekeep_all(now);
+        s.engine.housekeep_all(now);
+        s.apply(&Op::AddLaddr(key(80), addr(MAX_LIPS))).unwrap();
+        assert_eq!(s.engine.snapshot().lips(svc).len(), MAX_LIPS);
     }
 
     #[test]

@@ -358,19 +358,39 @@ impl ConnTable {
         self.memory_bytes() as f64 / self.entries.len() as f64
     }
 
-    /// Registers a FULLNAT local address and returns its id (the same id if known).
+    /// Registers a FULLNAT local address and returns its id: the same id if it is
+    /// registered, else the lowest freed one, else a new one; None when all
+    /// [`MAX_LIPS`] ids are taken. The unspecified address marks a free id and
+    /// is never registered. Only the control plane registers and frees, one
+    /// call at a time (the engine's lock).
     pub fn register_lip(&self, addr: Addr) -> Option<u16> {
+        if addr == Addr::UNSPECIFIED {
+            return None;
+        }
         let n = self.lip_count.load(Acquire) as usize;
         if let Some(i) = (0..n).find(|&i| load_addr(&self.lips[i]) == addr) {
+            return Some(i as u16);
+        }
+        if let Some(i) = (0..n).find(|&i| load_addr(&self.lips[i]) == Addr::UNSPECIFIED) {
+            store_addr(&self.lips[i], &addr);
             return Some(i as u16);
         }
         if n >= MAX_LIPS {
             return None;
         }
-        // Only the control plane registers; publish the address before the count.
+        // Publish the address before the count.
         store_addr(&self.lips[n], &addr);
         self.lip_count.store(n as u32 + 1, Release);
         Some(n as u16)
+    }
+
+    /// Frees local address id `id` for [`ConnTable::register_lip`]. The caller
+    /// guarantees that no connection holds it any more (their reply keys are
+    /// read through it).
+    pub fn free_lip(&self, id: u16) {
+        if let Some(l) = self.lips.get(id as usize) {
+            store_addr(l, &Addr::UNSPECIFIED);
+        }
     }
 
     /// The address of local address id `id`.

@@ -1,7 +1,9 @@
 //! Work off the fast path, run by the daemon's housekeeping thread (or a test
 //! with a manual clock): expiring connections and templates, settling dest
-//! counters, estimating rates every 2 s, and the DoS defence levels.
+//! counters, freeing the ids of removed local addresses once no connection
+//! holds them, estimating rates every 2 s, and the DoS defence levels.
 
+use super::lips;
 use super::stats::{Estimator, Rates, Totals, ESTIMATOR_INTERVAL_SECS};
 use super::Engine;
 use crate::conn::table::{flags, secs_to_ticks, tick_after, tick_of, ConnView};
@@ -17,9 +19,18 @@ const TEMPLATE_REARM_SECS: u32 = 60;
 #[derive(Debug, Default)]
 pub struct State {
     cursor: u32,
+    /// Number of the sweep pass in progress.
+    pass: u64,
+    /// Local-address ids held by the connections this pass has visited.
+    lips_seen: Vec<u64>,
+}
+
+/// The rate estimators, by service and dest id.
+#[derive(Debug, Default)]
+pub struct Estimators {
     last_estimate: Option<Time>,
-    svc_est: HashMap<u32, Estimator>,
-    dest_est: HashMap<u32, Estimator>,
+    pub(crate) svc: HashMap<u32, Estimator>,
+    pub(crate) dest: HashMap<u32, Estimator>,
     total_est: Option<Estimator>,
 }
 
@@ -40,9 +51,21 @@ impl Engine {
         let snap = self.snapshot();
         let tick = tick_of(now);
         let mut out = Swept::default();
+        if st.cursor == 0 {
+            st.pass = self
+                .lip_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .start_pass();
+            st.lips_seen = lips::lip_bitset();
+        }
+        let mut lips_seen = std::mem::take(&mut st.lips_seen);
         let mut expire = |v: ConnView, exp: u32| {
             out.visited += 1;
             let fl = v.flags();
+            if fl & flags::FULLNAT != 0 {
+                lips::mark(&mut lips_seen, v.lip);
+            }
             let dest = snap.dest(v.dest_id);
             let nodest = snap.knobs.expire_nodest_conn
                 && fl & flags::TEMPLATE == 0
@@ -72,6 +95,14 @@ impl Engine {
             }
         };
         st.cursor = self.conns.scan(st.cursor, budget, &mut expire);
+        if st.cursor == 0 {
+            // The pass is complete: what it did not meet, no connection holds.
+            self.lip_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .end_pass(st.pass, &lips_seen, &self.conns);
+        }
+        st.lips_seen = lips_seen;
         for svc in snap.services() {
             // lblc/lblcr table GC (rate-limited inside the scheduler).
             svc.sched.gc(now);
@@ -127,19 +158,20 @@ impl Engine {
 
     /// Runs the 2-second rate estimator if its time has come.
     fn estimate(&self, now: Time) {
-        let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        // The snapshot first: publish takes the estimators' lock under its own.
+        let snap = self.snapshot();
+        let mut st = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(last) = st.last_estimate {
             if now.since(last) < ESTIMATOR_INTERVAL_SECS * 1_000_000_000 {
                 return;
             }
         }
         st.last_estimate = Some(now);
-        let snap = self.snapshot();
         let mut all = Totals::default();
         for s in snap.services() {
             for d in &s.dests {
                 let t = self.dest_totals(d.id);
-                st.dest_est
+                st.dest
                     .entry(d.id)
                     .or_insert_with(|| Estimator::new(t))
                     .update(t);
@@ -151,7 +183,7 @@ impl Engine {
             all.outpkts += t.outpkts;
             all.inbytes += t.inbytes;
             all.outbytes += t.outbytes;
-            st.svc_est
+            st.svc
                 .entry(id)
                 .or_insert_with(|| Estimator::new(t))
                 .update(t);
@@ -163,30 +195,25 @@ impl Engine {
 
     /// Estimated rates of service `id`.
     pub fn service_rates(&self, id: u32) -> Rates {
-        let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
-        st.svc_est
-            .get(&id)
-            .map(Estimator::rates)
-            .unwrap_or_default()
+        let st = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        st.svc.get(&id).map(Estimator::rates).unwrap_or_default()
     }
 
     /// Estimated rates of dest `id`.
     pub fn dest_rates(&self, id: u32) -> Rates {
-        let st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
-        st.dest_est
-            .get(&id)
-            .map(Estimator::rates)
-            .unwrap_or_default()
+        let st = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        st.dest.get(&id).map(Estimator::rates).unwrap_or_default()
     }
 
-    /// Forgets the rate history of removed services and dests.
+    /// Forgets the rate history of a service or dest (publish does it for new
+    /// and removed ones, `-Z` for zeroed ones).
     pub fn forget_rates(&self, svc_id: Option<u32>, dest_id: Option<u32>) {
-        let mut st = self.housekeeping.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = svc_id {
-            st.svc_est.remove(&id);
+            st.svc.remove(&id);
         }
         if let Some(id) = dest_id {
-            st.dest_est.remove(&id);
+            st.dest.remove(&id);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! id, dests by id, FULLNAT local addresses, the fwmark table, timeouts and knobs.
 
 use crate::addr::Addr;
-use crate::conn::{ConnTable, Timeouts};
+use crate::conn::Timeouts;
 use crate::service::table::{Service, ServiceTable};
 use crate::service::{Af, Dest, ServiceKey};
 use std::collections::HashMap;
@@ -215,10 +215,11 @@ impl Snapshot {
         }
     }
 
+    /// The snapshot of `r`; `lip_ids` gives the id of each local address.
     pub(crate) fn build(
         r: &RuleSet,
         generation: u64,
-        conns: &ConnTable,
+        lip_ids: &HashMap<Addr, u16>,
         max_services: usize,
     ) -> Snapshot {
         let mut s = Snapshot::empty(max_services);
@@ -246,7 +247,7 @@ impl Snapshot {
             };
             let ids = addrs
                 .iter()
-                .filter_map(|a| conns.register_lip(Addr::from(*a)))
+                .filter_map(|a| lip_ids.get(&Addr::from(*a)).copied())
                 .collect();
             if let Some(slot) = s.lips.get_mut(svc.id as usize) {
                 *slot = ids;
@@ -317,6 +318,14 @@ impl Snapshot {
     #[inline]
     pub fn dest(&self, id: u32) -> Option<&Arc<Dest>> {
         self.dests.get(id as usize).and_then(|d| d.as_ref())
+    }
+
+    /// Every dest (removed ones that connections still use included) with its id.
+    pub fn dest_ids(&self) -> impl Iterator<Item = (u32, &Arc<Dest>)> {
+        self.dests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_ref().map(|d| (i as u32, d)))
     }
 
     /// FULLNAT local address ids of service `id`.

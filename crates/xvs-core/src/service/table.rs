@@ -14,8 +14,14 @@
 //! Differences from the kernel, by necessity or choice:
 //! - [`ServiceTable::services`] lists services in insertion order (an edit keeps the
 //!   place); the kernel lists them in hash-table order.
-//! - Dest ids (small integers, lowest free first) index per-worker counter arrays;
-//!   the kernel uses pointers.
+//! - Ids (small integers) index per-worker counter arrays; the kernel uses
+//!   pointers. A dest id is freed only when its dest leaves the trash, so no
+//!   connection carries it any more; it is reused lowest first. A service id is
+//!   freed when the service is deleted, while its connections may still live
+//!   and count on it, so service ids are reused oldest-freed first (never-used
+//!   ids before any freed one): a freed id comes back only after every other
+//!   free id has been used. [`Service::serial`] tells a new service from an old
+//!   one with the same id; the engine starts a new object's counters at zero.
 //! - An `-E` to a scheduler that refuses the dest list (mh with more dests than table
 //!   slots) leaves the service unchanged; the kernel has already unbound the old
 //!   scheduler at that point and leaves the service without one.
@@ -28,6 +34,7 @@ use super::spec::{
     Af, DestSpec, FwdMethod, Protocol, ServiceKey, ServiceSpec, SvcFlags, MAX_WEIGHT,
 };
 use crate::sched::{new_scheduler_with, SchedInput, SchedParams, Scheduler};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -42,8 +49,12 @@ const USER_FLAGS: u32 = SvcFlags::PERSISTENT | SvcFlags::ONEPACKET | SvcFlags::S
 /// A virtual service as the engine sees it: configuration, dests and scheduler.
 #[derive(Debug)]
 pub struct Service {
-    /// Stable small index (lowest free first), for per-worker counter arrays.
+    /// Stable small index for per-worker counter arrays (see the module
+    /// documentation for how ids are reused).
     pub id: u32,
+    /// Unique per service created by this table (an edit keeps it): a service
+    /// with a reused id is a new object, with its own counters.
+    pub serial: u64,
     pub spec: ServiceSpec,
     /// Real servers in kernel order: newest first.
     pub dests: Vec<Arc<Dest>>,
@@ -70,6 +81,7 @@ impl Service {
     fn with_dests(&self, dests: Vec<Arc<Dest>>, sched: Box<dyn Scheduler>) -> Service {
         Service {
             id: self.id,
+            serial: self.serial,
             spec: self.spec.clone(),
             dests,
             sched,
@@ -91,7 +103,12 @@ pub struct ServiceTable {
     trash: Vec<Trashed>,
     /// Live and trash dests by id.
     dest_ids: Vec<Option<Arc<Dest>>>,
-    svc_ids: Vec<bool>,
+    /// Service ids never handed out are `fresh_svc_id..max_services`.
+    fresh_svc_id: u32,
+    /// Freed service ids, oldest first.
+    freed_svc_ids: VecDeque<u32>,
+    /// Serial of the next service created.
+    next_serial: u64,
     max_services: usize,
     max_dests: usize,
     params: SchedParams,
@@ -116,7 +133,9 @@ impl ServiceTable {
             services: Vec::new(),
             trash: Vec::new(),
             dest_ids: Vec::new(),
-            svc_ids: Vec::new(),
+            fresh_svc_id: 0,
+            freed_svc_ids: VecDeque::new(),
+            next_serial: 0,
             max_services,
             max_dests,
             params: SchedParams::default(),
@@ -141,11 +160,23 @@ impl ServiceTable {
             return Err(ServiceError::ServiceExists);
         }
         check_netmask(&spec)?;
-        let id = lowest_free(&self.svc_ids, self.max_services).ok_or(ServiceError::NoMemory)?;
+        if self.fresh_svc_id as usize >= self.max_services && self.freed_svc_ids.is_empty() {
+            return Err(ServiceError::NoMemory);
+        }
         let sched = new_scheduler_with(spec.sched, spec.flags, &[], &self.params_for(&spec.key))?;
-        take_slot(&mut self.svc_ids, id, true);
+        let id = if (self.fresh_svc_id as usize) < self.max_services {
+            self.fresh_svc_id += 1;
+            self.fresh_svc_id - 1
+        } else {
+            self.freed_svc_ids
+                .pop_front()
+                .ok_or(ServiceError::NoMemory)?
+        };
+        let serial = self.next_serial;
+        self.next_serial += 1;
         self.services.push(Arc::new(Service {
             id,
+            serial,
             spec,
             dests: Vec::new(),
             sched,
@@ -175,6 +206,7 @@ impl ServiceTable {
         };
         let svc = Service {
             id: old.id,
+            serial: old.serial,
             spec,
             dests: old.dests.clone(),
             sched,
@@ -354,7 +386,7 @@ impl ServiceTable {
                 dest: d.clone(),
             });
         }
-        take_slot(&mut self.svc_ids, svc.id, false);
+        self.freed_svc_ids.push_back(svc.id);
     }
 }
 
@@ -420,19 +452,6 @@ fn check_unicast(addr: &IpAddr) -> Result<(), ServiceError> {
     } else {
         Err(ServiceError::Invalid)
     }
-}
-
-fn lowest_free(used: &[bool], max: usize) -> Option<u32> {
-    let id = used.iter().position(|u| !u).unwrap_or(used.len());
-    (id < max).then_some(id as u32)
-}
-
-fn take_slot(used: &mut Vec<bool>, id: u32, v: bool) {
-    let id = id as usize;
-    if used.len() <= id {
-        used.resize(id + 1, false);
-    }
-    used[id] = v;
 }
 
 fn lowest_free_dest(slots: &[Option<Arc<Dest>>], max: usize) -> Option<u32> {

@@ -90,7 +90,9 @@ impl Map {
     pub fn lookup_len(&self) -> std::io::Result<usize> {
         let v = self.def.value_size as usize;
         if self.is_percpu() {
-            Ok(v.div_ceil(8) * 8 * crate::sys::possible_cpus()?)
+            let ncpu =
+                crate::sys::possible_cpus().map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok(v.div_ceil(8) * 8 * ncpu)
         } else {
             Ok(v)
         }

@@ -93,6 +93,12 @@ impl Daemon {
         d
     }
 
+    /// The daemon's process id.
+    #[allow(dead_code)] // not every test file looks at the process
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs xvsadm with `args` (after the program name) against this daemon.
     pub fn run(&self, args: &[&str]) -> Out {
         self.run_in(args, "")
