@@ -16,6 +16,31 @@ pub fn ifindex(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
+/// The MTU of interface `name` in the calling thread's network namespace
+/// (SIOCGIFMTU on a throwaway datagram socket: AF_XDP sockets do not answer
+/// device ioctls). Two system calls; called at bind and about once a second.
+pub fn mtu(name: &str) -> Result<u32> {
+    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0, "the MTU ioctl")?;
+    let fd = s.as_raw_fd();
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
+        return Err(Error::Invalid(format!("bad interface name {name:?}")));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFMTU
+    // writes only its ifru_mtu member.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req as *mut libc::ifreq) };
+    if rc < 0 {
+        return Err(last_os(format!("MTU of {name} (SIOCGIFMTU)")));
+    }
+    // SAFETY: after a successful SIOCGIFMTU the union holds ifru_mtu.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| Error::Invalid(format!("{name}: MTU {mtu}")))
+}
+
 /// Creates a socket, close-on-exec.
 pub fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd> {
     // SAFETY: socket() takes no pointers.
