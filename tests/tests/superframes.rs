@@ -210,8 +210,9 @@ fn check(d: &Netns, dm: &Daemon, what: &str, got: (usize, f64), srv: usize) {
 }
 
 /// client — director (two arms) — real server, the director the RS's
-/// gateway; 100 MB from the RS to the client through a NAT service.
-fn nat(tag: &str, backend: &str) {
+/// gateway; 100 MB from the RS to the client through a NAT service, over
+/// IPv4 or IPv6 (fd77::60:0/112 and fd77::61:0/112).
+fn nat(tag: &str, backend: &str, v6: bool) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = format!("{}-{tag}", test_prefix());
     let c = Netns::new(&format!("{p}-c")).unwrap();
@@ -219,23 +220,42 @@ fn nat(tag: &str, backend: &str) {
     let r = Netns::new(&format!("{p}-r")).unwrap();
     veth("c0", &c, "d0", &d).unwrap();
     veth("d1", &d, "r0", &r).unwrap();
-    c.sh("ip addr add 10.77.60.2/24 dev c0").unwrap();
-    d.sh(
-        "ip addr add 10.77.60.1/24 dev d0 && ip addr add 10.77.60.100/24 dev d0 && \
-         ip addr add 10.77.61.1/24 dev d1 && sysctl -qw net.ipv4.ip_forward=1",
-    )
-    .unwrap();
-    r.sh("ip addr add 10.77.61.11/24 dev r0 && ip route add default via 10.77.61.1")
+    let (vip, rs) = if v6 {
+        c.sh("ip -6 addr add fd77::60:2/112 dev c0 nodad").unwrap();
+        d.sh("ip -6 addr add fd77::60:1/112 dev d0 nodad && \
+             ip -6 addr add fd77::60:100/112 dev d0 nodad && \
+             ip -6 addr add fd77::61:1/112 dev d1 nodad && \
+             sysctl -qw net.ipv6.conf.all.forwarding=1")
+            .unwrap();
+        r.sh(
+            "ip -6 addr add fd77::61:11/112 dev r0 nodad && ip -6 route add default via fd77::61:1",
+        )
         .unwrap();
-    let rules = write_rules(
-        tag,
-        "-A -t 10.77.60.100:80 -s rr\n-a -t 10.77.60.100:80 -r 10.77.61.11:8080 -m\n",
-    );
+        ("[fd77::60:100]:80", "[fd77::61:11]:8080")
+    } else {
+        c.sh("ip addr add 10.77.60.2/24 dev c0").unwrap();
+        d.sh(
+            "ip addr add 10.77.60.1/24 dev d0 && ip addr add 10.77.60.100/24 dev d0 && \
+             ip addr add 10.77.61.1/24 dev d1 && sysctl -qw net.ipv4.ip_forward=1",
+        )
+        .unwrap();
+        r.sh("ip addr add 10.77.61.11/24 dev r0 && ip route add default via 10.77.61.1")
+            .unwrap();
+        ("10.77.60.100:80", "10.77.61.11:8080")
+    };
+    let rules = write_rules(tag, &format!("-A -t {vip} -s rr\n-a -t {vip} -r {rs} -m\n"));
     let dm = daemon(&d, tag, &["d0", "d1"], &rules, backend);
-    let srv = server(&r, "10.77.61.11:8080", false);
-    let got = client(&c, "10.77.60.100:80", false);
+    let srv = server(&r, rs, false);
+    let got = client(&c, vip, false);
     let srv = srv.join().unwrap();
-    check(&d, &dm, &format!("NAT {backend}, RS → client"), got, srv);
+    let fam = if v6 { "IPv6" } else { "IPv4" };
+    check(
+        &d,
+        &dm,
+        &format!("NAT {fam} {backend}, RS → client"),
+        got,
+        srv,
+    );
 }
 
 /// client, director and RS on one bridge; 100 MB from the client to the RS
@@ -277,7 +297,7 @@ fn dr(tag: &str, backend: &str) {
 #[test]
 fn nat_generic_xdp_100mb() {
     if root() {
-        nat("sfng", "xdp-generic");
+        nat("sfng", "xdp-generic", false);
     }
 }
 
@@ -291,7 +311,14 @@ fn dr_generic_xdp_100mb() {
 #[test]
 fn nat_af_packet_100mb() {
     if root() {
-        nat("sfna", "af-packet");
+        nat("sfna", "af-packet", false);
+    }
+}
+
+#[test]
+fn nat_generic_xdp_ipv6_100mb() {
+    if root() {
+        nat("sfn6", "xdp-generic", true);
     }
 }
 
