@@ -96,8 +96,9 @@ pub struct PacketWorker {
     msgs: Vec<libc::mmsghdr>,
     stats: WorkerStats,
     published: Arc<Published>,
-    /// When the ports' MTUs were last read.
+    /// When the ports' MTUs were last read, and how.
     mtu_read: Instant,
+    mtus: sys::MtuReader,
 }
 
 // SAFETY: the raw pointers inside `iov`/`msgs` point into `buf`, which moves
@@ -110,9 +111,10 @@ impl PacketWorker {
         queue: u32,
         cfg: &WorkerConfig,
     ) -> Result<PacketWorker> {
+        let mtus = sys::MtuReader::new()?;
         let mut ports = Vec::new();
         for iface in ifaces {
-            ports.push(open(iface, queue)?);
+            ports.push(open(iface, queue, &mtus)?);
         }
         let batch = cfg.batch.clamp(1, 1024);
         let slots = batch as usize * ports.len();
@@ -151,6 +153,7 @@ impl PacketWorker {
             stats: WorkerStats::default(),
             published: Published::register(queue),
             mtu_read: Instant::now(),
+            mtus,
         })
     }
 
@@ -167,7 +170,7 @@ impl PacketWorker {
     fn reread_mtus(&mut self) {
         self.mtu_read = Instant::now();
         for port in &mut self.ports {
-            if let Ok(m) = sys::mtu(&port.info.ifname) {
+            if let Ok(m) = self.mtus.mtu(&port.info.ifname) {
                 if m != port.mtu {
                     tracing::info!(interface = %port.info.ifname, old = port.mtu, new = m, "MTU changed: super-frames are cut to the new size");
                     port.mtu = m;
@@ -485,7 +488,7 @@ unsafe fn status<'a>(block: *mut u8) -> &'a AtomicU32 {
 
 /// Opens the TPACKET_V3 socket of one interface: filter first (so nothing
 /// unfiltered is queued), ring, then bind.
-fn open(iface: &Interface, queue: u32) -> Result<PacketPort> {
+fn open(iface: &Interface, queue: u32, mtus: &sys::MtuReader) -> Result<PacketPort> {
     let name = iface.name();
     let what = |s: &str| format!("AF_PACKET {name}: {s}");
     let filter = iface.filter_fd().ok_or_else(|| {
@@ -568,7 +571,7 @@ fn open(iface: &Interface, queue: u32) -> Result<PacketPort> {
         &fanout,
         &what("PACKET_FANOUT"),
     )?;
-    let mtu = sys::mtu(name)?;
+    let mtu = mtus.mtu(name)?;
     Ok(PacketPort {
         ring,
         fd,

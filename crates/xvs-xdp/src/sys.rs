@@ -16,12 +16,29 @@ pub fn ifindex(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
-/// The MTU of interface `name` in the calling thread's network namespace
-/// (SIOCGIFMTU on a throwaway datagram socket: AF_XDP sockets do not answer
-/// device ioctls). Two system calls; called at bind and about once a second.
-pub fn mtu(name: &str) -> Result<u32> {
-    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0, "the MTU ioctl")?;
-    let fd = s.as_raw_fd();
+/// Reads interface MTUs (SIOCGIFMTU) in the network namespace it was
+/// created in, whichever thread asks later: a datagram socket kept for the
+/// ioctl (AF_XDP sockets do not answer device ioctls).
+#[derive(Debug)]
+pub struct MtuReader {
+    sock: OwnedFd,
+}
+
+impl MtuReader {
+    /// A reader for the calling thread's network namespace.
+    pub fn new() -> Result<MtuReader> {
+        Ok(MtuReader {
+            sock: socket(libc::AF_INET, libc::SOCK_DGRAM, 0, "the MTU ioctl")?,
+        })
+    }
+
+    /// The MTU of interface `name` (one system call).
+    pub fn mtu(&self, name: &str) -> Result<u32> {
+        mtu_on(self.sock.as_raw_fd(), name)
+    }
+}
+
+fn mtu_on(fd: RawFd, name: &str) -> Result<u32> {
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {

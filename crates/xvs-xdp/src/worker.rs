@@ -320,8 +320,9 @@ pub struct XdpWorker {
     /// Where chains of descriptors (XDP_USE_SG) are gathered before they are
     /// cut: allocated once, [`superframe::SCRATCH`] bytes.
     scratch: Box<[u8]>,
-    /// When the ports' MTUs were last read.
+    /// When the ports' MTUs were last read, and how.
     mtu_read: Instant,
+    mtus: crate::sys::MtuReader,
 }
 
 impl XdpWorker {
@@ -396,6 +397,7 @@ impl XdpWorker {
             rx: cfg.ring_size,
             tx: cfg.ring_size,
         };
+        let mtus = crate::sys::MtuReader::new()?;
         let mut ports: Vec<XdpPort> = Vec::with_capacity(ifaces.len());
         for iface in ifaces {
             let sock = XskSocket::new(
@@ -415,7 +417,7 @@ impl XdpWorker {
                 zero_copy: sock.mode() == BindMode::ZeroCopy,
                 multi_buffer: sock.sg(),
             };
-            let mtu = crate::sys::mtu(iface.name())?;
+            let mtu = mtus.mtu(iface.name())?;
             ports.push(XdpPort {
                 sock,
                 in_flight: 0,
@@ -447,6 +449,7 @@ impl XdpWorker {
             published: Published::register(queue),
             scratch: vec![0u8; superframe::SCRATCH].into_boxed_slice(),
             mtu_read: Instant::now(),
+            mtus,
         };
         // Give each fill ring its share of the frames up front.
         let share = (frames / n).min(cfg.ring_size);

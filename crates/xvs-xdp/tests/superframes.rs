@@ -288,3 +288,29 @@ fn native_xdp_takes_jumbo_frames_and_cuts_them_to_chunks() {
     assert_eq!(got, want);
     assert_eq!((w.stats().superframes, w.stats().segments), (1, 3));
 }
+
+/// An MTU change reaches the cut within about a second (the worker re-reads
+/// it from its poll, in the namespace it was opened in, whichever thread
+/// polls: here the test's own, outside that namespace).
+#[test]
+fn an_mtu_change_is_picked_up() {
+    if root().is_none() {
+        return;
+    }
+    let (c, d) = lab("sfm", 1500);
+    let (_steer, _iface, mut w) = setup(&d, Backend::XdpGeneric);
+    sh(&d, "ip link set d0 mtu 1280");
+    sh(&c, "ip link set c0 mtu 1280");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        w.poll(Duration::from_millis(50)).unwrap();
+    }
+    let f = frame(false, false, 10_000, mac(&c, "c0"), mac(&d, "d0"));
+    let want = segments(&f, 1280);
+    c.run(|| inject("c0", &f, 1, 1448)).unwrap();
+    let mut h = Rec::default();
+    pump_until(&mut w, &mut h, want.len());
+    let got: Vec<Vec<u8>> = h.got.iter().map(|g| g.1.clone()).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|g| g.len() <= 1294));
+}

@@ -49,7 +49,7 @@ impl XdpWorker {
     pub(super) fn reread_mtus(&mut self) {
         self.mtu_read = Instant::now();
         for port in &mut self.ports {
-            if let Ok(m) = crate::sys::mtu(&port.info.ifname) {
+            if let Ok(m) = self.mtus.mtu(&port.info.ifname) {
                 if m != port.mtu {
                     tracing::info!(interface = %port.info.ifname, old = port.mtu, new = m, "MTU changed: super-frames are cut to the new size");
                     port.mtu = m;
