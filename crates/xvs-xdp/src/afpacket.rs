@@ -4,9 +4,10 @@
 //! with sendmmsg. Frames above the MTU (TSO/GSO super-frames from a local
 //! sender over veth, GRO) are cut into MTU-sized segments straight from the
 //! ring into those buffers ([`xvs_core::wire::gso`]); a TPACKET_V3 block
-//! (256 KiB) holds a whole 64 KiB frame. The kernel's own handling of the steered frames is stopped
-//! by the interface's tc ingress guard (see iface.rs): packet taps run before
-//! tc ingress, so the socket still sees them.
+//! (256 KiB) holds a whole 64 KiB frame. The kernel's own handling of the
+//! steered frames is stopped by the interface's tc ingress guard (see
+//! iface.rs): packet taps run before tc ingress, so the socket still sees
+//! them.
 
 use crate::error::{last_os, Error, Result};
 use crate::iface::{Backend, Interface};

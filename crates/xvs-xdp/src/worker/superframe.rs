@@ -178,7 +178,8 @@ impl XdpWorker {
         true
     }
 
-    /// Takes `n` chunks' worth of free list, reaping completions if short.
+    /// Whether the free list holds `n` chunks, once what is queued has been
+    /// sent and its completions taken back if it did not.
     fn have_free(&mut self, n: usize) -> bool {
         if self.free.len() < n {
             for q in 0..self.ports.len() {
