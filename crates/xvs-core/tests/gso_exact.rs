@@ -338,6 +338,15 @@ fn a_frame_within_the_mtu_is_left_alone() {
 }
 
 #[test]
+fn syn_and_rst_super_frames_are_refused() {
+    for flag in [0x02u8, 0x04] {
+        let mut f = superframe(&base(false));
+        f[14 + 20 + 13] |= flag;
+        assert_eq!(cut(&f, 1500), Err(GsoError::Malformed));
+    }
+}
+
+#[test]
 fn fragments_and_jumbograms_are_not_cut() {
     let mut f = superframe(&base(false));
     f[14 + 6] |= 0x20; // MF

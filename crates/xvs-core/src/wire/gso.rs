@@ -17,6 +17,9 @@
 //!   from scratch (the super-frame's field holds a partial sum or a GRO
 //!   leftover, so it is never patched incrementally).
 //!
+//! A SYN or RST super-frame (which neither TSO nor GRO produces) is refused
+//! rather than cut into segments that would all carry the flag.
+//!
 //! The kernel cuts at the sender's `gso_size`, which AF_XDP and AF_PACKET do
 //! not expose; here the payload per segment is `max_ip` (the ingress MTU) minus
 //! the IP and TCP headers, which is what a sender on the same link uses as its
@@ -38,6 +41,8 @@ const ETH_P_8021Q: u16 = 0x8100;
 const MAX_EXT_HEADERS: usize = 8;
 
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 
@@ -226,6 +231,11 @@ pub fn plan(frame: &[u8], max_ip: usize) -> Result<Option<Plan>, GsoError> {
     let doff = frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4;
     let thlen = doff as usize * 4;
     if thlen < 20 || l4 + thlen > end {
+        return Err(GsoError::Malformed);
+    }
+    // Neither TSO nor GRO ever makes a SYN or RST super-frame; cutting one
+    // would repeat the flag in every segment.
+    if frame[l4 + 13] & (TCP_SYN | TCP_RST) != 0 {
         return Err(GsoError::Malformed);
     }
     let payload = l4 + thlen;
