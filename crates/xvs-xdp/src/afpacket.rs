@@ -1,19 +1,25 @@
 //! The AF_PACKET fallback backend: a TPACKET_V3 RX ring per interface with the
 //! steering program as eBPF socket filter (only owned frames reach the ring),
 //! frames copied into worker-owned buffers with headroom, TX batched per call
-//! with sendmmsg. The kernel's own handling of the steered frames is stopped
-//! by the interface's tc ingress guard (see iface.rs): packet taps run before
-//! tc ingress, so the socket still sees them.
+//! with sendmmsg. Frames above the MTU (TSO/GSO super-frames from a local
+//! sender over veth, GRO) are cut into MTU-sized segments straight from the
+//! ring into those buffers ([`xvs_core::wire::gso`]); a TPACKET_V3 block
+//! (256 KiB) holds a whole 64 KiB frame. The kernel's own handling of the
+//! steered frames is stopped by the interface's tc ingress guard (see
+//! iface.rs): packet taps run before tc ingress, so the socket still sees
+//! them.
 
 use crate::error::{last_os, Error, Result};
 use crate::iface::{Backend, Interface};
 use crate::sys::{self, Mmap};
-use crate::worker::{Disposition, PortInfo, WorkerConfig, WorkerStats};
+use crate::worker::{Disposition, PortInfo, Published, WorkerConfig, WorkerStats, NOT_PREPARED};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs_core::frame::Frame;
+use xvs_core::wire::gso;
 
 const SOL_PACKET: i32 = 263;
 const PACKET_RX_RING: i32 = 5;
@@ -72,6 +78,8 @@ struct PacketPort {
     info: PortInfo,
     /// TX messages queued in this call: (slot index, head, len).
     tx: Vec<(usize, usize, usize)>,
+    /// The interface MTU, read at open and about every second after.
+    mtu: u32,
 }
 
 /// The AF_PACKET worker.
@@ -88,8 +96,10 @@ pub struct PacketWorker {
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     stats: WorkerStats,
-    /// Frames larger than a buffer (GRO super-frames): dropped.
-    pub oversize: u64,
+    published: Arc<Published>,
+    /// When the ports' MTUs were last read, and how.
+    mtu_read: Instant,
+    mtus: sys::MtuReader,
 }
 
 // SAFETY: the raw pointers inside `iov`/`msgs` point into `buf`, which moves
@@ -102,9 +112,10 @@ impl PacketWorker {
         queue: u32,
         cfg: &WorkerConfig,
     ) -> Result<PacketWorker> {
+        let mtus = sys::MtuReader::new()?;
         let mut ports = Vec::new();
         for iface in ifaces {
-            ports.push(open(iface, queue)?);
+            ports.push(open(iface, queue, &mtus)?);
         }
         let batch = cfg.batch.clamp(1, 1024);
         let slots = batch as usize * ports.len();
@@ -141,12 +152,32 @@ impl PacketWorker {
             // SAFETY: as above.
             msgs: vec![unsafe { std::mem::zeroed() }; slots],
             stats: WorkerStats::default(),
-            oversize: 0,
+            published: Published::register(queue),
+            mtu_read: Instant::now(),
+            mtus,
         })
     }
 
     pub(crate) fn stats(&self) -> &WorkerStats {
         &self.stats
+    }
+
+    pub(crate) fn published(&self) -> &Published {
+        &self.published
+    }
+
+    /// Re-reads the MTUs (from poll, about once a second; an MTU change
+    /// reaches the super-frame cut within that time).
+    fn reread_mtus(&mut self) {
+        self.mtu_read = Instant::now();
+        for port in &mut self.ports {
+            if let Ok(m) = self.mtus.mtu(&port.info.ifname) {
+                if m != port.mtu {
+                    tracing::info!(interface = %port.info.ifname, old = port.mtu, new = m, "MTU changed: super-frames are cut to the new size");
+                    port.mtu = m;
+                }
+            }
+        }
     }
 
     pub(crate) fn ports(&self) -> Vec<PortInfo> {
@@ -170,6 +201,9 @@ impl PacketWorker {
     }
 
     pub(crate) fn poll(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.mtu_read.elapsed() >= Duration::from_secs(1) {
+            self.reread_mtus();
+        }
         if self.rx_ready() {
             return Ok(true);
         }
@@ -271,16 +305,40 @@ impl PacketWorker {
                 self.stats.rx += 1;
                 total += 1;
                 let tag = if tci.is_some() { 4 } else { 0 };
-                if snap < len
-                    || snap < 14
-                    || self.headroom + snap + tag > self.slot_size
-                    || at + mac + snap > BLOCK_SIZE as usize
-                {
-                    self.oversize += 1;
+                if snap < len {
+                    // The capture was cut: the frame outgrew a block.
+                    self.stats.superframe_too_long += 1;
                     continue;
                 }
-                // SAFETY: mac + snap lies inside the block (checked just above).
+                if snap < 14 || at + mac + snap > BLOCK_SIZE as usize {
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                // SAFETY: mac + snap lies inside the block (checked just above),
+                // which stays ours until every packet in it has been handled.
                 let src = unsafe { std::slice::from_raw_parts(hdr.add(mac), snap) };
+                let mtu = self.ports[p].mtu as usize;
+                if snap + tag > mtu + 14 {
+                    // The ring holds the frame without its tag (the kernel keeps
+                    // it in metadata), so the cut is planned on untagged bytes.
+                    let max_ip = mtu.min(self.slot_size - self.headroom - 4 - 18);
+                    match gso::plan(src, max_ip) {
+                        Ok(Some(plan)) => {
+                            slot =
+                                self.send_segments(h, p, src, &plan, tci.map(|t| (tpid, t)), slot);
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.stats.refused(e);
+                            continue;
+                        }
+                    }
+                }
+                if self.headroom + snap + tag > self.slot_size {
+                    self.stats.superframe_malformed += 1;
+                    continue;
+                }
                 let buf = &mut self.buf[slot * self.slot_size..(slot + 1) * self.slot_size];
                 let head = self.headroom;
                 let flen = if let Some(tci) = tci {
@@ -296,19 +354,78 @@ impl PacketWorker {
                     snap
                 };
                 let mut frame = Frame::new(buf, head, flen);
-                match h.handle(p, taken as usize - 1, &mut frame) {
-                    Disposition::Tx(out) if out < nports => {
-                        let (h, l) = (frame.head(), frame.len());
-                        self.ports[out].tx.push((slot, h, l));
-                        slot += 1;
-                    }
-                    Disposition::Tx(_) => self.stats.bad_port += 1,
-                    Disposition::Drop => self.stats.dropped += 1,
+                let disp = h.handle(p, taken as usize - 1, &mut frame);
+                let (fh, fl) = (frame.head(), frame.len());
+                if self.dispose(disp, slot, fh, fl) {
+                    slot += 1;
                 }
             }
         }
         self.transmit();
         total
+    }
+
+    /// Queues the frame at `head`/`len` of slot `slot` for TX, or counts its
+    /// drop, as the handler said. Returns whether the slot is now taken.
+    #[inline(always)]
+    fn dispose(&mut self, disp: Disposition, slot: usize, head: usize, len: usize) -> bool {
+        match disp {
+            Disposition::Tx(out) if out < self.ports.len() => {
+                self.ports[out].tx.push((slot, head, len));
+                true
+            }
+            Disposition::Tx(_) => {
+                self.stats.bad_port += 1;
+                false
+            }
+            Disposition::Drop => {
+                self.stats.dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Cuts the super-frame `src` (read in place from port `p`'s ring,
+    /// without its VLAN tag, which `tag` = (TPID, TCI) puts back into every
+    /// segment) into slots from `slot` on, through the handler and out;
+    /// sends what is queued whenever the slots run out. Returns the next
+    /// free slot.
+    fn send_segments<H: crate::worker::BatchHandler>(
+        &mut self,
+        h: &mut H,
+        p: usize,
+        src: &[u8],
+        plan: &gso::Plan,
+        tag: Option<(u16, u16)>,
+        mut slot: usize,
+    ) -> usize {
+        self.stats.superframes += 1;
+        let head = self.headroom;
+        let skip = if tag.is_some() { 4 } else { 0 };
+        for k in 0..plan.segments() {
+            if slot == self.slots {
+                self.transmit();
+                slot = 0;
+            }
+            let buf = &mut self.buf[slot * self.slot_size..(slot + 1) * self.slot_size];
+            let Ok(n) = gso::segment(src, plan, k, &mut buf[head + skip..]) else {
+                self.stats.superframe_malformed += 1;
+                break;
+            };
+            if let Some((tpid, tci)) = tag {
+                buf.copy_within(head + 4..head + 16, head);
+                buf[head + 12..head + 14].copy_from_slice(&tpid.to_be_bytes());
+                buf[head + 14..head + 16].copy_from_slice(&tci.to_be_bytes());
+            }
+            self.stats.segments += 1;
+            let mut frame = Frame::new(buf, head, n + skip);
+            let disp = h.handle(p, NOT_PREPARED, &mut frame);
+            let (fh, fl) = (frame.head(), frame.len());
+            if self.dispose(disp, slot, fh, fl) {
+                slot += 1;
+            }
+        }
+        slot
     }
 
     /// Sends every queued frame, one sendmmsg per port.
@@ -372,7 +489,7 @@ unsafe fn status<'a>(block: *mut u8) -> &'a AtomicU32 {
 
 /// Opens the TPACKET_V3 socket of one interface: filter first (so nothing
 /// unfiltered is queued), ring, then bind.
-fn open(iface: &Interface, queue: u32) -> Result<PacketPort> {
+fn open(iface: &Interface, queue: u32, mtus: &sys::MtuReader) -> Result<PacketPort> {
     let name = iface.name();
     let what = |s: &str| format!("AF_PACKET {name}: {s}");
     let filter = iface.filter_fd().ok_or_else(|| {
@@ -455,6 +572,7 @@ fn open(iface: &Interface, queue: u32) -> Result<PacketPort> {
         &fanout,
         &what("PACKET_FANOUT"),
     )?;
+    let mtu = mtus.mtu(name)?;
     Ok(PacketPort {
         ring,
         fd,
@@ -466,7 +584,9 @@ fn open(iface: &Interface, queue: u32) -> Result<PacketPort> {
             queue,
             backend: Backend::AfPacket,
             zero_copy: false,
+            multi_buffer: true,
         },
         tx: Vec::new(),
+        mtu,
     })
 }

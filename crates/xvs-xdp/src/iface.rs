@@ -7,6 +7,7 @@ use crate::bpf::{sys, TcxLink, XdpLink, XdpMode};
 use crate::error::{os, Error, Result};
 use crate::steer::Steering;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How frames get from the interface to the workers.
@@ -87,6 +88,8 @@ pub struct Interface {
     /// AF_PACKET: the socket filter program (attached to each worker socket).
     filter: Option<OwnedFd>,
     _xdp: Option<XdpLink>,
+    /// XDP backends: the program was loaded with BPF_F_XDP_HAS_FRAGS.
+    frags: bool,
     _guard: Option<TcxLink>,
     _steering: Steering,
 }
@@ -135,24 +138,22 @@ impl Interface {
             xsks: None,
             filter: None,
             _xdp: None,
+            frags: false,
             _guard: None,
             _steering: steering.clone(),
         };
         match backend {
             Backend::XdpNative | Backend::XdpGeneric => {
                 let xsks = Map::create(obj.map("xvs_xsks")?)?;
-                let prog = obj.load(
-                    "xdp",
-                    sys::BPF_PROG_TYPE_XDP,
-                    0,
-                    &[steering.maps(), vec![&xsks, &stats]].concat(),
-                )?;
                 let mode = if backend == Backend::XdpNative {
                     XdpMode::Native
                 } else {
                     XdpMode::Generic
                 };
-                i._xdp = Some(XdpLink::attach(&prog, ifname, ifindex, mode)?);
+                let maps = [steering.maps(), vec![&xsks, &stats]].concat();
+                let (link, frags) = attach_xdp(obj, &maps, ifname, ifindex, mode)?;
+                i._xdp = Some(link);
+                i.frags = frags;
                 i.xsks = Some(xsks);
             }
             Backend::AfPacket => {
@@ -186,6 +187,12 @@ impl Interface {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// XDP backends: the steering program takes multi-buffer frames
+    /// (BPF_F_XDP_HAS_FRAGS).
+    pub fn xdp_multi_buffer(&self) -> bool {
+        self.frags
     }
 
     /// Puts AF_XDP socket `fd` in the slot of RX queue `queue`.
@@ -241,6 +248,48 @@ impl Interface {
             no_socket: out[2],
         })
     }
+}
+
+/// Loads and attaches the XDP steering program, multi-buffer capable
+/// (BPF_F_XDP_HAS_FRAGS) where the kernel and the driver take it: frames
+/// larger than a page (GSO/GRO super-frames under generic XDP, jumbo frames)
+/// then reach the AF_XDP sockets as chains of buffers (XDP_USE_SG, see
+/// xsk.rs) instead of being linearised into one 64 KiB allocation (generic)
+/// or refused by the driver (native). The program reads headers only within
+/// the first buffer, which is what a multi-buffer program may do. Falls back
+/// to a single-buffer program, logged once per process. Returns the link and
+/// whether the program is multi-buffer.
+fn attach_xdp(
+    obj: &Object,
+    maps: &[&Arc<Map>],
+    ifname: &str,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(XdpLink, bool)> {
+    let frags = obj
+        .load_with_flags(
+            "xdp",
+            sys::BPF_PROG_TYPE_XDP,
+            0,
+            sys::BPF_F_XDP_HAS_FRAGS,
+            maps,
+        )
+        .and_then(|prog| XdpLink::attach(&prog, ifname, ifindex, mode));
+    let e = match frags {
+        Ok(link) => return Ok((link, true)),
+        Err(e) => e,
+    };
+    let prog = obj.load("xdp", sys::BPF_PROG_TYPE_XDP, 0, maps)?;
+    let link = XdpLink::attach(&prog, ifname, ifindex, mode)?;
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            ifname,
+            error = %e,
+            "multi-buffer XDP (BPF_F_XDP_HAS_FRAGS) refused: using a single-buffer program; frames larger than a page are linearised (generic XDP) or dropped by the driver (native)"
+        );
+    }
+    Ok((link, false))
 }
 
 impl std::fmt::Debug for Interface {

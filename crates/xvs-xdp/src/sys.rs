@@ -32,6 +32,48 @@ pub fn rx_queues(name: &str) -> Result<u32> {
     Ok(n as u32)
 }
 
+/// Reads interface MTUs (SIOCGIFMTU) in the network namespace it was
+/// created in, whichever thread asks later: a datagram socket kept for the
+/// ioctl (AF_XDP sockets do not answer device ioctls).
+#[derive(Debug)]
+pub struct MtuReader {
+    sock: OwnedFd,
+}
+
+impl MtuReader {
+    /// A reader for the calling thread's network namespace.
+    pub fn new() -> Result<MtuReader> {
+        Ok(MtuReader {
+            sock: socket(libc::AF_INET, libc::SOCK_DGRAM, 0, "the MTU ioctl")?,
+        })
+    }
+
+    /// The MTU of interface `name` (one system call).
+    pub fn mtu(&self, name: &str) -> Result<u32> {
+        mtu_on(self.sock.as_raw_fd(), name)
+    }
+}
+
+fn mtu_on(fd: RawFd, name: &str) -> Result<u32> {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
+        return Err(Error::Invalid(format!("bad interface name {name:?}")));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFMTU
+    // writes only its ifru_mtu member.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req as *mut libc::ifreq) };
+    if rc < 0 {
+        return Err(last_os(format!("MTU of {name} (SIOCGIFMTU)")));
+    }
+    // SAFETY: after a successful SIOCGIFMTU the union holds ifru_mtu.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| Error::Invalid(format!("{name}: MTU {mtu}")))
+}
+
 /// Creates a socket, close-on-exec.
 pub fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd> {
     // SAFETY: socket() takes no pointers.

@@ -8,8 +8,16 @@ use crate::error::{Error, Result};
 use crate::iface::{Backend, Interface};
 use crate::xsk::{BindMode, RingSizes, Umem, XskKernelStats, XskSocket};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs_core::frame::Frame;
+use xvs_core::wire::gso::GsoError;
+
+mod published;
+mod superframe;
+
+pub(crate) use published::Published;
+pub use published::{published_stats, PublishedStats};
 
 /// What to do with a frame after the callback looked at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,54 @@ pub struct WorkerStats {
     pub bad_port: u64,
     /// poll() calls that slept.
     pub polls: u64,
+    /// Super-frames (IP packets above the ingress MTU: TSO/GSO from a local
+    /// sender over veth, GRO) cut into segments; see [`xvs_core::wire::gso`].
+    pub superframes: u64,
+    /// Segments made from them, each then handled as a frame (and counted in
+    /// `tx` or `dropped`).
+    pub segments: u64,
+    /// Super-frames dropped: not TCP (a UDP super-frame cannot be cut without
+    /// the sender's gso_size, which the frame does not carry).
+    pub superframe_not_tcp: u64,
+    /// Super-frames dropped: headers or lengths that do not add up, a
+    /// fragment, or an MTU too small for the headers.
+    pub superframe_malformed: u64,
+    /// Super-frames dropped: larger than the gather buffer (64 KiB of IP
+    /// packet), or cut short by the kernel.
+    pub superframe_too_long: u64,
+    /// Super-frames dropped: not enough free buffers for their segments.
+    pub superframe_no_buffers: u64,
+}
+
+impl WorkerStats {
+    /// Every counter with a stable name, in declaration order (metrics).
+    pub fn named(&self) -> [(&'static str, u64); 15] {
+        [
+            ("rx", self.rx),
+            ("tx", self.tx),
+            ("dropped", self.dropped),
+            ("tx_ring_full", self.tx_ring_full),
+            ("fill_ring_empty", self.fill_ring_empty),
+            ("tx_kicks", self.tx_kicks),
+            ("fill_kicks", self.fill_kicks),
+            ("bad_port", self.bad_port),
+            ("polls", self.polls),
+            ("superframes", self.superframes),
+            ("segments", self.segments),
+            ("superframe_not_tcp", self.superframe_not_tcp),
+            ("superframe_malformed", self.superframe_malformed),
+            ("superframe_too_long", self.superframe_too_long),
+            ("superframe_no_buffers", self.superframe_no_buffers),
+        ]
+    }
+
+    /// Counts a super-frame that could not be cut.
+    pub(crate) fn refused(&mut self, e: GsoError) {
+        match e {
+            GsoError::NotTcp => self.superframe_not_tcp += 1,
+            _ => self.superframe_malformed += 1,
+        }
+    }
 }
 
 /// A port of a worker: one interface and queue.
@@ -96,6 +152,9 @@ pub struct PortInfo {
     pub backend: Backend,
     /// AF_XDP: bound in zero-copy mode.
     pub zero_copy: bool,
+    /// AF_XDP: bound with XDP_USE_SG (frames above a chunk arrive as chains
+    /// and are cut; without it the kernel drops them). AF_PACKET: always.
+    pub multi_buffer: bool,
 }
 
 /// A worker: AF_XDP (native or generic XDP) or AF_PACKET, same loop.
@@ -142,13 +201,24 @@ impl Worker {
         }
     }
 
+    fn publish(&self) {
+        match self {
+            Worker::Xdp(w) => w.published.store(&w.stats),
+            Worker::Packet(w) => w.published().store(w.stats()),
+        }
+    }
+
     /// Waits until a port has frames to receive, at most `timeout` (spins
     /// instead of sleeping when `busy_poll` is set). Returns whether RX is ready.
     pub fn poll(&mut self, timeout: Duration) -> io::Result<bool> {
-        match self {
+        let r = match self {
             Worker::Xdp(w) => w.poll(timeout),
             Worker::Packet(w) => w.poll(timeout),
+        };
+        if !matches!(r, Ok(true)) {
+            self.publish();
         }
+        r
     }
 
     /// Receives up to one batch on every port; for each frame calls
@@ -166,10 +236,12 @@ impl Worker {
     /// ahead before handling the frames one by one.
     #[inline]
     pub fn process_batch_with<H: BatchHandler>(&mut self, h: &mut H) -> usize {
-        match self {
+        let n = match self {
             Worker::Xdp(w) => w.process_batch(h),
             Worker::Packet(w) => w.process_batch(h),
-        }
+        };
+        self.publish();
+        n
     }
 
     pub fn stats(&self) -> &WorkerStats {
@@ -213,6 +285,10 @@ pub trait BatchHandler {
     fn handle(&mut self, port: usize, i: usize, frame: &mut Frame) -> Disposition;
 }
 
+/// The frame index a handler sees for frames that were not in the burst
+/// shown to [`BatchHandler::prepare`]: the segments of a super-frame.
+pub const NOT_PREPARED: usize = usize::MAX;
+
 /// A per-frame closure as a [`BatchHandler`] that prepares nothing.
 struct FnHandler<F>(F);
 
@@ -235,6 +311,12 @@ struct XdpPort {
     /// Frames written to the TX ring in this batch, not yet submitted.
     queued: u32,
     info: PortInfo,
+    /// Frames longer than this may hold an IP packet above the MTU and are
+    /// looked at by the super-frame path (MTU + Ethernet header).
+    cut_above: u32,
+    /// The interface MTU (the largest IP packet it carries), read at bind
+    /// and re-read about every second (see [`XdpWorker::poll`]).
+    mtu: u32,
 }
 
 /// The AF_XDP worker: one UMEM shared by the sockets of all its ports.
@@ -250,6 +332,13 @@ pub struct XdpWorker {
     /// Copy mode: TX progresses only on sendto, so every outstanding TX is kicked.
     copy_mode: bool,
     pub(crate) stats: WorkerStats,
+    published: Arc<Published>,
+    /// Where chains of descriptors (XDP_USE_SG) are gathered before they are
+    /// cut: allocated once, [`superframe::SCRATCH`] bytes.
+    scratch: Box<[u8]>,
+    /// When the ports' MTUs were last read, and how.
+    mtu_read: Instant,
+    mtus: crate::sys::MtuReader,
 }
 
 impl XdpWorker {
@@ -263,7 +352,7 @@ impl XdpWorker {
         };
         let mut last = None;
         for &m in modes {
-            match Self::build(ports, cfg, m) {
+            match Self::build_sg(ports, cfg, m) {
                 Ok(w) => return Ok(w),
                 Err(e) => {
                     if modes.len() > 1 && m == BindMode::ZeroCopy {
@@ -276,7 +365,39 @@ impl XdpWorker {
         Err(last.unwrap_or_else(|| Error::Invalid("no bind mode".into())))
     }
 
-    fn build(ports: &[(&Interface, u32)], cfg: &WorkerConfig, mode: BindMode) -> Result<XdpWorker> {
+    /// Builds with XDP_USE_SG, so that frames larger than a chunk arrive as
+    /// chains (cut by the super-frame path) instead of being dropped by the
+    /// kernel; without it if the kernel or driver refuses the flag (EINVAL
+    /// before Linux 6.6, EOPNOTSUPP for zero-copy drivers without
+    /// multi-buffer support), logged once per process.
+    fn build_sg(
+        ports: &[(&Interface, u32)],
+        cfg: &WorkerConfig,
+        mode: BindMode,
+    ) -> Result<XdpWorker> {
+        match Self::build(ports, cfg, mode, true) {
+            Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
+                let w = Self::build(ports, cfg, mode, false)?;
+                static LOGGED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "multi-buffer AF_XDP (XDP_USE_SG) refused: frames larger than a UMEM chunk (GSO/GRO super-frames) are dropped by the kernel (XDP_STATISTICS rx_dropped)"
+                    );
+                }
+                Ok(w)
+            }
+            r => r,
+        }
+    }
+
+    fn build(
+        ports: &[(&Interface, u32)],
+        cfg: &WorkerConfig,
+        mode: BindMode,
+        sg: bool,
+    ) -> Result<XdpWorker> {
         let n = ports.len() as u32;
         let frames = if cfg.frames == 0 {
             2 * cfg.ring_size * n
@@ -290,6 +411,7 @@ impl XdpWorker {
             rx: cfg.ring_size,
             tx: cfg.ring_size,
         };
+        let mtus = crate::sys::MtuReader::new()?;
         let specs = ports;
         let mut ports: Vec<XdpPort> = Vec::with_capacity(specs.len());
         for &(iface, queue) in specs {
@@ -299,6 +421,7 @@ impl XdpWorker {
                 queue,
                 sizes,
                 mode,
+                sg,
                 ports.first().map(|p| &p.sock),
             )?;
             iface.register_socket(queue, sock.fd())?;
@@ -307,12 +430,16 @@ impl XdpWorker {
                 queue,
                 backend: iface.backend(),
                 zero_copy: sock.mode() == BindMode::ZeroCopy,
+                multi_buffer: sock.sg(),
             };
+            let mtu = mtus.mtu(iface.name())?;
             ports.push(XdpPort {
                 sock,
                 in_flight: 0,
                 queued: 0,
                 info,
+                cut_above: superframe::cut_above(mtu),
+                mtu,
             });
         }
         let cs = cfg.chunk_size as u64;
@@ -334,6 +461,10 @@ impl XdpWorker {
             busy_poll: cfg.busy_poll,
             copy_mode: mode == BindMode::Copy,
             stats: WorkerStats::default(),
+            published: Published::register(specs.first().map_or(0, |p| p.1)),
+            scratch: vec![0u8; superframe::SCRATCH].into_boxed_slice(),
+            mtu_read: Instant::now(),
+            mtus,
         };
         // Give each fill ring its share of the frames up front.
         let share = (frames / n).min(cfg.ring_size);
@@ -418,7 +549,14 @@ impl XdpWorker {
         self.ports.iter_mut().any(|p| p.sock.rx.available(1) > 0)
     }
 
+    /// Waits for RX. Also re-reads the ports' MTUs about once a second (an
+    /// ioctl, not per packet): after an MTU change, super-frames are cut to
+    /// the old size for up to a second (smaller segments are harmless; larger
+    /// ones are dropped by the peer until the new MTU is read).
     fn poll(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.mtu_read.elapsed() >= Duration::from_secs(1) {
+            self.reread_mtus();
+        }
         if self.rx_ready() {
             return Ok(true);
         }
@@ -469,16 +607,27 @@ impl XdpWorker {
         for p in 0..nports {
             self.reap(p);
             let (idx, n) = self.ports[p].sock.rx.peek(self.batch);
+            // A burst never ends inside a chain (XDP_USE_SG).
+            let n = self.whole_chains(p, idx, n);
             {
                 let (umem, rx) = (&self.umem, &self.ports[p].sock.rx);
                 for i in 0..n.min(PREFETCH_AHEAD) {
                     umem.prefetch(rx.read(idx.wrapping_add(i)).addr);
                 }
+                // The buffers of a chain are shown empty: only the whole,
+                // gathered frame is worth parsing, and its segments are
+                // handled as frames of their own.
+                let mut in_chain = false;
                 let mut frames = (0..n).map(|i| {
                     if i + PREFETCH_AHEAD < n {
                         umem.prefetch(rx.read(idx.wrapping_add(i + PREFETCH_AHEAD)).addr);
                     }
                     let d = rx.read(idx.wrapping_add(i));
+                    let chained = in_chain || d.options & libc::XDP_PKT_CONTD != 0;
+                    in_chain = d.options & libc::XDP_PKT_CONTD != 0;
+                    if chained {
+                        return &[][..];
+                    }
                     // SAFETY: the kernel handed these chunks to us through the
                     // RX ring and nothing else refers to them until the
                     // handling loop below, after `frames` is gone.
@@ -486,46 +635,32 @@ impl XdpWorker {
                 });
                 h.prepare(p, &mut frames);
             }
-            for i in 0..n {
+            let cut_above = self.ports[p].cut_above;
+            let mut i = 0;
+            while i < n {
                 let d = self.ports[p].sock.rx.read(idx.wrapping_add(i));
+                total += 1;
+                if d.options & libc::XDP_PKT_CONTD != 0 {
+                    i = self.chain(h, p, idx, i, n);
+                    continue;
+                }
+                i += 1;
+                if d.len > cut_above && self.cut_single(h, p, d.addr, d.len) {
+                    continue;
+                }
                 let base = d.addr & mask;
                 // SAFETY: the kernel handed this chunk to us through the RX
                 // ring; until it is put in a fill or TX ring it is ours alone,
                 // and `chunk` is dropped before that happens below.
                 let chunk = unsafe { self.umem.chunk_mut(d.addr) };
                 let mut frame = Frame::new(chunk, (d.addr - base) as usize, d.len as usize);
-                match h.handle(p, i as usize, &mut frame) {
-                    Disposition::Tx(out) if out < nports => {
-                        let desc = libc::xdp_desc {
-                            addr: base + frame.head() as u64,
-                            len: frame.len() as u32,
-                            options: 0,
-                        };
-                        let tx = &mut self.ports[out];
-                        let (ti, got) = tx.sock.tx.reserve(1);
-                        if got == 1 {
-                            tx.sock.tx.write(ti, desc);
-                            tx.queued += 1;
-                            self.stats.tx += 1;
-                        } else {
-                            self.stats.tx_ring_full += 1;
-                            self.free.push(base);
-                        }
-                    }
-                    Disposition::Tx(_) => {
-                        self.stats.bad_port += 1;
-                        self.free.push(base);
-                    }
-                    Disposition::Drop => {
-                        self.stats.dropped += 1;
-                        self.free.push(base);
-                    }
-                }
+                let disp = h.handle(p, i as usize - 1, &mut frame);
+                let (head, len) = (frame.head(), frame.len());
+                self.dispose(disp, base, head, len, false);
             }
             self.ports[p].sock.rx.release(n);
-            self.stats.rx += n as u64;
-            total += n as usize;
         }
+        self.stats.rx += total as u64;
         self.kick();
         let ring = self.ports.first().map(|p| p.sock.fill.size()).unwrap_or(0);
         for p in 0..nports {
@@ -535,5 +670,52 @@ impl XdpWorker {
             }
         }
         total
+    }
+
+    /// Transmits (or drops, counted) the frame `len` bytes at `head` of the
+    /// chunk at `base`, as the handler said. `push`: a super-frame's segment;
+    /// in copy mode the kernel sends at most 32 frames per sendto, so the
+    /// segments are sent as they are made (one kick per 32) instead of piling
+    /// up in the TX ring, and a full ring is kicked and retried once.
+    #[inline(always)]
+    fn dispose(&mut self, disp: Disposition, base: u64, head: usize, len: usize, push: bool) {
+        match disp {
+            Disposition::Tx(out) if out < self.ports.len() => {
+                let desc = libc::xdp_desc {
+                    addr: base + head as u64,
+                    len: len as u32,
+                    options: 0,
+                };
+                let mut tries = if push { 2 } else { 1 };
+                loop {
+                    let tx = &mut self.ports[out];
+                    let (ti, got) = tx.sock.tx.reserve(1);
+                    if got == 1 {
+                        tx.sock.tx.write(ti, desc);
+                        tx.queued += 1;
+                        self.stats.tx += 1;
+                        if push && tx.queued >= superframe::KICK_EVERY {
+                            self.push_tx(out);
+                        }
+                        return;
+                    }
+                    tries -= 1;
+                    if tries == 0 {
+                        break;
+                    }
+                    self.push_tx(out);
+                }
+                self.stats.tx_ring_full += 1;
+                self.free.push(base);
+            }
+            Disposition::Tx(_) => {
+                self.stats.bad_port += 1;
+                self.free.push(base);
+            }
+            Disposition::Drop => {
+                self.stats.dropped += 1;
+                self.free.push(base);
+            }
+        }
     }
 }

@@ -173,6 +173,7 @@ pub struct XskSocket {
     ifindex: u32,
     queue: u32,
     mode: BindMode,
+    sg: bool,
 }
 
 /// Kernel-side socket counters (getsockopt XDP_STATISTICS).
@@ -188,15 +189,18 @@ pub struct XskKernelStats {
 
 impl XskSocket {
     /// Creates a socket on `ifname` queue `queue`. With `shared` = None the
-    /// socket registers `umem` and binds with `mode`; with Some(first socket)
-    /// it shares that socket's UMEM (and inherits its bind mode, as the kernel
-    /// requires).
+    /// socket registers `umem` and binds with `mode`, and with XDP_USE_SG if
+    /// `sg`: frames larger than a chunk then arrive as chains of descriptors
+    /// (XDP_PKT_CONTD on all but the last) instead of being dropped by the
+    /// kernel. With Some(first socket) it shares that socket's UMEM and
+    /// inherits its bind mode and SG setting, as the kernel requires.
     pub fn new(
         umem: &Umem,
         ifname: &str,
         queue: u32,
         sizes: RingSizes,
         mode: BindMode,
+        sg: bool,
         shared: Option<&XskSocket>,
     ) -> Result<XskSocket> {
         let what = |s: &str| format!("AF_XDP {ifname} queue {queue}: {s}");
@@ -279,19 +283,22 @@ impl XskSocket {
             true,
         );
 
-        let (flags, shared_fd, mode) = match shared {
-            // Shared sockets may not pass flags: they inherit the owner's.
+        let (flags, shared_fd, mode, sg) = match shared {
+            // Shared sockets may not pass flags: they inherit the owner's
+            // (XDP_USE_SG through the UMEM).
             Some(first) => (
                 libc::XDP_SHARED_UMEM,
                 first.fd.as_raw_fd() as u32,
                 first.mode,
+                first.sg,
             ),
             None => {
                 let m = match mode {
                     BindMode::Copy => libc::XDP_COPY,
                     BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
                 };
-                (m | libc::XDP_USE_NEED_WAKEUP, 0, mode)
+                let sgf = if sg { libc::XDP_USE_SG } else { 0 };
+                (m | libc::XDP_USE_NEED_WAKEUP | sgf, 0, mode, sg)
             }
         };
         let sa = libc::sockaddr_xdp {
@@ -311,11 +318,16 @@ impl XskSocket {
         };
         if rc < 0 {
             return Err(last_os(what(&format!(
-                "bind ({}{})",
+                "bind ({}{}{})",
                 if mode == BindMode::ZeroCopy {
                     "zero-copy"
                 } else {
                     "copy"
+                },
+                if sg {
+                    ", multi-buffer (XDP_USE_SG)"
+                } else {
+                    ""
                 },
                 if shared.is_some() {
                     ", shared UMEM"
@@ -334,6 +346,7 @@ impl XskSocket {
             ifindex,
             queue,
             mode,
+            sg,
         })
     }
 
@@ -355,6 +368,11 @@ impl XskSocket {
 
     pub fn mode(&self) -> BindMode {
         self.mode
+    }
+
+    /// Bound with XDP_USE_SG (directly or through the shared UMEM).
+    pub fn sg(&self) -> bool {
+        self.sg
     }
 
     /// Asks the kernel to transmit what is in the TX ring (and, in copy mode,

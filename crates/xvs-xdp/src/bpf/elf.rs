@@ -374,6 +374,19 @@ impl Object {
         attach_type: u32,
         maps: &[&Arc<Map>],
     ) -> Result<OwnedFd> {
+        self.load_with_flags(section, prog_type, attach_type, 0, maps)
+    }
+
+    /// As [`Object::load`], with BPF_PROG_LOAD `prog_flags` (e.g.
+    /// [`sys::BPF_F_XDP_HAS_FRAGS`]).
+    pub fn load_with_flags(
+        &self,
+        section: &str,
+        prog_type: u32,
+        attach_type: u32,
+        prog_flags: u32,
+        maps: &[&Arc<Map>],
+    ) -> Result<OwnedFd> {
         let p = self
             .progs
             .iter()
@@ -394,7 +407,14 @@ impl Object {
             b[4..8].copy_from_slice(&m.fd().to_le_bytes());
             insns[*idx] = u64::from_le_bytes(b);
         }
-        sys::prog_load(&p.name, prog_type, attach_type, &insns, &self.license)
+        sys::prog_load(
+            &p.name,
+            prog_type,
+            attach_type,
+            prog_flags,
+            &insns,
+            &self.license,
+        )
     }
 }
 

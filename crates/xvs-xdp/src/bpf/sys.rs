@@ -31,6 +31,9 @@ pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+/// prog_flags: the XDP program handles multi-buffer frames (it reads only the
+/// first buffer directly), so the kernel may hand it frames larger than a page.
+pub const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 
 /// bpf(cmd, attr, size); returns the non-negative result or errno.
 fn bpf<T>(cmd: u32, attr: &mut T) -> std::io::Result<i64> {
@@ -218,6 +221,7 @@ pub fn prog_load(
     name: &str,
     prog_type: u32,
     expected_attach_type: u32,
+    prog_flags: u32,
     insns: &[u64],
     license: &str,
 ) -> Result<OwnedFd> {
@@ -230,6 +234,7 @@ pub fn prog_load(
         license: lic.as_ptr() as u64,
         prog_name: name16(name),
         expected_attach_type,
+        prog_flags,
         ..Default::default()
     };
     match bpf(BPF_PROG_LOAD, &mut a) {
