@@ -197,7 +197,7 @@ fn with_options(c: &SyncConn, opts: &[u8]) -> Vec<u8> {
 /// `with_options` followed by a clean record with cport 99.
 fn with_options_then_next(c: &SyncConn, opts: &[u8]) -> Vec<u8> {
     let mut m = with_options(c, opts);
-    while m.len() % 4 != 0 {
+    while m.len() & 3 != 0 {
         m.push(0);
     }
     let next = mesg(&[conn(99)]);
