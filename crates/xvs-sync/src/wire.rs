@@ -60,6 +60,10 @@ pub const IP_VS_SYNC_TTL: u8 = 1;
 /// `IPVS_SYNC_PORTS_MAX`: at most this many sync threads (and ports).
 pub const IPVS_SYNC_PORTS_MAX: u16 = 1 << 6;
 
+/// Timeout a backup gives a template from a version 0 record (which has no
+/// timeout field); connections get their protocol's timeout for the state.
+pub const V0_TEMPLATE_TIMEOUT_SECS: u32 = 3 * 60;
+
 /// Sync protocol version a master sends (`net.ipv4.vs.sync_version`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SyncVersion {
