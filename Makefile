@@ -52,9 +52,11 @@ bench: deps
 	$(CARGO) build --release -p xvs-bench -p xvsd -p xvs-lab
 	$(SUDO) target/release/xvs-bench run $(BENCH_ARGS)
 
-# Coverage-guided fuzzing of the whole per-packet path (cargo-fuzz; stable
-# toolchain with RUSTC_BOOTSTRAP for the sanitizer flags). FUZZ_SECS=60 by default.
+# Coverage-guided fuzzing (cargo-fuzz; stable toolchain with RUSTC_BOOTSTRAP for
+# the sanitizer flags) of the whole per-packet path and of the sync decoder (a
+# backup's received datagrams). FUZZ_SECS=60 each by default.
 FUZZ_SECS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	cd crates/xvs-core && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run engine -- -max_total_time=$(FUZZ_SECS) -max_len=2048
+	cd crates/xvs-sync && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECS) -max_len=4096
