@@ -41,6 +41,8 @@ pub fn check_op(op: &Op) -> Result<(), String> {
             check_key(k)?;
             check_laddr(a)
         }
+        Op::AddMark(m) | Op::DelMark(m) => m.check(),
+        Op::SetMarks(ms) => ms.iter().try_for_each(|m| m.check()),
     }
 }
 

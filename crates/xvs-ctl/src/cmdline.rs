@@ -48,11 +48,16 @@ pub enum Command {
     DelService(ServiceKey),
     Clear,
     Restore,
-    Save { format: u32 },
+    Save {
+        format: u32,
+    },
     AddDest(ServiceKey, DestSpec),
     EditDest(ServiceKey, DestSpec),
     DelDest(ServiceKey, IpAddr, u16),
-    List { what: ListWhat, format: u32 },
+    List {
+        what: ListWhat,
+        format: u32,
+    },
     Zero(Option<ServiceKey>),
     SetTimeouts(u32, u32, u32),
     StartDaemon(DaemonSpec),
@@ -62,6 +67,10 @@ pub enum Command {
     AddLaddr(ServiceKey, IpAddr),
     DelLaddr(ServiceKey, IpAddr),
     GetLaddr(Option<ServiceKey>),
+    /// `--add-mark RULE`, `--del-mark RULE`, `--list-marks` (xvs extensions).
+    AddMark(crate::mark::MarkSpec),
+    DelMark(crate::mark::MarkSpec),
+    ListMarks,
 }
 
 /// A command line ipvsadm would refuse: the text it prints on stderr (without
@@ -705,6 +714,30 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             format: 0,
         });
     }
+    // The mark commands take an iptables rule, whose words (-d, -p, -s, -m,
+    // -j) are not ipvsadm's: the rest of the line is the rule.
+    match args[1].as_str() {
+        "--add-mark" | "--del-mark" => {
+            let words: Vec<String> = if args.len() == 3 {
+                args[2].split_whitespace().map(str::to_string).collect()
+            } else {
+                args[2..].to_vec()
+            };
+            let m = crate::mark::MarkSpec::parse(&words).or_else(fail)?;
+            return Ok(if args[1] == "--add-mark" {
+                Command::AddMark(m)
+            } else {
+                Command::DelMark(m)
+            });
+        }
+        "--list-marks" => {
+            return match args.get(2) {
+                None => Ok(Command::ListMarks),
+                Some(w) => fail(format!("--list-marks takes no argument: `{w}'")),
+            };
+        }
+        _ => {}
+    }
     let items = scan(&args[1..]);
     let mut e = Entry {
         cmd: None,
@@ -1239,6 +1272,8 @@ Usage:\n\
 \x20 {p} --stop-daemon {{master|backup}}\n\
 \x20 {p} -P|Q virtual-service -z local-address\n\
 \x20 {p} -G [virtual-service]\n\
+\x20 {p} --add-mark|--del-mark [-s prefix] [-d prefix] [-p tcp|udp] [--dport port[:port] | -m multiport --dports ports] -j MARK --set-mark mark\n\
+\x20 {p} --list-marks\n\
 \x20 {p} -h\n\
 \n\
 Commands:\n\
@@ -1260,6 +1295,9 @@ Either long or short options are allowed.\n\
 \x20 --add-laddr       -P        add a FULLNAT local address to a service (xvs)\n\
 \x20 --del-laddr       -Q        delete a FULLNAT local address (xvs)\n\
 \x20 --get-laddr       -G        list FULLNAT local addresses (xvs)\n\
+\x20 --add-mark                  add a fwmark rule, iptables mangle form (xvs)\n\
+\x20 --del-mark                  delete a fwmark rule (xvs)\n\
+\x20 --list-marks                list the fwmark rules in order (xvs)\n\
 \x20 --help            -h        display this help message\n\
 \n\
 virtual-service:\n\
@@ -1333,6 +1371,8 @@ impl Command {
             Command::StopDaemon(s) => Op::StopDaemon(*s),
             Command::AddLaddr(k, a) => Op::AddLaddr(*k, *a),
             Command::DelLaddr(k, a) => Op::DelLaddr(*k, *a),
+            Command::AddMark(m) => Op::AddMark(m.clone()),
+            Command::DelMark(m) => Op::DelMark(m.clone()),
             _ => return None,
         })
     }

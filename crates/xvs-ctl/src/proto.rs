@@ -1,5 +1,6 @@
 //! Protocol messages and framing.
 
+pub use crate::mark::MarkSpec;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -52,6 +53,11 @@ pub enum Op {
     /// FULLNAT local address pool of a service (xvs extension).
     AddLaddr(ServiceKey, IpAddr),
     DelLaddr(ServiceKey, IpAddr),
+    /// fwmark classification rules (xvs extension): append one, delete one,
+    /// or replace them all (a config file's `[[mark]]` on load and SIGHUP).
+    AddMark(MarkSpec),
+    DelMark(MarkSpec),
+    SetMarks(Vec<MarkSpec>),
 }
 
 /// A request.
@@ -71,6 +77,8 @@ pub enum Request {
     GetTimeouts,
     GetDaemons,
     GetLaddrs(Option<ServiceKey>),
+    /// The fwmark classification rules, in order.
+    GetMarks,
 }
 
 /// Counters, rates and state of a dest.
@@ -209,6 +217,7 @@ pub enum Response {
     Timeouts(u32, u32, u32),
     Daemons(Vec<DaemonSpec>),
     Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
+    Marks(Vec<MarkSpec>),
 }
 
 /// A framing or encoding failure.

@@ -275,9 +275,30 @@ fn execute(
                     .flat_map(|(_, l)| l.iter().copied())
                     .collect()
             };
-            let text = format::list_all(0, &services, &laddrs, format, names(format));
+            let marks = match call(c, &Request::GetMarks, io, EXIT_LIST)? {
+                Response::Marks(m) => m,
+                Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                r => return Err(unexpected(io, &r, EXIT_LIST)),
+            };
+            // Mark rules first (xvs extension), so that -R restores them
+            // with the fwmark services that use them.
+            let mut text: String = marks.iter().map(|m| format!("--add-mark {m}\n")).collect();
+            text.push_str(&format::list_all(
+                0,
+                &services,
+                &laddrs,
+                format,
+                names(format),
+            ));
             Ok(io.print(&text))
         }
+        Command::ListMarks => match call(c, &Request::GetMarks, io, EXIT_LIST)? {
+            Response::Marks(m) => {
+                Ok(io.print(&m.iter().map(|m| format!("{m}\n")).collect::<String>()))
+            }
+            Response::Error(e) => Err(io.fail(&e.message, EXIT_LIST)),
+            r => Err(unexpected(io, &r, EXIT_LIST)),
+        },
         Command::GetLaddr(k) => {
             if let Some(k) = k {
                 match call(c, &Request::ListServices(Some(k)), io, EXIT_LIST)? {
@@ -339,6 +360,7 @@ fn not_a_change(cmd: &Command) -> &'static str {
         Command::List { .. } => "-L",
         Command::Save { .. } => "-S",
         Command::GetLaddr(_) => "-G",
+        Command::ListMarks => "--list-marks",
         Command::Help => "-h",
         Command::Version => "-v",
         _ => "this command",

@@ -144,6 +144,7 @@ pub fn handle(state: &Mutex<State>, req: Request) -> Response {
         }
         Request::GetDaemons => Response::Daemons(s.daemons.clone()),
         Request::GetLaddrs(k) => Response::Laddrs(s.list_laddrs(k.as_ref())),
+        Request::GetMarks => Response::Marks(s.marks.clone()),
     }
 }
 

@@ -70,16 +70,48 @@ fn random_seed() -> [u64; 4] {
 }
 
 /// Reads the rules file and replaces the rules with it, all or nothing.
-fn load_rules(state: &Mutex<State>, path: &std::path::Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut ops = xvs_ctl::cmdline::parse_rules(&text, "xvsd")
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    ops.insert(0, xvs_ctl::Op::Clear);
+/// Loads the `--rules` file (replacing every rule) and the config file's
+/// `[[mark]]` rules, as one all-or-nothing change: at start and on SIGHUP.
+/// Only the mark rules of the config file can change at run time; the rest of
+/// it takes effect at the next start.
+fn reload(
+    state: &Mutex<State>,
+    rules: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut ops = Vec::new();
+    if rules.is_some() {
+        ops.push(xvs_ctl::Op::Clear);
+    }
+    if let Some(p) = config {
+        let c = Config::load(p)?;
+        ops.push(xvs_ctl::Op::SetMarks(
+            c.marks.iter().map(xvs_ctl::MarkSpec::from_rule).collect(),
+        ));
+    }
+    let first_rule = ops.len();
+    if let Some(path) = rules {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        ops.extend(
+            xvs_ctl::cmdline::parse_rules(&text, "xvsd")
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
+    }
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     s.apply_batch(&ops)
-        .map_err(|(i, e)| anyhow::anyhow!("{}: rule {} : {}", path.display(), i, e.0))?;
-    tracing::info!(rules = ops.len() - 1, file = %path.display(), "rules loaded");
+        .map_err(|(i, e)| match (rules, config) {
+            (Some(r), _) if i >= first_rule => {
+                anyhow::anyhow!("{}: rule {} : {}", r.display(), i - first_rule + 1, e.0)
+            }
+            (_, Some(c)) => anyhow::anyhow!("{}: [[mark]] rules: {}", c.display(), e.0),
+            _ => anyhow::anyhow!("{}", e.0),
+        })?;
+    tracing::info!(
+        rules = ops.len() - first_rule,
+        marks = s.marks.len(),
+        "rules loaded"
+    );
     Ok(())
 }
 
@@ -158,8 +190,9 @@ fn run() -> Result<()> {
         cfg.knobs.unwrap_or_default(),
         cfg.marks.clone(),
     )));
-    if let Some(r) = &args.rules {
-        load_rules(&state, r)?;
+    if args.rules.is_some() {
+        // The rules file starts with a clear: the config's marks go with it.
+        reload(&state, args.rules.as_deref(), args.config.as_deref())?;
     }
 
     // Refuse early if another daemon serves the socket; then the data plane,
@@ -171,7 +204,7 @@ fn run() -> Result<()> {
         // Steer what the rules already hold, then keep every change in step.
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         let want = st.steer_keys();
-        s.prepare(&want, &st.marks)
+        s.prepare(&want, &st.mark_rules())
             .context("steering the loaded rules")?;
         s.commit(want);
         st.steer = Some(s.clone());
@@ -250,13 +283,10 @@ fn run() -> Result<()> {
     ])?;
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            match &args.rules {
-                Some(r) => {
-                    if let Err(e) = load_rules(&state, r) {
-                        tracing::error!("reload failed, rules unchanged: {e:#}");
-                    }
-                }
-                None => tracing::info!("SIGHUP: no --rules file to reload"),
+            if args.rules.is_none() && args.config.is_none() {
+                tracing::info!("SIGHUP: no --rules or --config file to reload");
+            } else if let Err(e) = reload(&state, args.rules.as_deref(), args.config.as_deref()) {
+                tracing::error!("reload failed, rules unchanged: {e:#}");
             }
             continue;
         }

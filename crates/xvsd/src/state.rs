@@ -13,6 +13,7 @@ use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
 use xvs_core::time::Time;
+use xvs_ctl::MarkSpec;
 use xvs_ctl::{ConnInfo, DaemonSpec, DaemonState, DestInfo, ErrorReply, Op, Response, ServiceInfo};
 use xvs_xdp::SteerKey;
 
@@ -31,7 +32,8 @@ pub struct State {
     pub table: ServiceTable,
     pub timeouts: Timeouts,
     pub knobs: Knobs,
-    pub marks: Vec<MarkRule>,
+    /// fwmark classification rules, in order (xvs assigns marks itself).
+    pub marks: Vec<MarkSpec>,
     pub daemons: Vec<DaemonSpec>,
     pub laddrs: BTreeMap<String, (ServiceKey, Vec<IpAddr>)>,
     pub engine: Arc<Engine>,
@@ -46,6 +48,7 @@ fn key_id(k: &ServiceKey) -> String {
 
 impl State {
     pub fn new(engine: Arc<Engine>, knobs: Knobs, marks: Vec<MarkRule>) -> State {
+        let marks = marks.iter().map(MarkSpec::from_rule).collect();
         let s = State {
             table: ServiceTable::with_limits(engine.limits.max_services, engine.limits.max_dests),
             timeouts: Timeouts::default(),
@@ -69,10 +72,15 @@ impl State {
     pub fn publish(&self) {
         let mut r = RuleSet::from_table(&self.table);
         r.laddrs = self.laddrs.values().cloned().collect();
-        r.marks = self.marks.clone();
+        r.marks = self.mark_rules();
         r.timeouts = self.timeouts;
         r.knobs = self.knobs;
         self.engine.publish(&r);
+    }
+
+    /// The engine's form of the mark rules (one per port range, in order).
+    pub fn mark_rules(&self) -> Vec<MarkRule> {
+        self.marks.iter().flat_map(MarkSpec::rules).collect()
     }
 
     /// The steering keys the current rules need.
@@ -97,7 +105,24 @@ impl State {
             Op::Clear => {
                 self.table.clear();
                 self.laddrs.clear();
+                // The mark rules exist for fwmark services: -C clears them
+                // too, so `-S | -C; -R` restores the same set.
+                self.marks.clear();
             }
+            Op::AddMark(m) => {
+                if self.marks.contains(m) {
+                    return Err(OpError("Mark rule already exists".into()));
+                }
+                self.marks.push(m.clone());
+            }
+            Op::DelMark(m) => {
+                let n = self.marks.len();
+                self.marks.retain(|x| x != m);
+                if self.marks.len() == n {
+                    return Err(OpError("No such mark rule".into()));
+                }
+            }
+            Op::SetMarks(ms) => self.marks = ms.clone(),
             Op::AddDest(k, d) => self.table.add_dest(k, d.clone())?,
             Op::EditDest(k, d) => self.table.edit_dest(k, d.clone())?,
             Op::DelDest(k, a, p) => self.table.del_dest(k, *a, *p)?,
@@ -243,7 +268,7 @@ impl State {
         }
         let want = dry.steer_keys();
         if let Some(s) = &self.steer {
-            s.prepare(&want, &dry.marks).map_err(|e| {
+            s.prepare(&want, &dry.mark_rules()).map_err(|e| {
                 (
                     ops.len().saturating_sub(1),
                     OpError(format!(
