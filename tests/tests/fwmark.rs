@@ -38,20 +38,16 @@ fn xvsadm(d: &Daemon, args: &[&str]) -> String {
 /// socket each), that send `name` and close.
 fn name_servers(ns: &Netns, name: &'static str, ports: &[u16]) {
     for &port in ports {
-        for any in ["[::]"] {
-            let l = ns
-                .run(|| TcpListener::bind(format!("{any}:{port}")))
-                .unwrap()
-                .unwrap_or_else(|e| panic!("{name} bind {any}:{port}: {e}"));
-            std::thread::spawn(move || {
-                for s in l.incoming() {
-                    if let Ok(mut s) = s {
-                        use std::io::Write;
-                        let _ = s.write_all(name.as_bytes());
-                    }
-                }
-            });
-        }
+        let l = ns
+            .run(|| TcpListener::bind(format!("[::]:{port}")))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name} bind [::]:{port}: {e}"));
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                use std::io::Write;
+                let _ = s.write_all(name.as_bytes());
+            }
+        });
     }
 }
 
