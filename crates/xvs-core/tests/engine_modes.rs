@@ -305,11 +305,11 @@ fn unknown_traffic_is_dropped_or_passed_and_counted() {
     bad.truncate(20);
     assert_eq!(
         lab.send(&bad, PORT_CLI).0,
-        Verdict::Drop(DropReason::Malformed)
+        Verdict::Drop(DropReason::Truncated)
     );
     assert_eq!(lab.drops(DropReason::NotSyn), 1);
     assert_eq!(lab.drops(DropReason::NoService), 1);
-    assert_eq!(lab.drops(DropReason::Malformed), 1);
+    assert_eq!(lab.drops(DropReason::Truncated), 1);
 }
 
 #[test]

@@ -10,8 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum DropReason {
-    /// The frame could not be parsed (truncated, bad lengths, ...).
-    Malformed,
+    /// Shorter than its headers say.
+    Truncated,
+    /// An IP version field that is neither 4 nor 6, or not the Ethernet type's.
+    BadVersion,
+    /// An IPv4 IHL or TCP data offset below the minimum.
+    BadHeaderLen,
+    /// An IP total length shorter than the header, or beyond 65535.
+    BadTotalLen,
+    /// An IPv6 extension header chain longer than xvs walks.
+    TooManyExtHeaders,
     /// No service matches the destination and no connection matches the frame.
     NoService,
     /// A TCP segment other than a SYN for an unknown connection.
@@ -45,8 +53,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
-        DropReason::Malformed,
+    pub const ALL: [DropReason; 20] = [
+        DropReason::Truncated,
+        DropReason::BadVersion,
+        DropReason::BadHeaderLen,
+        DropReason::BadTotalLen,
+        DropReason::TooManyExtHeaders,
         DropReason::NoService,
         DropReason::NotSyn,
         DropReason::NoDest,
@@ -67,7 +79,11 @@ impl DropReason {
     /// Stable name for metrics (`xvs_drops_total{reason="..."}`).
     pub const fn name(self) -> &'static str {
         match self {
-            DropReason::Malformed => "malformed",
+            DropReason::Truncated => "truncated",
+            DropReason::BadVersion => "bad_version",
+            DropReason::BadHeaderLen => "bad_header_len",
+            DropReason::BadTotalLen => "bad_total_len",
+            DropReason::TooManyExtHeaders => "too_many_ext_headers",
             DropReason::NoService => "no_service",
             DropReason::NotSyn => "not_syn",
             DropReason::NoDest => "no_dest",
@@ -83,6 +99,22 @@ impl DropReason {
             DropReason::IcmpNoConn => "icmp_no_conn",
             DropReason::Defense => "defense",
             DropReason::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl DropReason {
+    /// The reason a frame that does not parse is dropped for (`not_ip` never
+    /// reaches here: such frames are passed, and the steering program does
+    /// not hand them to xvs).
+    pub const fn of_parse(e: crate::wire::parse::ParseError) -> DropReason {
+        use crate::wire::parse::ParseError as P;
+        match e {
+            P::NotIp | P::Truncated => DropReason::Truncated,
+            P::BadVersion => DropReason::BadVersion,
+            P::BadHeaderLen => DropReason::BadHeaderLen,
+            P::BadTotalLen => DropReason::BadTotalLen,
+            P::TooManyExtHeaders => DropReason::TooManyExtHeaders,
         }
     }
 }

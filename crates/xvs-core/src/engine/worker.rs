@@ -428,7 +428,7 @@ impl Worker {
         let info = match parsed {
             Ok(i) => i,
             Err(ParseError::NotIp) => return Verdict::Pass,
-            Err(_) => return Verdict::Drop(DropReason::Malformed),
+            Err(e) => return Verdict::Drop(DropReason::of_parse(*e)),
         };
         if info.icmp.is_some() {
             return self.icmp_error(frame, info);
@@ -835,7 +835,7 @@ impl Worker {
             return Verdict::Drop(DropReason::IcmpNoConn);
         };
         let Some((isrc, idst)) = ic.inner_addrs(frame.data(), info.af) else {
-            return Verdict::Drop(DropReason::Malformed);
+            return Verdict::Drop(DropReason::Truncated);
         };
         // The quoted packet went the other way: its reversed tuple is our key.
         let key = ConnKey {
