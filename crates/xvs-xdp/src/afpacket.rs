@@ -186,7 +186,7 @@ impl PacketWorker {
 
     fn block_ptr(p: &PacketPort) -> *mut u8 {
         // SAFETY: block < BLOCK_NR, so the offset stays inside the ring mapping.
-        unsafe { p.ring.ptr.add((p.block * BLOCK_SIZE) as usize) }
+        unsafe { p.ring.as_ptr().add((p.block * BLOCK_SIZE) as usize) }
     }
 
     fn block_status(p: &PacketPort) -> &AtomicU32 {

@@ -4,6 +4,7 @@
 //! side caches the other's index and re-reads it only when the cache says the
 //! ring is full (producer) or empty (consumer), as libxdp does.
 
+use crate::error::{Error, Result};
 use crate::sys::Mmap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -27,11 +28,33 @@ unsafe impl<T: Copy> Send for Ring<T> {}
 
 impl<T: Copy> Ring<T> {
     /// Wraps a mapping laid out as described by `off` with `size` entries.
-    /// `producer_side` says whether userspace produces into this ring.
-    pub fn new(map: Mmap, off: &libc::xdp_ring_offset, size: u32, producer_side: bool) -> Ring<T> {
-        let base = map.ptr;
-        // SAFETY: the kernel guarantees the offsets lie inside the mapping it
-        // sized for this ring (getsockopt XDP_MMAP_OFFSETS + size entries).
+    /// `producer_side` says whether userspace produces into this ring. The
+    /// layout is checked: `size` a power of two, and the three indices and
+    /// `size` entries of `T` inside the mapping and aligned.
+    pub fn new(
+        map: Mmap,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        producer_side: bool,
+    ) -> Result<Ring<T>> {
+        let len = map.len();
+        let fits = |at: u64, bytes: u64, align: u64| {
+            at.checked_add(bytes).is_some_and(|end| end <= len as u64) && at % align == 0
+        };
+        let desc_bytes = size as u64 * std::mem::size_of::<T>() as u64;
+        if !size.is_power_of_two()
+            || !fits(off.producer, 4, 4)
+            || !fits(off.consumer, 4, 4)
+            || !fits(off.flags, 4, 4)
+            || !fits(off.desc, desc_bytes, std::mem::align_of::<T>() as u64)
+        {
+            return Err(Error::Invalid(format!(
+                "ring layout {off:?} with {size} entries does not fit a {len}-byte mapping"
+            )));
+        }
+        let base = map.as_ptr();
+        // SAFETY: every offset was checked to lie inside the mapping (with
+        // room for what is read there) and to be aligned.
         let (producer, consumer, flags, desc) = unsafe {
             (
                 base.add(off.producer as usize) as *const AtomicU32,
@@ -58,7 +81,7 @@ impl<T: Copy> Ring<T> {
             // `cached_cons - cached_prod` is the free space.
             r.cached_cons = r.cached_cons.wrapping_add(size);
         }
-        r
+        Ok(r)
     }
 
     #[inline]
@@ -158,5 +181,41 @@ impl<T: Copy> Ring<T> {
     pub fn release(&mut self, n: u32) {
         self.cached_cons = self.cached_cons.wrapping_add(n);
         self.cons().store(self.cached_cons, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn off(producer: u64, consumer: u64, flags: u64, desc: u64) -> libc::xdp_ring_offset {
+        libc::xdp_ring_offset {
+            producer,
+            consumer,
+            desc,
+            flags,
+        }
+    }
+
+    #[test]
+    fn a_layout_outside_the_mapping_is_refused() {
+        let map = || Mmap::new(4096, None, 0, "test ring").unwrap();
+        let good = off(0, 64, 128, 192);
+        assert!(Ring::<u64>::new(map(), &good, 16, true).is_ok());
+        // Entries past the end, an index past the end, a misaligned index,
+        // a size that is no power of two (0 would underflow the mask).
+        for (o, size) in [
+            (good, 512),
+            (off(0, 64, 4094, 192), 16),
+            (off(2, 64, 128, 192), 16),
+            (good, 0),
+            (good, 12),
+            (off(0, 64, 128, u64::MAX - 4), 16),
+        ] {
+            assert!(
+                Ring::<u64>::new(map(), &o, size, true).is_err(),
+                "{o:?} x {size}"
+            );
+        }
     }
 }

@@ -177,8 +177,10 @@ fn parse_cpu_list(s: &str) -> Option<usize> {
 
 /// An anonymous shared memory mapping, unmapped on drop.
 pub struct Mmap {
-    pub ptr: *mut u8,
-    pub len: usize,
+    // Private: Drop unmaps exactly this range, so safe code must not be able
+    // to change it.
+    ptr: *mut u8,
+    len: usize,
 }
 
 // SAFETY: the mapping is plain memory; synchronisation of its contents is the
@@ -188,6 +190,23 @@ unsafe impl Send for Mmap {}
 unsafe impl Sync for Mmap {}
 
 impl Mmap {
+    /// The start of the mapping (dereferencing it is the caller's `unsafe`).
+    #[inline]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Its length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: a mapping is made with at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Maps `len` bytes of `fd` at `offset` (or anonymous memory when fd is None).
     pub fn new(len: usize, fd: Option<RawFd>, offset: i64, what: &str) -> Result<Mmap> {
         let (flags, fd) = match fd {

@@ -63,8 +63,8 @@ impl Umem {
     /// Registers this UMEM on socket `fd` (the first socket using it).
     fn register(&self, fd: &OwnedFd) -> Result<()> {
         let reg = libc::xdp_umem_reg {
-            addr: self.map.ptr as u64,
-            len: self.map.len as u64,
+            addr: self.map.as_ptr() as u64,
+            len: self.map.len() as u64,
             chunk_size: self.chunk_size,
             headroom: self.headroom,
             flags: 0,
@@ -84,8 +84,8 @@ impl Umem {
     /// the first read of each frame was the worker's costliest instruction.
     #[inline]
     pub(crate) fn prefetch(&self, addr: u64) {
-        if addr < self.map.len as u64 {
-            xvs_mem::prefetch_ptr(self.map.ptr.wrapping_add(addr as usize));
+        if addr < self.map.len() as u64 {
+            xvs_mem::prefetch_ptr(self.map.as_ptr().wrapping_add(addr as usize));
         }
     }
 
@@ -99,12 +99,12 @@ impl Umem {
     pub(crate) unsafe fn frame(&self, addr: u64, len: u32) -> &[u8] {
         let end = addr + len as u64;
         let chunk_end = (addr & !(self.chunk_size as u64 - 1)) + self.chunk_size as u64;
-        if end > chunk_end || end > self.map.len as u64 {
+        if end > chunk_end || end > self.map.len() as u64 {
             return &[];
         }
         // SAFETY: addr..end lies inside one chunk of the mapping (checked
         // above); ownership and aliasing are the caller's contract.
-        unsafe { std::slice::from_raw_parts(self.map.ptr.add(addr as usize), len as usize) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(addr as usize), len as usize) }
     }
 
     /// The chunk holding UMEM address `addr` as a mutable slice.
@@ -118,13 +118,13 @@ impl Umem {
     #[inline]
     pub(crate) unsafe fn chunk_mut(&self, addr: u64) -> &mut [u8] {
         let base = addr & !(self.chunk_size as u64 - 1);
-        debug_assert!(base < self.map.len as u64);
+        debug_assert!(base < self.map.len() as u64);
         // SAFETY: `base` is a chunk start inside the mapping (addresses come
         // from our own fill ring or the kernel's descriptors for it); exclusive
         // ownership is the caller's contract.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.map.ptr.add(base as usize),
+                self.map.as_ptr().add(base as usize),
                 self.chunk_size as usize,
             )
         }
@@ -257,7 +257,7 @@ impl XskSocket {
             &off.fr,
             sizes.fill,
             true,
-        );
+        )?;
         let comp = Ring::new(
             map(
                 &off.cr,
@@ -269,19 +269,19 @@ impl XskSocket {
             &off.cr,
             sizes.comp,
             false,
-        );
+        )?;
         let rx = Ring::new(
             map(&off.rx, sizes.rx, d, libc::XDP_PGOFF_RX_RING, "rx ring")?,
             &off.rx,
             sizes.rx,
             false,
-        );
+        )?;
         let tx = Ring::new(
             map(&off.tx, sizes.tx, d, libc::XDP_PGOFF_TX_RING, "tx ring")?,
             &off.tx,
             sizes.tx,
             true,
-        );
+        )?;
 
         let (flags, shared_fd, mode, sg) = match shared {
             // Shared sockets may not pass flags: they inherit the owner's
