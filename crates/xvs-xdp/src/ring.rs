@@ -39,7 +39,7 @@ impl<T: Copy> Ring<T> {
     ) -> Result<Ring<T>> {
         let len = map.len();
         let fits = |at: u64, bytes: u64, align: u64| {
-            at.checked_add(bytes).is_some_and(|end| end <= len as u64) && at % align == 0
+            at.checked_add(bytes).is_some_and(|end| end <= len as u64) && at.is_multiple_of(align)
         };
         let desc_bytes = size as u64 * std::mem::size_of::<T>() as u64;
         if !size.is_power_of_two()
