@@ -15,6 +15,7 @@
 pub mod check;
 pub mod client;
 pub mod cmdline;
+pub mod health;
 pub mod proto;
 
 pub use client::{default_socket_path, Client, ClientError};

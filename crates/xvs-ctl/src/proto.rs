@@ -71,6 +71,9 @@ pub enum Request {
     GetTimeouts,
     GetDaemons,
     GetLaddrs(Option<ServiceKey>),
+    /// Health checks of `--keepalived-conf`: every virtual server, or the
+    /// one configuring this service (xvs extension, `-L --health`).
+    GetHealth(Option<ServiceKey>),
 }
 
 /// Counters, rates and state of a dest.
@@ -209,6 +212,7 @@ pub enum Response {
     Timeouts(u32, u32, u32),
     Daemons(Vec<DaemonSpec>),
     Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
+    Health(Vec<crate::health::VsHealth>),
 }
 
 /// A framing or encoding failure.

@@ -10,6 +10,7 @@ mod clock;
 mod config;
 mod control;
 mod dataplane;
+mod health;
 mod metrics;
 mod state;
 
@@ -36,6 +37,10 @@ struct Args {
     /// Rules to load at start and on SIGHUP, in `xvsadm -S` format.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// A keepalived.conf whose virtual servers xvsd runs, with their health
+    /// checks (reloaded on SIGHUP; VRRP stays with keepalived).
+    #[arg(long, conflicts_with = "rules")]
+    keepalived_conf: Option<PathBuf>,
     /// Control socket (default: $XVS_SOCKET, else /run/xvs/xvsd.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -161,6 +166,10 @@ fn run() -> Result<()> {
     if let Some(r) = &args.rules {
         load_rules(&state, r)?;
     }
+    let health = match &args.keepalived_conf {
+        Some(p) => Some(health::Health::start(p, state.clone())?),
+        None => None,
+    };
 
     // Refuse early if another daemon serves the socket; then the data plane,
     // so that once the socket answers the rules are in force.
@@ -189,7 +198,11 @@ fn run() -> Result<()> {
             .with_context(|| format!("binding metrics address {addr}"))?;
         let e = engine.clone();
         let s = steer.clone();
+        let h = health.clone();
         let extra = move |out: &mut String| {
+            if let Some(h) = &h {
+                h.metrics(out);
+            }
             if let Some(s) = &s {
                 metrics::counter(
                     out,
@@ -250,18 +263,26 @@ fn run() -> Result<()> {
     ])?;
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            match &args.rules {
-                Some(r) => {
+            match (&args.rules, &health) {
+                (Some(r), _) => {
                     if let Err(e) = load_rules(&state, r) {
                         tracing::error!("reload failed, rules unchanged: {e:#}");
                     }
                 }
-                None => tracing::info!("SIGHUP: no --rules file to reload"),
+                (None, Some(h)) => {
+                    if let Err(e) = h.reload() {
+                        tracing::error!("reload failed, nothing changed: {e:#}");
+                    }
+                }
+                (None, None) => tracing::info!("SIGHUP: no --rules file to reload"),
             }
             continue;
         }
         tracing::info!("shutting down");
         break;
+    }
+    if let Some(h) = &health {
+        h.shutdown();
     }
     stop.store(true, Ordering::Relaxed);
     drop(dp);
