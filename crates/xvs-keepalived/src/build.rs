@@ -99,7 +99,10 @@ fn flag(n: &Node) -> R<bool> {
         None => Ok(true),
         Some("on" | "true" | "yes") => Ok(true),
         Some("off" | "false" | "no") => Ok(false),
-        Some(v) => err(n, format!("invalid boolean `{v}' (on|off|true|false|yes|no)")),
+        Some(v) => err(
+            n,
+            format!("invalid boolean `{v}' (on|off|true|false|yes|no)"),
+        ),
     }
 }
 
@@ -129,15 +132,14 @@ fn script(n: &Node) -> R<Script> {
 
 fn user_group(n: &Node, i: usize) -> R<(Option<String>, Option<String>)> {
     let user = n.words.get(i).cloned();
-    let group = match n.words.get(i + 1) {
-        Some(g) if g.starts_with(':') => {
-            return err(
+    let group =
+        match n.words.get(i + 1) {
+            Some(g) if g.starts_with(':') => return err(
                 n,
                 "supplementary groups (`:group') are not supported by xvs; name the group alone",
-            )
-        }
-        g => g.cloned(),
-    };
+            ),
+            g => g.cloned(),
+        };
     Ok((user, group))
 }
 
@@ -149,7 +151,12 @@ fn forwarding(n: &Node) -> R<FwdMethod> {
         "TUN" => FwdMethod::Tunnel,
         // xvs's full NAT (FNAT in the DPVS and Alibaba keepalived forks).
         "FULLNAT" | "FNAT" => FwdMethod::FullNat,
-        _ => return err(n, format!("unknown forwarding method `{m}' (NAT, DR, TUN, FULLNAT)")),
+        _ => {
+            return err(
+                n,
+                format!("unknown forwarding method `{m}' (NAT, DR, TUN, FULLNAT)"),
+            )
+        }
     };
     let mut rest = n.args()[1..].iter();
     while let Some(w) = rest.next() {
@@ -157,7 +164,10 @@ fn forwarding(n: &Node) -> R<FwdMethod> {
             (FwdMethod::Tunnel, "type") => match rest.next().map(String::as_str) {
                 Some("ipip") => {}
                 Some(t @ ("gue" | "gre")) => {
-                    return err(n, format!("tunnel type `{t}' is not supported by xvs (ipip only)"))
+                    return err(
+                        n,
+                        format!("tunnel type `{t}' is not supported by xvs (ipip only)"),
+                    )
                 }
                 _ => return err(n, "tunnel type must be ipip"),
             },
@@ -267,7 +277,10 @@ pub fn build(nodes: &[Node]) -> R<Config> {
                 return Err(ConfError::at(
                     &vs.loc,
                     "virtual_server",
-                    format!("service {} is also defined by virtual server {other}", s.key),
+                    format!(
+                        "service {} is also defined by virtual server {other}",
+                        s.key
+                    ),
                 ));
             }
         }
@@ -618,7 +631,10 @@ fn virtual_server(n: &Node, ctx: &mut Ctx) -> R<Option<VirtualServer>> {
             _ => (SvcFlags::SCHED2, Some("mh")),
         };
         if only.is_some_and(|s| s != sched_name) {
-            return err(c, format!("only applies to the {} scheduler", only.unwrap_or("")));
+            return err(
+                c,
+                format!("only applies to the {} scheduler", only.unwrap_or("")),
+            );
         }
         flags |= bit;
     }
@@ -753,7 +769,10 @@ fn virtual_server(n: &Node, ctx: &mut Ctx) -> R<Option<VirtualServer>> {
         ));
     }
     if ha_suspend && keys.iter().all(|k| k.is_fwmark()) {
-        return err(n, "ha_suspend needs a virtual server address to watch (not a fwmark)");
+        return err(
+            n,
+            "ha_suspend needs a virtual server address to watch (not a fwmark)",
+        );
     }
 
     Ok(Some(VirtualServer {
@@ -962,7 +981,12 @@ fn checker(n: &Node, rs: &RealServer, rs_port: Option<u16>, up: &Inherit) -> R<C
                     "MX" => 15,
                     "TXT" => 16,
                     "AAAA" => 28,
-                    t => return err(c, format!("unknown query type `{t}' (A|NS|CNAME|SOA|MX|TXT|AAAA)")),
+                    t => {
+                        return err(
+                            c,
+                            format!("unknown query type `{t}' (A|NS|CNAME|SOA|MX|TXT|AAAA)"),
+                        )
+                    }
                 };
             }
             "name" if kind_name == "DNS_CHECK" => {
@@ -1022,9 +1046,7 @@ fn checker(n: &Node, rs: &RealServer, rs_port: Option<u16>, up: &Inherit) -> R<C
             }
             CheckKind::Misc(MiscCheck {
                 script: s,
-                timeout: misc_timeout
-                    .filter(|t| !t.is_zero())
-                    .unwrap_or(delay_loop),
+                timeout: misc_timeout.filter(|t| !t.is_zero()).unwrap_or(delay_loop),
                 dynamic: misc_dynamic,
             })
         }
@@ -1059,7 +1081,10 @@ fn checker(n: &Node, rs: &RealServer, rs_port: Option<u16>, up: &Inherit) -> R<C
         };
         if let Some(b) = conn.bindto {
             if b.is_ipv4() != addr.is_ipv4() {
-                return err(n, "bindto and the address checked are of different families");
+                return err(
+                    n,
+                    "bindto and the address checked are of different families",
+                );
             }
         }
         Some(SocketAddr::new(addr, port))
@@ -1075,10 +1100,7 @@ fn checker(n: &Node, rs: &RealServer, rs_port: Option<u16>, up: &Inherit) -> R<C
         fwmark: conn.fwmark,
         connect_timeout: inh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         retry: own.retry.or(up.retry).unwrap_or(default_retry),
-        delay_before_retry: inh
-            .delay_before_retry
-            .or(default_dbr)
-            .unwrap_or(delay_loop),
+        delay_before_retry: inh.delay_before_retry.or(default_dbr).unwrap_or(delay_loop),
         delay_loop,
         warmup: inh.warmup.unwrap_or(delay_loop),
         alpha: inh.alpha.unwrap_or(false),
@@ -1107,7 +1129,10 @@ fn url(n: &Node, is_ssl: bool) -> R<Url> {
                 let v = arg(c, 1)?;
                 let mut d = [0u8; 16];
                 if v.len() != 32 {
-                    return err(c, format!("digest `{v}' must be 32 hex digits (genhash's MD5)"));
+                    return err(
+                        c,
+                        format!("digest `{v}' must be 32 hex digits (genhash's MD5)"),
+                    );
                 }
                 for (i, b) in d.iter_mut().enumerate() {
                     *b = u8::from_str_radix(&v[2 * i..2 * i + 2], 16)

@@ -490,7 +490,9 @@ mod tests {
         let e = read_str("a\n}\n", "t.conf").unwrap_err();
         assert_eq!(e.to_string(), "t.conf:2: }: '}' without an open block");
         let e = read_str("$X=1\n", "t.conf").unwrap_err();
-        assert!(e.to_string().starts_with("t.conf:1: $X=1: parameter definitions"));
+        assert!(e
+            .to_string()
+            .starts_with("t.conf:1: $X=1: parameter definitions"));
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub fn expand(s: &str) -> Result<Vec<IpAddr>, String> {
                     IpAddr::V4(Ipv4Addr::from(o))
                 }
                 IpAddr::V6(v6) => {
-                    let n = u16::from_str_radix(b, 16).map_err(|_| format!("bad range end `{b}'"))?;
+                    let n =
+                        u16::from_str_radix(b, 16).map_err(|_| format!("bad range end `{b}'"))?;
                     let mut seg = v6.segments();
                     seg[7] = n;
                     IpAddr::V6(Ipv6Addr::from(seg))

@@ -43,7 +43,11 @@ pub fn list(vss: &[VsHealth], format: u32, names: &dyn Names) -> String {
             v.quorum,
             v.hysteresis,
             v.alive_weight,
-            if v.quorum_up { "quorum up" } else { "quorum down" },
+            if v.quorum_up {
+                "quorum up"
+            } else {
+                "quorum down"
+            },
             if v.suspended {
                 "  checkers suspended (ha_suspend: no VIP here)"
             } else {

@@ -249,6 +249,13 @@ fn run() -> Result<()> {
                         if s.table.trash_len() > 0 {
                             s.table.purge_trash();
                             s.publish();
+                            // Purged NAT dests no longer need their replies steered.
+                            if let Some(st) = &s.steer {
+                                let want = s.steer_keys();
+                                if st.prepare(&want, &s.marks).is_ok() {
+                                    st.commit(want);
+                                }
+                            }
                         }
                     }
                 }

@@ -77,10 +77,34 @@ impl State {
 
     /// The steering keys the current rules need.
     pub fn steer_keys(&self) -> HashSet<SteerKey> {
-        rule_keys(
+        let mut keys = rule_keys(
             self.table.services(),
             self.laddrs.values().flat_map(|(_, a)| a),
-        )
+        );
+        // A NAT dest taken out keeps its connections, as in IPVS (it waits
+        // in the trash): their replies must still come to xvs until it is
+        // purged, or a health check's removal would cut them.
+        for (k, d) in self.table.trash() {
+            if d.fwd() != xvs_core::service::FwdMethod::Masq {
+                continue;
+            }
+            let protos: &[xvs_xdp::L4] = match k {
+                ServiceKey::Addr {
+                    proto: xvs_core::service::Protocol::Tcp,
+                    ..
+                } => &[xvs_xdp::L4::Tcp],
+                ServiceKey::Addr { .. } => &[xvs_xdp::L4::Udp],
+                ServiceKey::Fwmark { .. } => &[xvs_xdp::L4::Tcp, xvs_xdp::L4::Udp],
+            };
+            for &proto in protos {
+                keys.insert(SteerKey::RealServer {
+                    addr: d.addr.into(),
+                    port: d.port,
+                    proto,
+                });
+            }
+        }
+        keys
     }
 
     /// Applies one op (without publishing). Ops are checked here, whoever sent

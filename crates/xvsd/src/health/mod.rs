@@ -212,7 +212,8 @@ impl Health {
             rt.spawn(async move {
                 let mut waits = Vec::new();
                 for s in scripts {
-                    match probe::command(&s).and_then(|mut c| c.spawn().map_err(|e| e.to_string())) {
+                    match probe::command(&s).and_then(|mut c| c.spawn().map_err(|e| e.to_string()))
+                    {
                         Ok(c) => waits.push(c),
                         Err(e) => tracing::warn!("omega notifier {}: {e}", s.argv[0]),
                     }
@@ -260,10 +261,7 @@ pub fn report(key: Option<&ServiceKey>) -> Result<Vec<VsHealth>, String> {
     match key {
         None => Ok(all),
         Some(k) => {
-            let v: Vec<VsHealth> = all
-                .into_iter()
-                .filter(|v| v.services.contains(k))
-                .collect();
+            let v: Vec<VsHealth> = all.into_iter().filter(|v| v.services.contains(k)).collect();
             if v.is_empty() {
                 Err("No health checks for this service".into())
             } else {
@@ -424,15 +422,14 @@ impl Inner {
                     ids.push(id);
                 }
                 let alive = ids.iter().all(|id| checkers[id].retry.up);
-                let weight = logic::effective_weight(rs, ids.iter().map(|id| checkers[id].cur_weight));
+                let weight =
+                    logic::effective_weight(rs, ids.iter().map(|id| checkers[id].cur_weight));
                 rss.push(RsRt {
                     checkers: ids,
                     alive,
                     weight,
                     listed: None,
-                    since: old_rs
-                        .filter(|o| o.alive == alive)
-                        .map_or(now, |o| o.since),
+                    since: old_rs.filter(|o| o.alive == alive).map_or(now, |o| o.since),
                 });
             }
             let alive_weight: u64 = rss
@@ -569,14 +566,19 @@ impl Inner {
             c.failures += 1;
         }
         let secs = took.as_secs_f64();
-        let b = BUCKETS.iter().position(|&u| secs <= u).unwrap_or(BUCKETS.len());
+        let b = BUCKETS
+            .iter()
+            .position(|&u| secs <= u)
+            .unwrap_or(BUCKETS.len());
         c.hist[b] += 1;
         c.hist_sum += secs;
         let mut weight_changed = false;
         if let CheckKind::Misc(m) = &c.spec.kind {
             // misc_dynamic: exit status 2..255 sets the weight to status - 2.
             let w = match out.exit {
-                Some(e) if out.ok && m.dynamic && e >= 2 => e as i64 - 2 - i64::from(rs_conf.weight),
+                Some(e) if out.ok && m.dynamic && e >= 2 => {
+                    e as i64 - 2 - i64::from(rs_conf.weight)
+                }
                 _ if out.ok => 0,
                 _ => c.cur_weight,
             };
@@ -634,12 +636,21 @@ impl Inner {
             for (ri, r) in v.rs.iter_mut().enumerate() {
                 let rc = &conf.real_servers[ri];
                 let alive = r.checkers.iter().all(|id| checkers[id].retry.up);
-                let weight =
-                    logic::effective_weight(rc, r.checkers.iter().map(|id| checkers[id].cur_weight));
+                let weight = logic::effective_weight(
+                    rc,
+                    r.checkers.iter().map(|id| checkers[id].cur_weight),
+                );
                 if alive != r.alive {
                     r.alive = alive;
                     r.since = now;
-                    notify.extend(if alive { &rc.notify_up } else { &rc.notify_down }.clone());
+                    notify.extend(
+                        if alive {
+                            &rc.notify_up
+                        } else {
+                            &rc.notify_down
+                        }
+                        .clone(),
+                    );
                 }
                 if weight != r.weight {
                     tracing::info!(
@@ -652,12 +663,11 @@ impl Inner {
                     r.weight = weight;
                 }
             }
-            let alive_weight: u64 = v
-                .rs
-                .iter()
-                .filter(|r| r.alive)
-                .map(|r| r.weight as u64)
-                .sum();
+            let alive_weight: u64 =
+                v.rs.iter()
+                    .filter(|r| r.alive)
+                    .map(|r| r.weight as u64)
+                    .sum();
             let q = logic::next_quorum(v.quorum_up, alive_weight, conf);
             if q != v.quorum_up {
                 if q {
@@ -792,12 +802,11 @@ impl Inner {
         self.vss
             .iter()
             .map(|v| {
-                let alive_weight = v
-                    .rs
-                    .iter()
-                    .filter(|r| r.alive)
-                    .map(|r| r.weight as u64)
-                    .sum();
+                let alive_weight =
+                    v.rs.iter()
+                        .filter(|r| r.alive)
+                        .map(|r| r.weight as u64)
+                        .sum();
                 VsHealth {
                     name: v.conf.name.clone(),
                     services: v.conf.services.iter().map(|s| s.key).collect(),
@@ -919,8 +928,16 @@ impl Inner {
         for id in &ids {
             let c = &self.checkers[id];
             let l = labels(c);
-            let _ = writeln!(out, "xvs_health_checks_total{{{l},result=\"success\"}} {}", c.successes);
-            let _ = writeln!(out, "xvs_health_checks_total{{{l},result=\"failure\"}} {}", c.failures);
+            let _ = writeln!(
+                out,
+                "xvs_health_checks_total{{{l},result=\"success\"}} {}",
+                c.successes
+            );
+            let _ = writeln!(
+                out,
+                "xvs_health_checks_total{{{l},result=\"failure\"}} {}",
+                c.failures
+            );
         }
         let _ = writeln!(
             out,
@@ -932,11 +949,21 @@ impl Inner {
             let mut cum = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
                 cum += c.hist[i];
-                let _ = writeln!(out, "xvs_health_check_duration_seconds_bucket{{{l},le=\"{b}\"}} {cum}");
+                let _ = writeln!(
+                    out,
+                    "xvs_health_check_duration_seconds_bucket{{{l},le=\"{b}\"}} {cum}"
+                );
             }
             cum += c.hist[BUCKETS.len()];
-            let _ = writeln!(out, "xvs_health_check_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cum}");
-            let _ = writeln!(out, "xvs_health_check_duration_seconds_sum{{{l}}} {}", c.hist_sum);
+            let _ = writeln!(
+                out,
+                "xvs_health_check_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cum}"
+            );
+            let _ = writeln!(
+                out,
+                "xvs_health_check_duration_seconds_sum{{{l}}} {}",
+                c.hist_sum
+            );
             let _ = writeln!(out, "xvs_health_check_duration_seconds_count{{{l}}} {cum}");
         }
     }
@@ -959,12 +986,20 @@ fn target(spec: &CheckSpec) -> String {
 
 fn describe(op: &Op) -> String {
     match op {
-        Op::AddService(s) | Op::EditService(s) => format!("{op_name} {}", s.key, op_name = name(op)),
+        Op::AddService(s) | Op::EditService(s) => {
+            format!("{op_name} {}", s.key, op_name = name(op))
+        }
         Op::DelService(k) => format!("delete service {k}"),
         Op::AddDest(k, d) | Op::EditDest(k, d) => {
-            format!("{} {} in {k}", name(op), xvs_keepalived::fmt_addr_port(d.addr, d.port))
+            format!(
+                "{} {} in {k}",
+                name(op),
+                xvs_keepalived::fmt_addr_port(d.addr, d.port)
+            )
         }
-        Op::DelDest(k, a, p) => format!("delete {} from {k}", xvs_keepalived::fmt_addr_port(*a, *p)),
+        Op::DelDest(k, a, p) => {
+            format!("delete {} from {k}", xvs_keepalived::fmt_addr_port(*a, *p))
+        }
         Op::AddLaddr(k, a) => format!("add local address {a} to {k}"),
         Op::DelLaddr(k, a) => format!("delete local address {a} from {k}"),
         other => format!("{other:?}"),

@@ -109,7 +109,10 @@ async fn connect(spec: &CheckSpec) -> Result<tokio::net::TcpStream, String> {
     match timeout(spec.connect_timeout, s.connect(dst)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("connect: {}", why(&e))),
-        Err(_) => Err(format!("connect: no answer in {}", secs(spec.connect_timeout))),
+        Err(_) => Err(format!(
+            "connect: no answer in {}",
+            secs(spec.connect_timeout)
+        )),
     }
 }
 
@@ -131,8 +134,10 @@ async fn http(
             None => get(stream, spec, h, url).await?,
             Some(t) => {
                 let name = match t.sni_name.as_ref().or(url.virtualhost.as_ref()) {
-                    Some(n) if t.enable_sni => rustls::pki_types::ServerName::try_from(n.clone())
-                        .map_err(|_| format!("`{n}' is not a server name for SNI"))?,
+                    Some(n) if t.enable_sni => {
+                        rustls::pki_types::ServerName::try_from(n.clone())
+                            .map_err(|_| format!("`{n}' is not a server name for SNI"))?
+                    }
                     _ => rustls::pki_types::ServerName::IpAddress(dst(spec)?.ip().into()),
                 };
                 let conn = tokio_rustls::TlsConnector::from(tls.clone());
@@ -277,9 +282,19 @@ impl Answer {
             let want: Vec<String> = url
                 .status
                 .iter()
-                .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
                 .collect();
-            return Err(format!("{} status {code}, want {}", url.path, want.join(" ")));
+            return Err(format!(
+                "{} status {code}, want {}",
+                url.path,
+                want.join(" ")
+            ));
         }
         if let Some(want) = url.digest {
             let got = self.digest();
@@ -333,7 +348,8 @@ fn udp_socket(spec: &CheckSpec) -> Result<tokio::net::UdpSocket, String> {
         }
     };
     r.map_err(|e| format!("IP_RECVERR: {e}"))?;
-    s.connect(&dst.into()).map_err(|e| format!("connect: {}", why(&e)))?;
+    s.connect(&dst.into())
+        .map_err(|e| format!("connect: {}", why(&e)))?;
     tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s)).map_err(|e| why(&e))
 }
 
@@ -457,7 +473,11 @@ async fn ping_socket(dst: SocketAddr, spec: &CheckSpec) -> Result<Socket, String
         let cur = std::fs::read_to_string(path).unwrap_or_default();
         let mut it = cur.split_whitespace().filter_map(|x| x.parse::<u32>().ok());
         let (lo, hi) = (it.next().unwrap_or(1), it.next().unwrap_or(0));
-        let (nlo, nhi) = if lo > hi { (gid, gid) } else { (lo.min(gid), hi.max(gid)) };
+        let (nlo, nhi) = if lo > hi {
+            (gid, gid)
+        } else {
+            (lo.min(gid), hi.max(gid))
+        };
         match std::fs::write(path, format!("{nlo} {nhi}")) {
             Ok(()) => tracing::info!(
                 "PING_CHECK: net.ipv4.ping_group_range set to {nlo} {nhi} (was {}), as keepalived does",
@@ -476,7 +496,11 @@ async fn ping(spec: &CheckSpec) -> Result<Outcome, String> {
         .map_err(|e| format!("connect: {}", why(&e)))?;
     let s = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s)).map_err(|e| why(&e))?;
     let seq = random_u64() as u16;
-    let (echo, reply) = if dst.is_ipv4() { (8u8, 0u8) } else { (128, 129) };
+    let (echo, reply) = if dst.is_ipv4() {
+        (8u8, 0u8)
+    } else {
+        (128, 129)
+    };
     // The kernel fills in the identifier and the checksum of ping sockets.
     let mut pkt = vec![echo, 0, 0, 0, 0, 0];
     pkt.extend_from_slice(&seq.to_be_bytes());
@@ -500,10 +524,7 @@ async fn ping(spec: &CheckSpec) -> Result<Outcome, String> {
 
 /// Resolves a script's user and group (keepalived's default user is
 /// `keepalived_script` when it exists, else root).
-pub fn credentials(
-    user: Option<&str>,
-    group: Option<&str>,
-) -> Result<Option<(u32, u32)>, String> {
+pub fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<(u32, u32)>, String> {
     use nix::unistd::{Group, User};
     let u = match user {
         Some(n) => Some(
