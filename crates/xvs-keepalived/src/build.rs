@@ -42,7 +42,7 @@ fn err<T>(n: &Node, msg: impl Into<String>) -> R<T> {
     Err(ConfError::at(&n.loc, n.key(), msg))
 }
 
-fn arg<'a>(n: &'a Node, i: usize) -> R<&'a str> {
+fn arg(n: &Node, i: usize) -> R<&str> {
     match n.words.get(i) {
         Some(w) => Ok(w),
         None => err(n, "missing argument"),
