@@ -117,8 +117,8 @@ mod tests {
     fn spec(retry: u32, alpha: bool) -> CheckSpec {
         let c = xvs_keepalived::parse_str(
             &format!(
-                "virtual_server 10.77.0.1 80 {{ real_server 10.77.1.1 80 {{ TCP_CHECK {{ retry {retry} \
-                 delay_loop 10 delay_before_retry 2 {} }} }} }}",
+                "virtual_server 10.77.0.1 80 {{\n real_server 10.77.1.1 80 {{\n TCP_CHECK {{\n retry {retry}\n \
+                 delay_loop 10\n delay_before_retry 2\n {}\n }}\n }}\n }}",
                 if alpha { "alpha" } else { "" }
             ),
             "t",
@@ -160,8 +160,8 @@ mod tests {
     #[test]
     fn quorum_with_hysteresis() {
         let c = xvs_keepalived::parse_str(
-            "virtual_server 10.77.0.1 80 { quorum 3 hysteresis 1 sorry_server 10.77.1.9 80 \
-             real_server 10.77.1.1 80 { weight 2 } real_server 10.77.1.2 80 { weight 2 } }",
+            "virtual_server 10.77.0.1 80 {\n quorum 3\n hysteresis 1\n sorry_server 10.77.1.9 80\n \
+             real_server 10.77.1.1 80 {\n weight 2\n }\n real_server 10.77.1.2 80 {\n weight 2\n }\n }",
             "t",
         )
         .unwrap();
