@@ -7,6 +7,7 @@
 //! retry 1, delay_before_retry 0.5 s): keepalived's bound on detection,
 //! delay_loop + retry x (connect_timeout + delay_before_retry), is 2 s.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -649,5 +650,92 @@ fn a_refused_configuration_stops_xvsd_with_file_and_line() {
             f.display()
         )),
         "{err}"
+    );
+}
+
+/// xvsd's CPU time so far (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted from 3 after the name.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+fn total_checks(d: &Daemon) -> u64 {
+    match d.client().call(&Request::GetHealth(None)).unwrap() {
+        Response::Health(v) => v
+            .iter()
+            .flat_map(|v| &v.real_servers)
+            .flat_map(|r| &r.checks)
+            .map(|c| c.successes + c.failures)
+            .sum(),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Hundreds of real servers on one thread: 500 TCP_CHECKs a second against
+/// a local server (the director's namespace holds the addresses), counted
+/// for a few seconds with xvsd's CPU time. Prints the figures.
+#[test]
+fn five_hundred_checks_a_second_on_one_thread() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 500;
+    let p = format!("{}-hscale", test_prefix());
+    let d = Netns::new(&format!("{p}-d")).unwrap();
+    // Every address of 10.77.128.0/20 is local: one server answers them all.
+    sh(&d, "ip route add local 10.77.128.0/20 dev lo");
+    let l = d
+        .run(|| TcpListener::bind("0.0.0.0:8080"))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    let mut conf = String::from(
+        "virtual_server 10.77.127.1 80 {\n lb_algo rr\n lb_kind NAT\n delay_loop 1\n",
+    );
+    for i in 0..N {
+        let _ = writeln!(
+            conf,
+            " real_server 10.77.{}.{} 8080 {{\n  TCP_CHECK {{\n   connect_timeout 1\n  }}\n }}",
+            128 + i / 250,
+            1 + i % 250
+        );
+    }
+    conf.push_str("}\n");
+    let path = std::env::temp_dir().join(format!("{p}.conf"));
+    std::fs::write(&path, &conf).unwrap();
+    let daemon = Daemon::start(&d, &p, &["--keepalived-conf", path.to_str().unwrap()]);
+    // After the warmup (up to one delay_loop), measure.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = daemon.child.id();
+    let (c0, t0, n0) = (cpu_time(pid), Instant::now(), total_checks(&daemon));
+    std::thread::sleep(Duration::from_secs(5));
+    let (c1, t1, n1) = (cpu_time(pid), Instant::now(), total_checks(&daemon));
+    let _ = std::fs::remove_file(&path);
+    let secs = (t1 - t0).as_secs_f64();
+    let rate = (n1 - n0) as f64 / secs;
+    let cpu = (c1 - c0).as_secs_f64() / secs * 100.0;
+    eprintln!(
+        "{N} real servers, TCP_CHECK every 1 s: {rate:.0} checks/s, xvsd CPU {cpu:.1}% of one core ({:.1} µs per check)",
+        (c1 - c0).as_secs_f64() * 1e6 / (n1 - n0).max(1) as f64
+    );
+    assert!(rate > 0.85 * N as f64, "{rate:.0} checks/s for {N} real servers");
+    let listing = Command::new(bin("xvsadm"))
+        .env("XVS_SOCKET", &daemon.socket)
+        .args(["-L", "-n"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(":8080 ")).count(),
+        N,
+        "every real server passes and stays"
     );
 }
