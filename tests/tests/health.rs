@@ -697,9 +697,8 @@ fn five_hundred_checks_a_second_on_one_thread() {
             drop(s);
         }
     });
-    let mut conf = String::from(
-        "virtual_server 10.77.127.1 80 {\n lb_algo rr\n lb_kind NAT\n delay_loop 1\n",
-    );
+    let mut conf =
+        String::from("virtual_server 10.77.127.1 80 {\n lb_algo rr\n lb_kind NAT\n delay_loop 1\n");
     for i in 0..N {
         let _ = writeln!(
             conf,
@@ -726,7 +725,10 @@ fn five_hundred_checks_a_second_on_one_thread() {
         "{N} real servers, TCP_CHECK every 1 s: {rate:.0} checks/s, xvsd CPU {cpu:.1}% of one core ({:.1} µs per check)",
         (c1 - c0).as_secs_f64() * 1e6 / (n1 - n0).max(1) as f64
     );
-    assert!(rate > 0.85 * N as f64, "{rate:.0} checks/s for {N} real servers");
+    assert!(
+        rate > 0.85 * N as f64,
+        "{rate:.0} checks/s for {N} real servers"
+    );
     let listing = Command::new(bin("xvsadm"))
         .env("XVS_SOCKET", &daemon.socket)
         .args(["-L", "-n"])

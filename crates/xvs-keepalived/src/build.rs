@@ -721,6 +721,15 @@ fn virtual_server(n: &Node, ctx: &mut Ctx) -> R<Option<VirtualServer>> {
             if sfwd != FwdMethod::Tunnel && keys.iter().any(|k| k.af() != Af::of(&addr)) {
                 return err(&c, "address family differs from the virtual server's");
             }
+            if real_servers
+                .iter()
+                .any(|r| r.addr == addr && r.port == port)
+            {
+                return err(
+                    &c,
+                    "the sorry server is also a real_server: not supported by xvs",
+                );
+            }
             Some(SorryServer {
                 addr,
                 port,

@@ -434,3 +434,15 @@ fn defaults_are_keepalived_s() {
     );
     assert_eq!(c.notes.len(), 2);
 }
+
+/// The example shipped in configs/ loads and means what its comments say.
+#[test]
+fn shipped_example_loads() {
+    let p = dir().join("../../../configs/keepalived.conf");
+    let c = xvs_keepalived::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let vs = &c.virtual_servers[0];
+    assert_eq!((vs.quorum, vs.hysteresis), (2, 1));
+    assert!(vs.real_servers[1].inhibit);
+    assert_eq!(vs.real_servers[0].checks[0].spec.delay_loop, secs(2.0));
+    assert_eq!(c.notes.len(), 2, "global_defs and the VRRP block");
+}

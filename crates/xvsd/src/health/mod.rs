@@ -972,7 +972,19 @@ impl Inner {
 /// What a checker checks, for listings and logs.
 fn target(spec: &CheckSpec) -> String {
     match (&spec.kind, spec.dst) {
-        (CheckKind::Misc(m), _) => m.script.argv.join(" "),
+        (CheckKind::Misc(m), _) => m
+            .script
+            .argv
+            .iter()
+            .map(|a| {
+                if a.contains(char::is_whitespace) || a.is_empty() {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
         (CheckKind::Ping, Some(d)) => d.ip().to_string(),
         (CheckKind::Http(h), Some(d)) => {
             let scheme = if h.tls.is_some() { "https" } else { "http" };
