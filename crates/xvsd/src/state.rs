@@ -535,6 +535,31 @@ mod tests {
         assert_eq!(s.engine.snapshot().lips(svc).len(), MAX_LIPS);
     }
 
+    /// A NAT dest taken out keeps its replies steered while it is in the
+    /// trash (its connections go on), and not after.
+    #[test]
+    fn removed_nat_dests_stay_steered_until_purged() {
+        let mut s = state();
+        let mut d = DestSpec::new("10.77.1.11".parse().unwrap(), 8080);
+        d.fwd = FwdMethod::Masq;
+        s.apply_batch(&[
+            Op::AddService(ServiceSpec::new(key(80))),
+            Op::AddDest(key(80), d.clone()),
+        ])
+        .unwrap();
+        let rs = SteerKey::RealServer {
+            addr: d.addr.into(),
+            port: 8080,
+            proto: xvs_xdp::L4::Tcp,
+        };
+        assert!(s.steer_keys().contains(&rs));
+        s.apply(&Op::DelDest(key(80), d.addr, 8080)).unwrap();
+        assert_eq!(s.table.trash_len(), 1);
+        assert!(s.steer_keys().contains(&rs), "still steered from the trash");
+        s.table.purge_trash();
+        assert!(!s.steer_keys().contains(&rs), "gone with the trash");
+    }
+
     #[test]
     fn daemons_and_laddrs() {
         let mut s = state();
