@@ -1320,6 +1320,7 @@ Options:\n\
 \x20 --masquerading -m                   masquerading (NAT)\n\
 \x20 --fullnat                           full NAT: source to a local address too (xvs)\n\
 \x20 --laddr        -z local-address     FULLNAT local address, with -P/-Q (xvs)\n\
+\x20 --health                            with -L: the health checks of --keepalived-conf (xvs)\n\
 \x20 --tun-type      type                one of ipip|gue|gre,\n\
 \x20                                     the default tunnel type is ipip.\n\
 \x20 --tun-port      port                tunnel destination port\n\

@@ -15,6 +15,7 @@
 pub mod check;
 pub mod client;
 pub mod cmdline;
+pub mod health;
 pub mod mark;
 pub mod proto;
 

@@ -79,6 +79,9 @@ pub enum Request {
     GetLaddrs(Option<ServiceKey>),
     /// The fwmark classification rules, in order.
     GetMarks,
+    /// Health checks of `--keepalived-conf`: every virtual server, or the
+    /// one configuring this service (xvs extension, `-L --health`).
+    GetHealth(Option<ServiceKey>),
 }
 
 /// Counters, rates and state of a dest.
@@ -218,6 +221,7 @@ pub enum Response {
     Daemons(Vec<DaemonSpec>),
     Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
     Marks(Vec<MarkSpec>),
+    Health(Vec<crate::health::VsHealth>),
 }
 
 /// A framing or encoding failure.

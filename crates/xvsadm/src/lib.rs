@@ -19,10 +19,13 @@
 //!   are refused in `-R` input for the same reason.
 //! - `-S` also saves FULLNAT local addresses as `-P <service> -z <laddr>`
 //!   lines, so `-S | -C; -R` restores them too.
+//! - `-L [service] --health` (anywhere on the line) lists the health checks
+//!   xvsd runs from `--keepalived-conf` ([`health`]).
 
 #![forbid(unsafe_code)]
 
 pub mod format;
+pub mod health;
 pub mod sort;
 
 use format::{Names, NoNames, SystemNames};
@@ -184,9 +187,48 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
         }
     };
     let socket = socket.unwrap_or_else(xvs_ctl::default_socket_path);
+    // `--health` is xvs's: taken out before ipvsadm's grammar sees the line.
+    let with_health = argv.iter().skip(1).any(|a| a == "--health");
+    let argv: Vec<String> = argv.into_iter().filter(|a| a != "--health").collect();
     let cmd = match cmdline::parse(&argv) {
         Ok(c) => c,
         Err(e) => return io.fail(&e.message, e.exit),
+    };
+    let cmd = match (with_health, cmd) {
+        (false, cmd) => cmd,
+        (
+            true,
+            Command::List {
+                what: what @ (ListWhat::All | ListWhat::Service(_)),
+                format,
+            },
+        ) => {
+            let key = match what {
+                ListWhat::Service(k) => Some(k),
+                _ => None,
+            };
+            let mut c = match connect(&socket, &mut io) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let names: &dyn Names = if format & fmt::NUMERIC != 0 {
+                &NoNames
+            } else {
+                &SystemNames
+            };
+            return match call(&mut c, &Request::GetHealth(key), &mut io, EXIT_LIST) {
+                Ok(Response::Health(v)) => io.print(&health::list(&v, format, names)),
+                Ok(Response::Error(e)) => io.fail(&e.message, EXIT_LIST),
+                Ok(r) => unexpected(&mut io, &r, EXIT_LIST),
+                Err(code) => code,
+            };
+        }
+        (true, _) => {
+            return io.fail(
+                "--health goes with -L (and optionally a virtual service) only",
+                2,
+            )
+        }
     };
     match cmd {
         Command::Help => io.print(&cmdline::usage(&prog)),

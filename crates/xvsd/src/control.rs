@@ -145,6 +145,8 @@ pub fn handle(state: &Mutex<State>, req: Request) -> Response {
         Request::GetDaemons => Response::Daemons(s.daemons.clone()),
         Request::GetLaddrs(k) => Response::Laddrs(s.list_laddrs(k.as_ref())),
         Request::GetMarks => Response::Marks(s.marks.clone()),
+        // Answered by `answer`, without the State lock (lock order: health, then State).
+        Request::GetHealth(_) => err("the health listing is answered apart".into(), None),
     }
 }
 
@@ -157,6 +159,16 @@ fn answer(
 ) -> Result<(), FrameError> {
     match req {
         Request::ListConns => stream_conns(engine, w),
+        Request::GetHealth(k) => write_frame(
+            w,
+            &match crate::health::report(k.as_ref()) {
+                Ok(v) => Response::Health(v),
+                Err(message) => Response::Error(ErrorReply {
+                    message,
+                    index: None,
+                }),
+            },
+        ),
         req => write_frame(w, &handle(state, req)),
     }
 }

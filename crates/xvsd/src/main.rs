@@ -10,6 +10,7 @@ mod clock;
 mod config;
 mod control;
 mod dataplane;
+mod health;
 mod metrics;
 mod state;
 
@@ -36,6 +37,10 @@ struct Args {
     /// Rules to load at start and on SIGHUP, in `xvsadm -S` format.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// A keepalived.conf whose virtual servers xvsd runs, with their health
+    /// checks (reloaded on SIGHUP; VRRP stays with keepalived).
+    #[arg(long, conflicts_with = "rules")]
+    keepalived_conf: Option<PathBuf>,
     /// Control socket (default: $XVS_SOCKET, else /run/xvs/xvsd.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -190,10 +195,19 @@ fn run() -> Result<()> {
         cfg.knobs.unwrap_or_default(),
         cfg.marks.clone(),
     )));
+    if args.rules.is_some() && args.keepalived_conf.is_some() {
+        anyhow::bail!(
+            "--rules and --keepalived-conf both define the virtual services: use one of them"
+        );
+    }
     if args.rules.is_some() {
         // The rules file starts with a clear: the config's marks go with it.
         reload(&state, args.rules.as_deref(), args.config.as_deref())?;
     }
+    let health = match &args.keepalived_conf {
+        Some(p) => Some(health::Health::start(p, state.clone())?),
+        None => None,
+    };
 
     // Refuse early if another daemon serves the socket; then the data plane,
     // so that once the socket answers the rules are in force.
@@ -222,7 +236,11 @@ fn run() -> Result<()> {
             .with_context(|| format!("binding metrics address {addr}"))?;
         let e = engine.clone();
         let s = steer.clone();
+        let h = health.clone();
         let extra = move |out: &mut String| {
+            if let Some(h) = &h {
+                h.metrics(out);
+            }
             if let Some(s) = &s {
                 metrics::counter(
                     out,
@@ -269,6 +287,13 @@ fn run() -> Result<()> {
                         if s.table.trash_len() > 0 {
                             s.table.purge_trash();
                             s.publish();
+                            // Purged NAT dests no longer need their replies steered.
+                            if let Some(st) = &s.steer {
+                                let want = s.steer_keys();
+                                if st.prepare(&want, &s.mark_rules()).is_ok() {
+                                    st.commit(want);
+                                }
+                            }
                         }
                     }
                 }
@@ -283,15 +308,25 @@ fn run() -> Result<()> {
     ])?;
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            if args.rules.is_none() && args.config.is_none() {
-                tracing::info!("SIGHUP: no --rules or --config file to reload");
-            } else if let Err(e) = reload(&state, args.rules.as_deref(), args.config.as_deref()) {
-                tracing::error!("reload failed, rules unchanged: {e:#}");
+            if let Some(h) = &health {
+                if let Err(e) = h.reload() {
+                    tracing::error!("keepalived.conf reload failed, nothing changed: {e:#}");
+                }
+            }
+            if args.rules.is_some() || args.config.is_some() {
+                if let Err(e) = reload(&state, args.rules.as_deref(), args.config.as_deref()) {
+                    tracing::error!("reload failed, rules unchanged: {e:#}");
+                }
+            } else if health.is_none() {
+                tracing::info!("SIGHUP: no --rules, --config or --keepalived-conf file to reload");
             }
             continue;
         }
         tracing::info!("shutting down");
         break;
+    }
+    if let Some(h) = &health {
+        h.shutdown();
     }
     stop.store(true, Ordering::Relaxed);
     drop(dp);

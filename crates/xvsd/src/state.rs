@@ -85,10 +85,34 @@ impl State {
 
     /// The steering keys the current rules need.
     pub fn steer_keys(&self) -> HashSet<SteerKey> {
-        rule_keys(
+        let mut keys = rule_keys(
             self.table.services(),
             self.laddrs.values().flat_map(|(_, a)| a),
-        )
+        );
+        // A NAT dest taken out keeps its connections, as in IPVS (it waits
+        // in the trash): their replies must still come to xvs until it is
+        // purged, or a health check's removal would cut them.
+        for (k, d) in self.table.trash() {
+            if d.fwd() != xvs_core::service::FwdMethod::Masq {
+                continue;
+            }
+            let protos: &[xvs_xdp::L4] = match k {
+                ServiceKey::Addr {
+                    proto: xvs_core::service::Protocol::Tcp,
+                    ..
+                } => &[xvs_xdp::L4::Tcp],
+                ServiceKey::Addr { .. } => &[xvs_xdp::L4::Udp],
+                ServiceKey::Fwmark { .. } => &[xvs_xdp::L4::Tcp, xvs_xdp::L4::Udp],
+            };
+            for &proto in protos {
+                keys.insert(SteerKey::RealServer {
+                    addr: d.addr.into(),
+                    port: d.port,
+                    proto,
+                });
+            }
+        }
+        keys
     }
 
     /// Applies one op (without publishing). Ops are checked here, whoever sent
@@ -534,6 +558,31 @@ mod tests {
         s.engine.housekeep_all(now);
         s.apply(&Op::AddLaddr(key(80), addr(MAX_LIPS))).unwrap();
         assert_eq!(s.engine.snapshot().lips(svc).len(), MAX_LIPS);
+    }
+
+    /// A NAT dest taken out keeps its replies steered while it is in the
+    /// trash (its connections go on), and not after.
+    #[test]
+    fn removed_nat_dests_stay_steered_until_purged() {
+        let mut s = state();
+        let mut d = DestSpec::new("10.77.1.11".parse().unwrap(), 8080);
+        d.fwd = FwdMethod::Masq;
+        s.apply_batch(&[
+            Op::AddService(ServiceSpec::new(key(80))),
+            Op::AddDest(key(80), d.clone()),
+        ])
+        .unwrap();
+        let rs = SteerKey::RealServer {
+            addr: d.addr.into(),
+            port: 8080,
+            proto: xvs_xdp::L4::Tcp,
+        };
+        assert!(s.steer_keys().contains(&rs));
+        s.apply(&Op::DelDest(key(80), d.addr, 8080)).unwrap();
+        assert_eq!(s.table.trash_len(), 1);
+        assert!(s.steer_keys().contains(&rs), "still steered from the trash");
+        s.table.purge_trash();
+        assert!(!s.steer_keys().contains(&rs), "gone with the trash");
     }
 
     #[test]

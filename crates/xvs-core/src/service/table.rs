@@ -328,6 +328,11 @@ impl ServiceTable {
         self.dest_ids.get(id as usize).and_then(|d| d.as_ref())
     }
 
+    /// The dests in the trash, with the key of the service each left.
+    pub fn trash(&self) -> impl Iterator<Item = (&ServiceKey, &Arc<Dest>)> + '_ {
+        self.trash.iter().map(|t| (&t.key, &t.dest))
+    }
+
     /// Every live and trash dest with its id, by increasing id.
     pub fn all_dests(&self) -> impl Iterator<Item = (u32, &Arc<Dest>)> + '_ {
         self.dest_ids
