@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs_core::addr::Addr;
 use xvs_core::conn::table::{flags, tick_after, ConnView, TemplateRef, Tick};
-use xvs_core::conn::{ConnKey, ConnTable, NewConn};
+use xvs_core::conn::{ConnKey, ConnTable, InsertError, NewConn};
 
 const WORKERS: u8 = 3;
 /// Connections each worker keeps alive.
@@ -155,7 +155,17 @@ struct Counts {
     refresh_lost_to_sweep: u64,
     churned: u64,
     lookups: u64,
-    insert_failed: u64,
+    table_full: u64,
+    index_full: u64,
+}
+
+impl Counts {
+    fn failed(&mut self, e: InsertError) {
+        match e {
+            InsertError::Full => self.table_full += 1,
+            InsertError::IndexFull => self.index_full += 1,
+        }
+    }
 }
 
 #[test]
@@ -242,8 +252,8 @@ fn sweeper_racing_refreshes_loses_nothing() {
                         let c = conn(w, i, inc + 1, e);
                         kept[i as usize] = match t.insert(&c) {
                             Ok(_) => (inc + 1, Some(e)),
-                            Err(_) => {
-                                n.insert_failed += 1;
+                            Err(e) => {
+                                n.failed(e);
                                 (inc + 1, None)
                             }
                         };
@@ -253,10 +263,9 @@ fn sweeper_racing_refreshes_loses_nothing() {
                         let now = clock.load(SeqCst);
                         churn_i = if churn_i >= 60_000 { KEPT } else { churn_i + 1 };
                         let c = conn(w, churn_i, 0, now.wrapping_add(1));
-                        if t.insert(&c).is_ok() {
-                            n.churned += 1;
-                        } else {
-                            n.insert_failed += 1;
+                        match t.insert(&c) {
+                            Ok(_) => n.churned += 1,
+                            Err(e) => n.failed(e),
                         }
                         if let Some((v, _)) = t.lookup(&in_key(&c), now) {
                             assert_is(&v, &c);
@@ -297,7 +306,8 @@ fn sweeper_racing_refreshes_loses_nothing() {
         total.refresh_lost_to_sweep += n.refresh_lost_to_sweep;
         total.churned += n.churned;
         total.lookups += n.lookups;
-        total.insert_failed += n.insert_failed;
+        total.table_full += n.table_full;
+        total.index_full += n.index_full;
     }
     let census = t
         .check_invariants()

@@ -321,6 +321,14 @@ pub fn sw_make(gen: u32, state: u8, flags: u16, expires: Tick) -> u64 {
         | (state as u64) << SW_STATE_SHIFT
         | expires as u64
 }
+/// `sw` with its state, flags and expiry replaced (same generation).
+#[inline]
+pub fn sw_with(sw: u64, state: u8, flags: u16, expires: Tick) -> u64 {
+    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT)
+        | (flags as u8 as u64) << SW_FLAGS_SHIFT
+        | (state as u64) << SW_STATE_SHIFT
+        | expires as u64
+}
 #[inline]
 fn sw_live(sw: u64) -> bool {
     sw_gen(sw) & 1 == 1
@@ -758,7 +766,7 @@ impl ConnTable {
         if !sw_live(expected) {
             return Err(expected);
         }
-        let new = sw_make(sw_gen(expected), state, fl, expires);
+        let new = sw_with(expected, state, fl, expires);
         self.entries[idx as usize]
             .sw
             .compare_exchange(expected, new, Relaxed, Relaxed)

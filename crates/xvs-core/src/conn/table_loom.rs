@@ -270,8 +270,10 @@ fn displacement_vs_remove() {
     model(|| {
         let (t, r, x) = displacement_setup();
         let w = spawn(&t, move |t| t.insert(&x));
+        // As the sweep does: the entry read directly, not found through the index.
+        let ri = t.lookup(&in_key(&r), 0).unwrap().0.idx;
         let s = spawn(&t, move |t| {
-            let (v, _) = t.lookup(&in_key(&r), 0).unwrap();
+            let v = t.read(ri).unwrap();
             t.remove(v.idx, v.sw).unwrap();
         });
         s.join().unwrap();

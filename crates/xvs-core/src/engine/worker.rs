@@ -13,8 +13,8 @@ use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::table::{
-    flags, secs_to_ticks, sw_expires, sw_flags, sw_gen, sw_state, tick_of, ConnView, KeyDir,
-    NewConn, Tick,
+    flags, secs_to_ticks, sw_flags, sw_gen, sw_state, sw_with, tick_of, ConnView, KeyDir, NewConn,
+    Tick,
 };
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
@@ -534,7 +534,7 @@ impl Worker {
                 (sw_state(sw), fl, timeouts.udp)
             };
             let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-            if state == sw_state(sw) && nfl == fl && exp == sw_expires(sw) {
+            if sw_with(sw, state, nfl, exp) == sw {
                 return;
             }
             match conns.update(v.idx, sw, state, nfl, exp) {
