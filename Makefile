@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
 
-.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz
+.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz loom
 
 all: build
 
@@ -38,6 +38,14 @@ test: deps fmt-check clippy unit
 
 clean:
 	$(CARGO) clean
+
+# Model checks of the connection table's concurrency protocol with loom (every
+# interleaving within a preemption bound, on a table of a few entries). Its own
+# target dir: `--cfg loom` rebuilds every crate. LOOM_MAX_PREEMPTIONS to deepen.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	$(CARGO) test -p xvs-core --release --lib conn::table::loom_tests
 
 # The README's demo command: NAT lab on veths, 10 HTTP requests through the VIP,
 # the listings, teardown (scripts/demo.sh says each step as it goes).

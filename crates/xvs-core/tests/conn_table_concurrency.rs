@@ -22,7 +22,7 @@ fn conn(worker: u8, i: u32) -> NewConn {
         fwd: 0,
         svc_id: worker as u32,
         dest_id: i,
-        control: 0,
+        control: xvs_core::conn::table::TemplateRef::NONE,
         state: 3,
         flags: flags::HAS_OUT,
         expires: 1_000_000,

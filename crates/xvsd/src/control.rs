@@ -544,7 +544,7 @@ mod tests {
                     fwd: 0,
                     svc_id: 0,
                     dest_id: 0,
-                    control: 0,
+                    control: xvs_core::conn::table::TemplateRef::NONE,
                     state: 1, // ESTABLISHED
                     flags: 0,
                     expires,
@@ -713,7 +713,7 @@ mod tests {
                     fwd: 0,
                     svc_id: 0,
                     dest_id: 0,
-                    control: 0,
+                    control: xvs_core::conn::table::TemplateRef::NONE,
                     state: 1,
                     flags: 0,
                     expires,

@@ -5,41 +5,98 @@
 //!   reader racing a writer sees stale or fresh values, never undefined ones.
 //! - `index`: buckets of 8 `u64` slots (one cache line), `(tag << 32) | (idx + 1)`,
 //!   at 50 % load (32 bytes per connection). A key goes to its first bucket when
-//!   that has room (95 % of keys), else to its second, else a resident of either
-//!   is moved to its other bucket (cuckoo displacement), so a lookup usually
-//!   reads one cache line and an insert practically never fails. Each
-//!   connection has one key per direction it is looked up in (client→VIP, and for
-//!   NAT/FULLNAT the reply direction); the tag's low bit says which.
+//!   that has room (95 % of keys), else to its second, else a resident of one of
+//!   them is moved from its first bucket to its second (cuckoo displacement), so
+//!   a lookup usually reads one cache line and an insert practically never
+//!   fails. Each connection has one key per direction it is looked up in
+//!   (client→VIP, and for NAT/FULLNAT the reply direction); the tag's low bit
+//!   says which.
 //!
-//! Concurrency: an entry's `sw` word holds a generation (odd = live) together with
-//! the state and flags. Readers check the generation before and after reading the
-//! key (a seqlock), so a reused entry is never mistaken for the old connection.
-//! State changes are compare-and-swaps on `sw`, so two workers that see the two
-//! directions of one connection never both account the same transition, and a
-//! transition racing the expiry of the entry fails. Free entries form a lock-free
-//! stack with an ABA tag, so no worker ever waits for another.
+//! # Concurrency
+//!
+//! **The `sw` word.** Everything about a connection that changes while it lives
+//! is in one word: a 16-bit generation (odd = live), the flags, the state and the
+//! expiry tick. Every change of a live entry (state transition, refresh, removal)
+//! is a compare-and-swap of `sw` against the value the changer last read, so of
+//! two racing changes exactly one wins and the loser learns it: a refresh racing
+//! the sweep's removal either lands (and the removal fails) or finds the entry
+//! gone; two workers seeing the two directions of one connection never both
+//! account one transition; a change through a stale view of a freed or reused
+//! entry fails on the generation. A refresh costs one compare-and-swap, and only
+//! when the expiry tick (or the state) actually changes.
+//!
+//! **Seqlock.** The other fields never change while an entry lives. A reader
+//! loads `sw` (Acquire), reads the fields, `fence(Acquire)`, and loads `sw`
+//! again; it keeps the copy only if the generation is live and unchanged. The
+//! writer publishes an entry with a Release store of `sw` after the fields, and
+//! before it writes the fields of a reused entry it issues `fence(Release)`; the
+//! entry is already dead then (its remover's kill happens-before, through the
+//! free stack's Release push and Acquire pop). So a reader that saw any field of
+//! the new connection synchronises, fence to fence, with the writer, and its
+//! second load sees at least the dead generation: a torn copy is always
+//! rejected. (The generation wraps after 32768 reuses of one entry; a reader
+//! would have to stall across all of them.)
+//!
+//! **Insert: index, then publish.** An entry is indexed under its keys while its
+//! generation is still even, then published by the store that makes it odd.
+//! Lookups, the sweep and displacements ignore even entries, so nobody can
+//! remove an entry that is still being indexed, and an insert that finds no
+//! index room takes its slots back and returns the entry to the free stack
+//! alone, exactly once.
+//!
+//! **Removal** kills the generation (CAS), then removes the entry's slots, then
+//! pushes the entry on the free stack (a Treiber stack with an ABA tag in the
+//! head word; the link lives in the dead entry's `ctl` word). Only the thread
+//! whose kill succeeded does the rest, so an entry is pushed once per life.
+//!
+//! **Displacement never hides a key.** Lookups read a key's first bucket, then
+//! its second. A displacement only moves a resident from its first bucket to
+//! its second, and copies it there before it swaps the original slot for the
+//! new key. A lookup that misses the resident in its first bucket has read the
+//! swap (or a later value: every write of a slot is a read-modify-write, so it
+//! continues the swap's release sequence), so it synchronises with the
+//! displacer and finds the copy in the second bucket, where the resident stays
+//! for the rest of its life. Two displacers moving one resident each copy it;
+//! the one whose swap fails takes one copy back, as does a displacer whose
+//! resident was removed meanwhile (the remover reads the first bucket with
+//! Acquire, so it either clears the original or sees the swap and the copy).
+//!
+//! **Templates** count the connections they control in their `ctl` word
+//! together with their generation. A connection holds a counted
+//! [`TemplateRef`] (entry and generation) taken with [`ConnTable::hold`], which
+//! fails for a template that was freed or reused. Removing a template first
+//! closes its count with a CAS that succeeds only at zero (from then on `hold`
+//! fails), then kills it; if the kill loses, the count is reopened. So a template
+//! that controls connections is never removed, and a connection never counts
+//! itself on a template that is going.
 //!
 //! Expiry needs no per-connection timer: lookups ignore entries whose expiry tick
 //! has passed (so packets see exact timeouts), and the engine's housekeeping sweeps
 //! the entries in slices to free them and settle the dest counters
-//! ([`ConnTable::scan`]); the sweep's pace bounds how late counters settle.
+//! ([`ConnTable::scan`]); the sweep's pace bounds how late counters settle. The
+//! model checks in `table_loom.rs` (`make loom`) explore these protocols on a
+//! table of a few entries.
 
 use crate::addr::Addr;
 use crate::time::Time;
-use std::sync::atomic::{
-    AtomicU32, AtomicU64,
-    Ordering::{AcqRel, Acquire, Relaxed, Release},
-};
+// The atomics come from loom in the model checks (`RUSTFLAGS="--cfg loom"`).
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+#[cfg(not(loom))]
+use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
-/// Slots per index bucket (one cache line of u64).
-const BUCKET_SLOTS: usize = 8;
+/// Slots per index bucket (one cache line of u64; two in the model checks, so
+/// that a few keys fill a bucket).
+const BUCKET_SLOTS: usize = if cfg!(loom) { 2 } else { 8 };
 /// Target load of the index: slots = keys / LOAD. At one half, a key's first
 /// bucket has room 95 % of the time, so a lookup usually reads one bucket.
 const INDEX_LOAD: f64 = 0.5;
 /// Protocol marker bit of persistence-template keys (never set for TCP/UDP/ICMP).
 pub const TEMPLATE_PROTO: u8 = 0x80;
-/// Maximum number of FULLNAT local addresses.
-pub const MAX_LIPS: usize = 4096;
+/// Maximum number of FULLNAT local addresses (a few in the model checks, where
+/// every atomic costs).
+pub const MAX_LIPS: usize = if cfg!(loom) { 4 } else { 4096 };
 
 /// Coarse time of the table: 10 ms ticks, wrapping (compare with [`tick_after`]).
 pub type Tick = u32;
@@ -149,8 +206,9 @@ pub struct NewConn {
     pub fwd: u8,
     pub svc_id: u32,
     pub dest_id: u32,
-    /// Index of the controlling template + 1, or 0.
-    pub control: u32,
+    /// The controlling template, held with [`ConnTable::hold`] (the new
+    /// connection takes over the count), or [`TemplateRef::NONE`].
+    pub control: TemplateRef,
     pub state: u8,
     pub flags: u16,
     /// Expiry tick.
@@ -177,7 +235,7 @@ pub struct ConnView {
     pub fwd: u8,
     pub svc_id: u32,
     pub dest_id: u32,
-    pub control: u32,
+    pub control: TemplateRef,
     pub timeout: u32,
 }
 
@@ -190,39 +248,119 @@ impl ConnView {
     pub fn flags(&self) -> u16 {
         sw_flags(self.sw)
     }
+    /// The expiry tick the copy was taken under.
+    #[inline]
+    pub fn expires(&self) -> Tick {
+        sw_expires(self.sw)
+    }
 }
 
-/// The generation of an `sw` word.
+/// A connection's counted reference to the template that controls it: the
+/// template's entry and generation, so that a reference to an entry that has
+/// been freed or reused since is recognised (see [`ConnTable::hold`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TemplateRef(u64);
+
+impl TemplateRef {
+    /// No template.
+    pub const NONE: TemplateRef = TemplateRef(0);
+
+    fn new(idx: u32, gen: u32) -> TemplateRef {
+        TemplateRef((gen as u64) << 32 | (idx as u64 + 1))
+    }
+
+    /// True for [`TemplateRef::NONE`].
+    #[inline]
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The template's entry index.
+    #[inline]
+    pub fn idx(self) -> Option<u32> {
+        (self.0 as u32).checked_sub(1)
+    }
+
+    fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+// `sw`: generation (16 bits, odd = live) | flags (8) | state (8) | expiry tick (32).
+const SW_GEN_SHIFT: u32 = 48;
+const SW_FLAGS_SHIFT: u32 = 40;
+const SW_STATE_SHIFT: u32 = 32;
+const GEN_MASK: u32 = 0xffff;
+
+/// The generation of an `sw` word (odd = live).
 #[inline]
 pub fn sw_gen(sw: u64) -> u32 {
-    (sw >> 32) as u32
+    (sw >> SW_GEN_SHIFT) as u32
 }
 /// The state of an `sw` word.
 #[inline]
 pub fn sw_state(sw: u64) -> u8 {
-    sw as u8
+    (sw >> SW_STATE_SHIFT) as u8
 }
 /// The flags of an `sw` word.
 #[inline]
 pub fn sw_flags(sw: u64) -> u16 {
-    (sw >> 8) as u16
+    (sw >> SW_FLAGS_SHIFT) as u8 as u16
 }
-/// An `sw` word from its parts.
+/// The expiry tick of an `sw` word.
 #[inline]
-pub fn sw_make(gen: u32, state: u8, flags: u16) -> u64 {
-    (gen as u64) << 32 | (flags as u64) << 8 | state as u64
+pub fn sw_expires(sw: u64) -> Tick {
+    sw as u32
+}
+/// An `sw` word from its parts (the flags fit in 8 bits, the generation in 16).
+#[inline]
+pub fn sw_make(gen: u32, state: u8, flags: u16, expires: Tick) -> u64 {
+    debug_assert!(flags <= 0xff && gen <= GEN_MASK);
+    ((gen & GEN_MASK) as u64) << SW_GEN_SHIFT
+        | ((flags & 0xff) as u64) << SW_FLAGS_SHIFT
+        | (state as u64) << SW_STATE_SHIFT
+        | expires as u64
+}
+/// `sw` with its state, flags and expiry replaced (same generation).
+#[inline]
+pub fn sw_with(sw: u64, state: u8, flags: u16, expires: Tick) -> u64 {
+    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT)
+        | (flags as u8 as u64) << SW_FLAGS_SHIFT
+        | (state as u64) << SW_STATE_SHIFT
+        | expires as u64
+}
+#[inline]
+fn sw_live(sw: u64) -> bool {
+    sw_gen(sw) & 1 == 1
+}
+/// The generation after `gen`.
+#[inline]
+fn gen_next(gen: u32) -> u32 {
+    gen.wrapping_add(1) & GEN_MASK
+}
+
+// `ctl` of a template: owner generation << 32 | connections controlled; the
+// owner has CTL_CLOSED set while a removal decides. Of a free entry: the
+// free-stack link (idx + 1).
+const CTL_CLOSED: u64 = 1 << 63;
+const CTL_COUNT: u64 = 0xffff_ffff;
+
+#[inline]
+fn ctl_open(gen: u32) -> u64 {
+    (gen as u64) << 32
 }
 
 /// One connection (96 bytes).
 #[derive(Default)]
 #[repr(C)]
 pub struct Entry {
-    /// Generation (odd = live) | flags | state.
+    /// Generation | flags | state | expiry: see the module documentation.
     sw: AtomicU64,
-    /// Expiry tick.
-    expires: AtomicU32,
-    /// Link of the free stack (idx + 1).
-    next: AtomicU32,
+    /// Templates: owner generation and count of controlled connections. Free
+    /// entries: the free-stack link.
+    ctl: AtomicU64,
+    /// The controlling template ([`TemplateRef`]).
+    control: AtomicU64,
     caddr: [AtomicU64; 2],
     vaddr: [AtomicU64; 2],
     daddr: [AtomicU64; 2],
@@ -231,9 +369,6 @@ pub struct Entry {
     /// proto | fwd << 8 | lip << 16 | svc_id << 32.
     meta: AtomicU64,
     dest_id: AtomicU32,
-    control: AtomicU32,
-    /// Connections this template controls.
-    n_control: AtomicU32,
     timeout: AtomicU32,
 }
 
@@ -335,6 +470,16 @@ impl ConnTable {
             live: AtomicU32::new(0),
             lips: (0..MAX_LIPS).map(|_| Default::default()).collect(),
             lip_count: AtomicU32::new(0),
+        }
+    }
+
+    /// A table with exactly `nbuckets` index buckets, for tests that want a
+    /// crowded index (displacements, `IndexFull`) or a tiny one (model checks).
+    #[doc(hidden)]
+    pub fn with_buckets(conn_max: u32, nbuckets: usize, seed: [u64; 4]) -> ConnTable {
+        ConnTable {
+            index: (0..nbuckets.max(1)).map(|_| Bucket::default()).collect(),
+            ..ConnTable::new(conn_max, seed)
         }
     }
 
@@ -492,7 +637,7 @@ impl ConnTable {
                 };
                 let idx = (v as u32).wrapping_sub(1);
                 if let Some(view) = self.read_if(idx, key, dir) {
-                    if view.flags() & flags::TEMPLATE == 0 && tick_after(now, self.expires(idx)) {
+                    if view.flags() & flags::TEMPLATE == 0 && tick_after(now, view.expires()) {
                         continue;
                     }
                     if view.flags() & flags::DEAD_TEMPLATE != 0 {
@@ -513,7 +658,7 @@ impl ConnTable {
     fn read_if(&self, idx: u32, key: &ConnKey, dir: KeyDir) -> Option<ConnView> {
         let e = self.entries.get(idx as usize)?;
         let sw1 = e.sw.load(Acquire);
-        if sw_gen(sw1) & 1 == 0 {
+        if !sw_live(sw1) {
             return None;
         }
         let ports = e.ports.load(Relaxed);
@@ -548,7 +693,7 @@ impl ConnTable {
         if !ok {
             return None;
         }
-        let view = ConnView {
+        let mut view = ConnView {
             idx,
             sw: sw1,
             proto: meta as u8,
@@ -563,22 +708,24 @@ impl ConnTable {
             fwd: (meta >> 8) as u8,
             svc_id: (meta >> 32) as u32,
             dest_id: e.dest_id.load(Relaxed),
-            control: e.control.load(Relaxed),
+            control: TemplateRef(e.control.load(Relaxed)),
             timeout: e.timeout.load(Relaxed),
         };
-        // Seqlock close: the key fields only change with the generation.
-        std::sync::atomic::fence(Acquire);
-        if sw_gen(e.sw.load(Relaxed)) != sw_gen(sw1) {
+        // Seqlock close (module documentation): the fields only change with
+        // the generation. The second load is the fresher word of the same life.
+        fence(Acquire);
+        let sw2 = e.sw.load(Relaxed);
+        if sw_gen(sw2) != sw_gen(sw1) {
             return None;
         }
+        view.sw = sw2;
         Some(view)
     }
 
     /// Reads entry `idx` if it is live (for listings and the expiry wheel).
     pub fn read(&self, idx: u32) -> Option<ConnView> {
         let e = self.entries.get(idx as usize)?;
-        let sw = e.sw.load(Acquire);
-        if sw_gen(sw) & 1 == 0 {
+        if !sw_live(e.sw.load(Acquire)) {
             return None;
         }
         let key = self.in_key_of(e);
@@ -616,15 +763,7 @@ impl ConnTable {
     /// The current expiry tick of entry `idx`.
     #[inline]
     pub fn expires(&self, idx: u32) -> Tick {
-        self.entries[idx as usize].expires.load(Relaxed)
-    }
-
-    /// Sets the expiry tick of entry `idx` (a refresh; benign if it races a free).
-    #[inline]
-    pub fn set_expires(&self, idx: u32, t: Tick) {
-        if let Some(e) = self.entries.get(idx as usize) {
-            e.expires.store(t, Relaxed);
-        }
+        sw_expires(self.entries[idx as usize].sw.load(Relaxed))
     }
 
     /// The `sw` word of entry `idx` now.
@@ -633,27 +772,111 @@ impl ConnTable {
         self.entries[idx as usize].sw.load(Acquire)
     }
 
-    /// Changes state and flags if the entry still holds `expected` (same generation,
-    /// state and flags). Only the winner of a race sees `true` and accounts the change.
+    /// Sets state, flags and expiry if the entry still holds `expected`; returns
+    /// the new word, or the word found. Only one of racing changes wins.
     #[inline]
-    pub fn cas_state(&self, idx: u32, expected: u64, state: u8, fl: u16) -> bool {
-        let new = sw_make(sw_gen(expected), state, fl);
+    pub fn update(
+        &self,
+        idx: u32,
+        expected: u64,
+        state: u8,
+        fl: u16,
+        expires: Tick,
+    ) -> Result<u64, u64> {
+        if !sw_live(expected) {
+            return Err(expected);
+        }
+        let new = sw_with(expected, state, fl, expires);
         self.entries[idx as usize]
             .sw
-            .compare_exchange(expected, new, Release, Relaxed)
+            .compare_exchange(expected, new, Relaxed, Relaxed)
+            .map(|_| new)
+    }
+
+    /// Changes state and flags if the entry still holds `expected` (same generation,
+    /// state, flags and expiry). Only the winner of a race sees `true` and
+    /// accounts the change.
+    #[inline]
+    pub fn cas_state(&self, idx: u32, expected: u64, state: u8, fl: u16) -> bool {
+        self.update(idx, expected, state, fl, sw_expires(expected))
             .is_ok()
     }
 
-    /// Adds `d` to a template's count of controlled connections; returns the new count.
-    pub fn add_n_control(&self, idx: u32, d: i32) -> u32 {
-        let c = &self.entries[idx as usize].n_control;
-        let r = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add_signed(d)));
-        r.unwrap_or(0).saturating_add_signed(d)
+    /// Sets the expiry of the connection seen as `seen` (any word of its life),
+    /// retrying while others change its state; false once it is gone (removed
+    /// by the sweep, maybe reused).
+    pub fn refresh(&self, idx: u32, seen: u64, expires: Tick) -> bool {
+        let mut cur = seen;
+        loop {
+            if sw_gen(cur) != sw_gen(seen) || !sw_live(cur) {
+                return false;
+            }
+            if sw_expires(cur) == expires {
+                return true;
+            }
+            match self.update(idx, cur, sw_state(cur), sw_flags(cur), expires) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
     }
 
-    /// Connections a template controls.
+    /// Counts one more connection on the template seen as `t`, for it to store
+    /// in [`NewConn::control`]. None if the template has been (or is being)
+    /// removed since the view was taken: the caller then needs another.
+    pub fn hold(&self, t: &ConnView) -> Option<TemplateRef> {
+        let e = self.entries.get(t.idx as usize)?;
+        let gen = sw_gen(t.sw);
+        if t.flags() & flags::TEMPLATE == 0 || !sw_live(t.sw) {
+            return None;
+        }
+        let mut c = e.ctl.load(Relaxed);
+        loop {
+            // A closed count (removal deciding), another owner (freed, reused)
+            // or a free-stack link all fail here.
+            if c & !CTL_COUNT != ctl_open(gen) || c & CTL_COUNT == CTL_COUNT {
+                return None;
+            }
+            match e.ctl.compare_exchange_weak(c, c + 1, Relaxed, Relaxed) {
+                Ok(_) => return Some(TemplateRef::new(t.idx, gen)),
+                Err(x) => c = x,
+            }
+        }
+    }
+
+    /// Gives back a count taken with [`ConnTable::hold`] (the connection that
+    /// held it is gone, or was never inserted).
+    pub fn release(&self, r: TemplateRef) {
+        let Some(e) = r.idx().and_then(|i| self.entries.get(i as usize)) else {
+            return;
+        };
+        let mut c = e.ctl.load(Relaxed);
+        loop {
+            // A held template cannot be removed, so its count is open and ours.
+            if c & !CTL_COUNT != ctl_open(r.gen()) || c & CTL_COUNT == 0 {
+                debug_assert!(false, "release of {r:?} finds ctl {c:#x}");
+                return;
+            }
+            match e.ctl.compare_exchange_weak(c, c - 1, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(x) => c = x,
+            }
+        }
+    }
+
+    /// Connections the template in entry `idx` controls (0 for other entries).
     pub fn n_control(&self, idx: u32) -> u32 {
-        self.entries[idx as usize].n_control.load(Relaxed)
+        let e = &self.entries[idx as usize];
+        let sw = e.sw.load(Relaxed);
+        let c = e.ctl.load(Relaxed);
+        if sw_live(sw)
+            && sw_flags(sw) & flags::TEMPLATE != 0
+            && c >> 32 & 0xffff == sw_gen(sw) as u64
+        {
+            (c & CTL_COUNT) as u32
+        } else {
+            0
+        }
     }
 
     fn alloc(&self) -> Option<u32> {
@@ -664,7 +887,9 @@ impl ConnTable {
                 break;
             }
             let idx = top - 1;
-            let next = self.entries[idx as usize].next.load(Relaxed);
+            // May be garbage if the entry was taken and reused meanwhile; then
+            // the head's tag has changed and the exchange fails.
+            let next = self.entries[idx as usize].ctl.load(Relaxed) as u32;
             let new = ((head >> 32).wrapping_add(1) << 32) | next as u64;
             if self
                 .free_head
@@ -684,7 +909,7 @@ impl ConnTable {
         let e = &self.entries[idx as usize];
         loop {
             let head = self.free_head.load(Relaxed);
-            e.next.store(head as u32, Relaxed);
+            e.ctl.store(head as u32 as u64, Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | (idx as u64 + 1);
             if self
                 .free_head
@@ -696,13 +921,17 @@ impl ConnTable {
         }
     }
 
-    /// Creates a connection, indexes its keys, and queues it for the expiry wheel.
-    /// Returns its entry index.
+    /// Creates a connection and indexes its keys. Returns its entry index.
     pub fn insert(&self, c: &NewConn) -> Result<u32, InsertError> {
         let idx = self.alloc().ok_or(InsertError::Full)?;
         let e = &self.entries[idx as usize];
-        let gen = sw_gen(e.sw.load(Relaxed));
-        debug_assert!(gen & 1 == 0);
+        // Dead since its removal (which happens-before our pop) or never used.
+        let dead = e.sw.load(Relaxed);
+        debug_assert!(!sw_live(dead));
+        let gen = gen_next(sw_gen(dead));
+        // Seqlock writer: a reader still on the old generation that sees any
+        // store below also sees the entry dead.
+        fence(Release);
         store_addr(&e.caddr, &c.caddr);
         store_addr(&e.vaddr, &c.vaddr);
         store_addr(&e.daddr, &c.daddr);
@@ -718,37 +947,33 @@ impl ConnTable {
             Relaxed,
         );
         e.dest_id.store(c.dest_id, Relaxed);
-        e.control.store(c.control, Relaxed);
-        e.n_control.store(0, Relaxed);
+        e.control.store(c.control.0, Relaxed);
+        let ctl = if c.flags & flags::TEMPLATE != 0 {
+            ctl_open(gen)
+        } else {
+            0
+        };
+        e.ctl.store(ctl, Relaxed);
         e.timeout.store(c.timeout, Relaxed);
-        e.expires.store(c.expires, Relaxed);
-        let sw = sw_make(gen.wrapping_add(1), c.state, c.flags);
-        e.sw.store(sw, Release);
 
+        // Indexed while still dead: nobody else touches it until it is published.
         let in_key = self.in_key_of(e);
         if !self.index_insert(&in_key, KeyDir::In, idx) {
-            self.abort_insert(idx, sw, false);
+            self.push_free(idx);
             return Err(InsertError::IndexFull);
         }
         if c.flags & flags::HAS_OUT != 0 {
             let out_key = self.out_key_of(e, c.flags);
             if !self.index_insert(&out_key, KeyDir::Out, idx) {
-                self.abort_insert(idx, sw, true);
+                self.index_remove(&in_key, KeyDir::In, idx);
+                self.push_free(idx);
                 return Err(InsertError::IndexFull);
             }
         }
+        // Counted before it can be removed, so `live` never drops below zero.
         self.live.fetch_add(1, Relaxed);
+        e.sw.store(sw_make(gen, c.state, c.flags, c.expires), Release);
         Ok(idx)
-    }
-
-    fn abort_insert(&self, idx: u32, sw: u64, in_indexed: bool) {
-        let e = &self.entries[idx as usize];
-        e.sw.store(sw_make(sw_gen(sw).wrapping_add(1), 0, 0), Release);
-        if in_indexed {
-            let k = self.in_key_of(e);
-            self.index_remove(&k, KeyDir::In, idx);
-        }
-        self.push_free(idx);
     }
 
     fn index_insert(&self, key: &ConnKey, dir: KeyDir, idx: u32) -> bool {
@@ -762,8 +987,8 @@ impl ConnTable {
                 return true;
             }
         }
-        // Both buckets full: move one resident to its other bucket (one level of
-        // cuckoo displacement).
+        // Both buckets full: move a resident from its first bucket to its second
+        // (one level of cuckoo displacement; why this order, in the module doc).
         for b in order {
             for slot in &self.index[b].0 {
                 let v = slot.load(Acquire);
@@ -776,15 +1001,14 @@ impl ConnTable {
                 let Some(alt) = self.other_bucket(v, b) else {
                     continue;
                 };
-                // Copy first, then swap the original for the new key: a lookup
-                // always finds the resident in at least one of its buckets.
+                // Copy first, then swap the original for the new key.
                 if !Self::put_in(&self.index[alt], v) {
                     continue;
                 }
                 if slot.compare_exchange(v, val, Release, Relaxed).is_ok() {
                     return true;
                 }
-                // The resident was removed meanwhile: take the copy back.
+                // Moved by another displacer or removed meanwhile: take a copy back.
                 for s2 in &self.index[alt].0 {
                     if s2.compare_exchange(v, 0, Release, Relaxed).is_ok() {
                         break;
@@ -802,52 +1026,85 @@ impl ConnTable {
             .any(|s| s.load(Relaxed) == 0 && s.compare_exchange(0, val, Release, Relaxed).is_ok())
     }
 
-    /// The other candidate bucket of the key that index value `v` (found in bucket
-    /// `b`) stands for, read under the entry's generation check.
+    /// Where the resident that index value `v` (found in bucket `b`) may move:
+    /// its second bucket, if `b` is its first. Its key is read under the
+    /// generation check and must still be the one `v` stands for.
     fn other_bucket(&self, v: u64, b: usize) -> Option<usize> {
         let idx = (v as u32).wrapping_sub(1);
         let e = self.entries.get(idx as usize)?;
         let sw = e.sw.load(Acquire);
-        if sw_gen(sw) & 1 == 0 {
+        if !sw_live(sw) {
             return None;
         }
-        let key = if (v >> 32) & 1 == 1 {
-            self.out_key_of(e, sw_flags(sw))
+        let dir = if (v >> 32) & 1 == 1 {
+            KeyDir::Out
         } else {
-            self.in_key_of(e)
+            KeyDir::In
         };
-        std::sync::atomic::fence(Acquire);
-        if e.sw.load(Relaxed) >> 32 != sw >> 32 {
+        let key = match dir {
+            KeyDir::Out => self.out_key_of(e, sw_flags(sw)),
+            KeyDir::In => self.in_key_of(e),
+        };
+        fence(Acquire);
+        if sw_gen(e.sw.load(Relaxed)) != sw_gen(sw) {
             return None;
         }
-        let (c1, c2) = self.buckets_of(self.hash(&key));
-        let alt = if c1 == b { c2 } else { c1 };
-        (alt != b).then_some(alt)
+        let h = self.hash(&key);
+        if Self::tag_of(h, dir) != (v >> 32) as u32 {
+            return None; // the entry was reused for another key
+        }
+        let (c1, c2) = self.buckets_of(h);
+        (c1 == b && c2 != b).then_some(c2)
     }
 
     /// Removes every copy of the key's index value (a displacement can leave two
-    /// for an instant).
+    /// for an instant). Acquire: having read a displacer's swap in the first
+    /// bucket, it sees the copy in the second.
     fn index_remove(&self, key: &ConnKey, dir: KeyDir, idx: u32) {
         let h = self.hash(key);
         let (b1, b2) = self.buckets_of(h);
         let val = (Self::tag_of(h, dir) as u64) << 32 | (idx as u64 + 1);
         for b in [b1, b2] {
             for slot in &self.index[b].0 {
-                let _ = slot.compare_exchange(val, 0, Release, Relaxed);
+                let _ = slot.compare_exchange(val, 0, AcqRel, Acquire);
             }
         }
     }
 
     /// Kills entry `idx` if it still holds `expected`: marks it dead, removes its
     /// keys and returns it to the free stack. Returns the `sw` it had, so the caller
-    /// can undo its accounting (active or inactive), or None if it lost a race.
-    /// A reader that found the entry just before sees the generation change.
+    /// can undo its accounting (active or inactive), or None if it lost a race
+    /// (a refresh or state change came first) or the entry is a template that
+    /// still controls connections (the kernel's `ip_vs_conn_expire`: "do I
+    /// control anybody?"). A reader that found the entry just before sees the
+    /// generation change.
     pub fn remove(&self, idx: u32, expected: u64) -> Option<u64> {
         let e = self.entries.get(idx as usize)?;
-        let dead = sw_make(sw_gen(expected).wrapping_add(1), 0, 0);
-        e.sw.compare_exchange(expected, dead, AcqRel, Relaxed)
-            .ok()?;
+        if !sw_live(expected) {
+            return None;
+        }
         let fl = sw_flags(expected);
+        let open = ctl_open(sw_gen(expected));
+        let template = fl & flags::TEMPLATE != 0;
+        // Close the template's count at zero: from here `hold` fails.
+        if template
+            && e.ctl
+                .compare_exchange(open, open | CTL_CLOSED, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let dead = sw_make(gen_next(sw_gen(expected)), 0, 0, 0);
+        if e.sw
+            .compare_exchange(expected, dead, AcqRel, Relaxed)
+            .is_err()
+        {
+            if template {
+                // Nobody else writes a closed count.
+                e.ctl.store(open, Relaxed);
+            }
+            return None;
+        }
         let k = self.in_key_of(e);
         self.index_remove(&k, KeyDir::In, idx);
         if fl & flags::HAS_OUT != 0 {
@@ -871,7 +1128,7 @@ impl ConnTable {
         let stop = from.saturating_add(count).min(end);
         for idx in from..stop {
             if let Some(v) = self.read(idx) {
-                f(v, self.expires(idx));
+                f(v, v.expires());
             }
         }
         if stop >= end {
@@ -890,9 +1147,165 @@ impl ConnTable {
             }
         }
     }
+
+    /// Checks the table's invariants; call it only while no other thread uses
+    /// the table (tests). Every live entry is indexed under each of its keys
+    /// exactly once, in one of that key's two buckets; every index slot points to
+    /// a live entry whose key it stands for; `live` counts exactly the live
+    /// entries; every entry below the high-water mark is either live or on the
+    /// free stack, and none is on it twice.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<Census, String> {
+        let fresh = self.fresh.load(Relaxed) as usize;
+        if fresh > self.entries.len() {
+            return Err(format!("high-water mark {fresh} past the capacity"));
+        }
+        // The free stack: each entry at most once, each dead.
+        let mut on_free = vec![false; self.entries.len()];
+        let mut free = 0usize;
+        let mut top = self.free_head.load(Relaxed) as u32;
+        while top != 0 {
+            let idx = (top - 1) as usize;
+            if idx >= fresh {
+                return Err(format!("free stack holds {idx}, never handed out"));
+            }
+            if on_free[idx] {
+                return Err(format!("entry {idx} is on the free stack twice"));
+            }
+            on_free[idx] = true;
+            free += 1;
+            if sw_live(self.entries[idx].sw.load(Relaxed)) {
+                return Err(format!("live entry {idx} is on the free stack"));
+            }
+            top = self.entries[idx].ctl.load(Relaxed) as u32;
+        }
+        // The index: every slot stands for a key of a live entry, once.
+        let mut seen = vec![[0u32; 2]; self.entries.len()];
+        for (b, bucket) in self.index.iter().enumerate() {
+            for slot in &bucket.0 {
+                let v = slot.load(Relaxed);
+                if v == 0 {
+                    continue;
+                }
+                let idx = (v as u32).wrapping_sub(1) as usize;
+                let Some(e) = self.entries.get(idx) else {
+                    return Err(format!("bucket {b}: slot {v:#x} past the entries"));
+                };
+                let sw = e.sw.load(Relaxed);
+                if !sw_live(sw) {
+                    return Err(format!("bucket {b}: orphan slot {v:#x} (entry {idx} dead)"));
+                }
+                let dir = if (v >> 32) & 1 == 1 {
+                    KeyDir::Out
+                } else {
+                    KeyDir::In
+                };
+                if dir == KeyDir::Out && sw_flags(sw) & flags::HAS_OUT == 0 {
+                    return Err(format!(
+                        "bucket {b}: reply slot for entry {idx} without one"
+                    ));
+                }
+                let key = match dir {
+                    KeyDir::In => self.in_key_of(e),
+                    KeyDir::Out => self.out_key_of(e, sw_flags(sw)),
+                };
+                let h = self.hash(&key);
+                let (b1, b2) = self.buckets_of(h);
+                if (b != b1 && b != b2) || (v >> 32) as u32 != Self::tag_of(h, dir) {
+                    return Err(format!(
+                        "bucket {b}: slot {v:#x} does not stand for entry {idx}'s key"
+                    ));
+                }
+                seen[idx][(dir == KeyDir::Out) as usize] += 1;
+            }
+        }
+        // Connections counted on each template, from their references.
+        let mut held = vec![0u64; self.entries.len()];
+        let mut live = 0usize;
+        for (idx, e) in self.entries[..fresh].iter().enumerate() {
+            let sw = e.sw.load(Relaxed);
+            let is_live = sw_live(sw);
+            if is_live == on_free[idx] {
+                return Err(format!(
+                    "entry {idx} is {} and {} the free stack",
+                    if is_live { "live" } else { "dead" },
+                    if on_free[idx] { "on" } else { "not on" }
+                ));
+            }
+            if !is_live {
+                if seen[idx] != [0, 0] {
+                    return Err(format!("dead entry {idx} is indexed"));
+                }
+                continue;
+            }
+            live += 1;
+            let r = TemplateRef(e.control.load(Relaxed));
+            if let Some(t) = r.idx() {
+                let tsw = self.entries.get(t as usize).map(|t| t.sw.load(Relaxed));
+                match tsw {
+                    Some(tsw)
+                        if sw_live(tsw)
+                            && sw_gen(tsw) == r.gen()
+                            && sw_flags(tsw) & flags::TEMPLATE != 0 =>
+                    {
+                        held[t as usize] += 1
+                    }
+                    _ => return Err(format!("entry {idx} refers to a gone template {r:?}")),
+                }
+            }
+            let want_out = (sw_flags(sw) & flags::HAS_OUT != 0) as u32;
+            if seen[idx] != [1, want_out] {
+                return Err(format!(
+                    "live entry {idx} is indexed {}/{} times (want 1/{want_out})",
+                    seen[idx][0], seen[idx][1]
+                ));
+            }
+        }
+        for (idx, e) in self.entries[..fresh].iter().enumerate() {
+            let sw = e.sw.load(Relaxed);
+            if sw_live(sw) && sw_flags(sw) & flags::TEMPLATE != 0 {
+                let c = e.ctl.load(Relaxed);
+                if c != ctl_open(sw_gen(sw)) | held[idx] {
+                    return Err(format!(
+                        "template {idx} has ctl {c:#x}, {} connections refer to it",
+                        held[idx]
+                    ));
+                }
+            }
+        }
+        for (idx, e) in self.entries[fresh..].iter().enumerate() {
+            if e.sw.load(Relaxed) != 0 {
+                return Err(format!(
+                    "entry {} past the high-water mark was used",
+                    fresh + idx
+                ));
+            }
+        }
+        let counted = self.live.load(Relaxed) as usize;
+        if counted != live {
+            return Err(format!("live counts {counted}, the table holds {live}"));
+        }
+        Ok(Census { live, free, fresh })
+    }
 }
 
-#[cfg(test)]
+/// What [`ConnTable::check_invariants`] counted.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Live entries (all of them reachable from the index).
+    pub live: usize,
+    /// Entries on the free stack.
+    pub free: usize,
+    /// Entries ever handed out (the high-water mark).
+    pub fresh: usize,
+}
+
+#[cfg(all(test, loom))]
+#[path = "table_loom.rs"]
+mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -914,7 +1327,7 @@ mod tests {
             fwd: 0,
             svc_id: 7,
             dest_id: 3,
-            control: 0,
+            control: TemplateRef::NONE,
             state: 3,
             flags: fl,
             expires: 100,
@@ -1065,6 +1478,66 @@ mod tests {
             assert!(t.lookup(&in_key(&c), 0).is_some());
             assert!(t.lookup(&out_key(&c), 0).is_some());
         }
+    }
+
+    fn template(port: u16) -> NewConn {
+        NewConn {
+            proto: TEMPLATE_PROTO | 6,
+            cport: 0,
+            vport: port,
+            flags: flags::TEMPLATE,
+            ..conn(0, 0)
+        }
+    }
+
+    /// Issue 13: a worker finds a template, the sweep frees it and the entry is
+    /// reused before the worker counts its new connection on it.
+    #[test]
+    fn stale_template_ref_is_refused() {
+        let t = ConnTable::new(1, [1, 2, 3, 4]);
+        let tpl = template(80);
+        t.insert(&tpl).unwrap();
+        let (v, _) = t.lookup(&in_key(&tpl), 0).unwrap();
+        t.remove(v.idx, v.sw).unwrap();
+        let other = template(443);
+        let idx = t.insert(&other).unwrap();
+        assert_eq!(idx, v.idx, "the entry is reused");
+        assert_eq!(t.hold(&v), None, "a template that is gone was counted on");
+        assert_eq!(t.n_control(idx), 0, "the count landed on the reused entry");
+        // The live template is counted, and cannot be removed while it is.
+        let (w, _) = t.lookup(&in_key(&other), 0).unwrap();
+        let r = t.hold(&w).unwrap();
+        assert_eq!(t.n_control(idx), 1);
+        assert_eq!(t.remove(w.idx, w.sw), None);
+        t.release(r);
+        assert_eq!(t.n_control(idx), 0);
+        assert!(t.remove(w.idx, w.sw).is_some());
+        assert_eq!(t.check_invariants().unwrap().live, 0);
+    }
+
+    /// Issue 13: a packet's refresh through a view taken before the entry was
+    /// freed and reused must not touch the new connection.
+    #[test]
+    fn stale_view_cannot_refresh_a_reused_entry() {
+        let t = ConnTable::new(1, [1, 2, 3, 4]);
+        let mut a = conn(1000, 0);
+        a.proto = 17;
+        t.insert(&a).unwrap();
+        let (old, _) = t.lookup(&in_key(&a), 0).unwrap();
+        t.remove(old.idx, old.sw).unwrap();
+        let mut b = conn(2000, 0);
+        b.proto = 17;
+        b.expires = 50;
+        let idx = t.insert(&b).unwrap();
+        assert_eq!(idx, old.idx);
+        // What the worker's UDP `track` does with its view.
+        assert!(!t.refresh(old.idx, old.sw, 300));
+        assert!(t.update(old.idx, old.sw, 1, 0, 300).is_err());
+        assert_eq!(
+            t.expires(idx),
+            50,
+            "a stale view refreshed another connection"
+        );
     }
 
     #[test]

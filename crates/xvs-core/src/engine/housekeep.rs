@@ -75,24 +75,25 @@ impl Engine {
                 return;
             }
             if fl & flags::TEMPLATE != 0 && self.conns.n_control(v.idx) > 0 {
-                if !dead_tpl {
-                    self.conns
-                        .set_expires(v.idx, tick.wrapping_add(secs_to_ticks(TEMPLATE_REARM_SECS)));
+                let rearm = tick.wrapping_add(secs_to_ticks(TEMPLATE_REARM_SECS));
+                // A refresh racing this one wins; next pass decides again.
+                if !dead_tpl && self.conns.refresh(v.idx, v.sw, rearm) {
                     out.templates_rearmed += 1;
                 }
                 return;
             }
+            // Fails if a worker refreshed or changed it since `v` was read (it
+            // lives on; next pass decides), or if it is a template that gained
+            // a connection meanwhile.
             if self.conns.remove(v.idx, v.sw).is_none() {
-                return; // a worker changed it meanwhile; next pass decides
+                return;
             }
             out.expired += 1;
             let template = fl & flags::TEMPLATE != 0;
             if let Some(d) = dest {
                 d.unbind_conn(template, fl & flags::INACTIVE == 0);
             }
-            if v.control != 0 {
-                self.conns.add_n_control(v.control - 1, -1);
-            }
+            self.conns.release(v.control);
         };
         st.cursor = self.conns.scan(st.cursor, budget, &mut expire);
         if st.cursor == 0 {

@@ -9,7 +9,7 @@
 
 use super::snapshot::Snapshot;
 use crate::addr::Addr;
-use crate::conn::table::{flags, secs_to_ticks, Tick, TEMPLATE_PROTO};
+use crate::conn::table::{flags, secs_to_ticks, TemplateRef, Tick, TEMPLATE_PROTO};
 use crate::conn::{ConnKey, ConnTable, NewConn};
 use crate::sched::SchedInput;
 use crate::service::table::Service;
@@ -25,8 +25,9 @@ pub struct Picked {
     pub dest: Arc<Dest>,
     /// Destination port of the connection.
     pub dport: u16,
-    /// Controlling template index + 1, or 0.
-    pub control: u32,
+    /// The controlling template, counted for the new connection: store it in
+    /// the connection, or [`ConnTable::release`] it if none is made.
+    pub control: TemplateRef,
 }
 
 /// Why no dest was picked.
@@ -136,7 +137,7 @@ pub fn pick(
         return Ok(Picked {
             dest,
             dport,
-            control: 0,
+            control: TemplateRef::NONE,
         });
     }
 
@@ -145,7 +146,13 @@ pub fn pick(
     let found = conns.lookup(&key, tick).and_then(|(t, _)| {
         let dest = snap.dest(t.dest_id);
         if template_valid(snap, dest) {
-            return Some((t.idx, dest.cloned()?));
+            // Counted now, the template cannot be removed under the new conn;
+            // if it is being removed, make a new one.
+            let dest = dest.cloned()?;
+            let held = conns.hold(&t)?;
+            // The new conn restarts the template's timer (`ip_vs_conn_put`).
+            conns.refresh(t.idx, t.sw, tick.wrapping_add(secs_to_ticks(timeout)));
+            return Some((held, dest));
         }
         // Invalidate: the template only waits for its conns to go.
         let fl = t.flags() | flags::DEAD_TEMPLATE;
@@ -169,7 +176,7 @@ pub fn pick(
                 fwd: dest.fwd().conn_flag() as u8,
                 svc_id: svc.id,
                 dest_id: dest.id,
-                control: 0,
+                control: TemplateRef::NONE,
                 state: 0,
                 flags: flags::TEMPLATE,
                 expires: tick.wrapping_add(secs_to_ticks(timeout)),
@@ -177,11 +184,12 @@ pub fn pick(
             };
             let idx = conns.insert(&t).map_err(|_| NoPick::TableFull)?;
             dest.bind_conn(true);
-            (idx, dest)
+            // Fresh and not expired, so nothing removes it first; if something
+            // did, the conn simply goes uncontrolled.
+            let held = conns.read(idx).and_then(|v| conns.hold(&v));
+            (held.unwrap_or(TemplateRef::NONE), dest)
         }
     };
-    // The new conn restarts the template's timer (`ip_vs_conn_put`).
-    conns.set_expires(tpl, tick.wrapping_add(secs_to_ticks(timeout)));
     let dport = if dport == svc_port && dest.port != 0 {
         dest.port
     } else {
@@ -190,7 +198,7 @@ pub fn pick(
     Ok(Picked {
         dest,
         dport,
-        control: tpl + 1,
+        control: tpl,
     })
 }
 

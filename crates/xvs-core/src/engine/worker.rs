@@ -12,7 +12,10 @@ use super::xmit;
 use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
-use crate::conn::table::{flags, secs_to_ticks, tick_of, ConnView, KeyDir, NewConn, Tick};
+use crate::conn::table::{
+    flags, secs_to_ticks, sw_flags, sw_gen, sw_state, sw_with, tick_of, ConnView, KeyDir, NewConn,
+    Tick,
+};
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::Frame;
@@ -475,11 +478,11 @@ impl Worker {
         }
     }
 
-    /// Removes a connection now (expire_nodest_conn, conn reuse), undoing its accounting.
+    /// Removes a connection now (expire_nodest_conn, conn reuse), undoing its
+    /// accounting. Like the kernel's `ip_vs_conn_expire`, an entry that still
+    /// controls connections (a template with conns) stays: the table refuses to
+    /// remove it, atomically with the removal.
     fn expire_now(&self, v: &ConnView) -> bool {
-        if v.flags() & flags::TEMPLATE == 0 && self.engine.conns.n_control(v.idx) > 0 {
-            return false;
-        }
         if self.engine.conns.remove(v.idx, v.sw).is_none() {
             return false;
         }
@@ -489,62 +492,69 @@ impl Worker {
                 v.flags() & flags::INACTIVE == 0,
             );
         }
-        if v.control != 0 {
-            self.engine.conns.add_n_control(v.control - 1, -1);
-        }
+        self.engine.conns.release(v.control);
         true
     }
 
-    /// The state transition and timer refresh of a packet of conn `v`.
-    fn track(&self, mut v: ConnView, info: &PacketInfo, dir: Direction) {
+    /// The state transition and timer refresh of a packet of conn `v`: one
+    /// compare-and-swap of the entry's word, only when something changes. It
+    /// fails if the conn was removed since `v` was read (the sweep found it
+    /// expired first); then nothing is written, so a stale view never touches
+    /// a reused entry.
+    fn track(&self, v: ConnView, info: &PacketInfo, dir: Direction) {
         let conns = &self.engine.conns;
         let timeouts = &self.snap.timeouts;
-        let mut timeout = timeouts.udp;
-        if v.proto == PROTO_TCP {
-            // Retry a lost race with the other direction a few times.
-            for _ in 0..4 {
-                let fl = v.flags();
+        let mut sw = v.sw;
+        // Retry a lost race with the other direction a few times.
+        for _ in 0..4 {
+            let fl = sw_flags(sw);
+            let (state, nfl, timeout) = if v.proto == PROTO_TCP {
                 let dir = if dir == Direction::Input && fl & flags::NOOUTPUT != 0 {
                     Direction::InputOnly
                 } else {
                     dir
                 };
-                let old = TcpState::from_index(v.state());
-                let new = tcp_transition(self.secure, dir, old, info.tcp_flags);
+                let new = tcp_transition(
+                    self.secure,
+                    dir,
+                    TcpState::from_index(sw_state(sw)),
+                    info.tcp_flags,
+                );
                 let mut nfl = fl;
                 if dir == Direction::Output {
                     nfl &= !flags::NOOUTPUT;
                 }
-                let was_active = fl & flags::INACTIVE == 0;
                 if new.is_active() {
                     nfl &= !flags::INACTIVE;
                 } else {
                     nfl |= flags::INACTIVE;
                 }
-                timeout = timeouts.tcp_state(new);
-                if new == old && nfl == fl {
-                    break;
-                }
-                if conns.cas_state(v.idx, v.sw, new as u8, nfl) {
-                    if let Some(d) = self.snap.dest(v.dest_id) {
-                        match (was_active, new.is_active()) {
-                            (false, true) => d.conn_activated(),
-                            (true, false) => d.conn_deactivated(),
-                            _ => {}
+                (new as u8, nfl, timeouts.tcp_state(new))
+            } else {
+                (sw_state(sw), fl, timeouts.udp)
+            };
+            let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
+            if sw_with(sw, state, nfl, exp) == sw {
+                return;
+            }
+            match conns.update(v.idx, sw, state, nfl, exp) {
+                Ok(_) => {
+                    let (was_active, active) =
+                        (fl & flags::INACTIVE == 0, nfl & flags::INACTIVE == 0);
+                    if was_active != active {
+                        if let Some(d) = self.snap.dest(v.dest_id) {
+                            if active {
+                                d.conn_activated();
+                            } else {
+                                d.conn_deactivated();
+                            }
                         }
                     }
-                    break;
+                    return;
                 }
-                let sw = conns.sw(v.idx);
-                if sw >> 32 != v.sw >> 32 {
-                    return; // expired meanwhile
-                }
-                v.sw = sw;
+                Err(now) if sw_gen(now) == sw_gen(sw) => sw = now,
+                Err(_) => return, // removed (expired) meanwhile
             }
-        }
-        let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-        if conns.expires(v.idx) != exp {
-            conns.set_expires(v.idx, exp);
         }
     }
 
@@ -571,7 +581,7 @@ impl Worker {
             let st = TcpState::from_index(v.state());
             let quiesced =
                 self.snap.knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
-            let reusable = v.control == 0
+            let reusable = v.control.is_none()
                 && (st == TcpState::TimeWait
                     || st == TcpState::Close
                     || (self.snap.knobs.conn_reuse_mode & 2 != 0
@@ -692,7 +702,10 @@ impl Worker {
                 info.proto,
             ) {
                 Some(x) => x,
-                None => return Verdict::Drop(DropReason::NoLocalPort),
+                None => {
+                    conns.release(picked.control);
+                    return Verdict::Drop(DropReason::NoLocalPort);
+                }
             }
         } else {
             (0, Addr::UNSPECIFIED, 0)
@@ -732,15 +745,15 @@ impl Worker {
                 timeout: 0,
             };
             if conns.insert(&c).is_err() {
+                conns.release(picked.control);
                 return Verdict::Drop(DropReason::ConnTableFull);
             }
             dest.bind_conn(false);
             if active {
                 dest.conn_activated();
             }
-            if picked.control != 0 {
-                conns.add_n_control(picked.control - 1, 1);
-            }
+        } else {
+            conns.release(picked.control);
         }
         self.stats.conn(route.svc_id, route.dest_id);
         if let Frag::First { id } = info.frag {
@@ -927,5 +940,89 @@ impl Worker {
         } else {
             Verdict::Drop(DropReason::TooBig)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::table::TEMPLATE_PROTO;
+    use crate::engine::{Limits, StaticFib};
+
+    fn engine() -> Arc<Engine> {
+        Engine::new(
+            Limits {
+                conn_max: 16,
+                ..Limits::default()
+            },
+            Arc::new(StaticFib::new()),
+            [1, 2, 3, 4],
+        )
+    }
+
+    fn entry(proto: u8, cport: u16, fl: u16) -> NewConn {
+        NewConn {
+            proto,
+            caddr: Addr::v4([10, 0, 0, 1]),
+            cport,
+            vaddr: Addr::v4([10, 0, 0, 100]),
+            vport: 80,
+            daddr: Addr::v4([10, 0, 1, 1]),
+            dport: 80,
+            lip: 0,
+            lport: 0,
+            fwd: 3,
+            svc_id: 0,
+            dest_id: 0,
+            control: crate::conn::table::TemplateRef::NONE,
+            state: 1,
+            flags: fl,
+            expires: 1000,
+            timeout: 0,
+        }
+    }
+
+    fn key(c: &NewConn) -> ConnKey {
+        ConnKey {
+            proto: c.proto,
+            saddr: c.caddr,
+            sport: c.cport,
+            daddr: c.vaddr,
+            dport: c.vport,
+        }
+    }
+
+    /// Issue 13: `expire_now` follows the kernel's `ip_vs_conn_expire`: an entry
+    /// that still controls connections (a template with conns) is not removed;
+    /// one that controls none is.
+    #[test]
+    fn expire_now_keeps_what_controls_conns() {
+        let e = engine();
+        let w = e.worker(0);
+        let tpl = entry(TEMPLATE_PROTO | 6, 0, flags::TEMPLATE);
+        let t_idx = e.conns.insert(&tpl).unwrap();
+        let mut c = entry(6, 1000, 0);
+        let (tv, _) = e.conns.lookup(&key(&tpl), 0).unwrap();
+        c.control = e.conns.hold(&tv).unwrap();
+        e.conns.insert(&c).unwrap();
+
+        let (tv, _) = e.conns.lookup(&key(&tpl), 0).unwrap();
+        assert!(
+            !w.expire_now(&tv),
+            "a template with a controlled conn was expired"
+        );
+        assert!(e.conns.lookup(&key(&tpl), 0).is_some());
+
+        let (cv, _) = e.conns.lookup(&key(&c), 0).unwrap();
+        assert!(w.expire_now(&cv), "a plain conn is expired");
+        assert!(e.conns.lookup(&key(&c), 0).is_none());
+        assert_eq!(
+            e.conns.n_control(t_idx),
+            0,
+            "its template's count is released"
+        );
+        let (tv, _) = e.conns.lookup(&key(&tpl), 0).unwrap();
+        assert!(w.expire_now(&tv), "a template without conns is expired");
+        assert_eq!(e.conns.live(), 0);
     }
 }
