@@ -133,6 +133,24 @@ pub fn http_get(ns: &Netns, to: SocketAddr, connect: Duration) -> io::Result<Str
     ns.run(|| get_here(to, connect)).expect("enter netns")
 }
 
+/// New connections one after another from `ns` to `to` (each `GET /`,
+/// connected within 3 s: a SYN lost once or twice is sent again, as a
+/// client would) until `stop`: (answered, attempted, seconds taken).
+pub fn connect_loop(ns: &Netns, to: SocketAddr, stop: &AtomicBool) -> (u64, u64, f64) {
+    ns.run(|| {
+        let t0 = Instant::now();
+        let (mut ok, mut n) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            if get_here(to, Duration::from_secs(3)).is_ok() {
+                ok += 1;
+            }
+        }
+        (ok, n, t0.elapsed().as_secs_f64())
+    })
+    .expect("enter netns")
+}
+
 /// A keep-alive HTTP connection through the VIP: opened before a fault, asked
 /// again during and after it. Its RS is the one that answered first.
 pub struct Held {
