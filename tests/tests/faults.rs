@@ -68,6 +68,11 @@ fn sigkill_under_load_leaves_nothing_and_restart_resumes() {
         .collect();
 
     warm_up(lab.client(), vip(&lab), true);
+    // The kernel's lists of the namespace's Unix and packet sockets.
+    let unix = || sh(lab.director(), "cat /proc/net/unix");
+    // Listed under the path it was bound at, before its rename into place.
+    let sock = format!(".xvsd-bind-{}/s", d.pid());
+    assert!(unix().contains(&sock), "xvsd's listening socket is listed");
     let load = Load::start(lab.client(), vip(&lab), true, Duration::from_millis(20));
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = load.now();
@@ -99,6 +104,18 @@ fn sigkill_under_load_leaves_nothing_and_restart_resumes() {
         pids.split_whitespace()
             .all(|p| p.parse::<u32>().ok() != Some(d.pid())),
         "xvsd is still in the director: {pids}"
+    );
+    // No socket of xvsd's is left in the kernel: neither the control socket
+    // nor a packet socket (the AF_PACKET backend's; AF_XDP sockets have no
+    // such list, they went with the process's descriptors).
+    assert!(
+        wait_for(5, || !unix().contains(&sock)),
+        "the control socket outlives xvsd in /proc/net/unix"
+    );
+    let packet = sh(lab.director(), "cat /proc/net/packet");
+    assert!(
+        packet.lines().count() <= 1,
+        "packet sockets left in the director: {packet}"
     );
     // The socket file stays (no code runs on SIGKILL), but nobody answers it,
     // and the private bind directory did not outlive the bind.

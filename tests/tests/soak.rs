@@ -124,7 +124,16 @@ fn svg_chart(
 ) -> String {
     let (w, h) = (760.0, 280.0);
     let (left, right, top, bottom) = (80.0, 20.0, 34.0, 42.0);
-    let v_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    // Round ticks: four or five steps of 1, 2 or 5 times a power of ten.
+    let top_v = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.05;
+    let mag = 10f64.powf((top_v / 4.0).log10().floor());
+    let step_v = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| s * 5.0 >= top_v)
+        .unwrap_or(10.0 * mag);
+    let steps = (top_v / step_v).ceil().max(1.0);
+    let v_max = step_v * steps;
     let t_max = t_max.max(1.0);
     let x = |t: f64| left + t / t_max * (w - left - right);
     let y = |v: f64| h - bottom - v / v_max * (h - top - bottom);
@@ -142,8 +151,8 @@ fn svg_chart(
             top + 12.0
         );
     }
-    for i in 0..=4 {
-        let v = v_max / 4.0 * i as f64;
+    for i in 0..=steps as u32 {
+        let v = step_v * i as f64;
         let label = if v >= 1e6 {
             format!("{:.1}M", v / 1e6)
         } else if v >= 1e3 {
