@@ -483,7 +483,7 @@ fn soak() {
     let _ = writeln!(r, "traffic: 20 new TCP conns/s, {HELD} long-lived conns asked every 2 s, a UDP flow asked 20 times/s");
     let _ = writeln!(
         r,
-        "floods: {} x {FLOOD_SECS} s (1M flows, generator at full rate):",
+        "floods: {} of up to {FLOOD_SECS} s (1M flows, generator at full rate):",
         floods.len()
     );
     for (a, b, sent) in &floods {
