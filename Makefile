@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
 
-.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz loom
+.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz loom soak flood
 
 all: build
 
@@ -59,6 +59,27 @@ BENCH_ARGS ?=
 bench: deps
 	$(CARGO) build --release -p xvs-bench -p xvsd -p xvs-lab
 	$(SUDO) target/release/xvs-bench run $(BENCH_ARGS)
+
+# xvsd in the NAT lab under mixed traffic for SOAK_SECS (default 10 minutes):
+# new TCP conns at a steady rate, long-lived ones, UDP, a 30 s SYN flood every
+# other minute, a rule change every second, a SIGHUP every 30 s; then the
+# table must drain to nothing. Then the SYN flood tests' 30 s version.
+# Report (text, JSON, SVG plots of conns and RSS) and flood figures in SOAK_OUT.
+SOAK_SECS ?= 600
+SOAK_OUT ?= $(CURDIR)/target/soak
+FLOOD_SECS ?= 30
+soak: deps
+	$(CARGO) build --workspace --bins
+	mkdir -p $(SOAK_OUT)
+	SOAK_SECS=$(SOAK_SECS) SOAK_OUT=$(SOAK_OUT) $(CARGO) test -p xvs-e2e --test soak -- --ignored --nocapture
+	$(MAKE) flood
+
+# The SYN flood tests at FLOOD_SECS (30 s; `make test` runs them for 3 s):
+# figures appended to SOAK_OUT/flood.jsonl.
+flood: deps
+	$(CARGO) build --workspace --bins
+	mkdir -p $(SOAK_OUT)
+	XVS_FLOOD_SECS=$(FLOOD_SECS) XVS_FLOOD_REPORT=$(SOAK_OUT)/flood.jsonl $(CARGO) test -p xvs-e2e --test flood -- --nocapture
 
 # Coverage-guided fuzzing (cargo-fuzz; stable toolchain with RUSTC_BOOTSTRAP for
 # the sanitizer flags) of the whole per-packet path and of the sync decoder (a

@@ -1,10 +1,12 @@
 //! Helpers of the end-to-end tests: the built binaries, an xvsd running in a
 //! namespace (killed on drop), and lab veths prepared the way XDP on veth needs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use xvs_netns::Netns;
+
+pub mod traffic;
 
 /// A binary of the workspace, built by `make test` before the tests run
 /// (`cargo build --workspace --bins`).
@@ -29,6 +31,9 @@ pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// Leave the socket file on drop (a test looking at what a killed xvsd
+    /// left behind, or whose next xvsd uses the same path).
+    pub keep_socket: bool,
 }
 
 impl Daemon {
@@ -37,6 +42,13 @@ impl Daemon {
         let socket = std::env::temp_dir().join(format!("{tag}.sock"));
         let log = std::env::temp_dir().join(format!("{tag}.log"));
         let _ = std::fs::remove_file(&socket);
+        Daemon::start_at(ns, &socket, &log, args)
+    }
+
+    /// [`Daemon::start`] with this socket path (whatever is there is left for
+    /// xvsd to deal with) and log file.
+    pub fn start_at(ns: &Netns, socket: &Path, log: &Path, args: &[&str]) -> Daemon {
+        let (socket, log) = (socket.to_path_buf(), log.to_path_buf());
         let xvsd = bin("xvsd");
         let mut full = vec![xvsd.to_str().unwrap(), "--socket", socket.to_str().unwrap()];
         full.extend_from_slice(args);
@@ -44,7 +56,12 @@ impl Daemon {
         let child = ns
             .spawn(&full, Stdio::null(), Stdio::from(out))
             .expect("spawn xvsd");
-        let mut d = Daemon { child, socket, log };
+        let mut d = Daemon {
+            child,
+            socket,
+            log,
+            keep_socket: false,
+        };
         let t0 = Instant::now();
         while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
             if let Ok(Some(st)) = d.child.try_wait() {
@@ -69,6 +86,25 @@ impl Daemon {
         xvs_ctl::Client::connect(&self.socket).expect("connect to xvsd")
     }
 
+    /// xvsd's pid (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (e.g. "-HUP") without waiting for anything.
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {}", self.pid());
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends signal `sig` and waits for the exit.
     pub fn stop(&mut self, sig: &str) {
         let pid = self.child.id().to_string();
@@ -83,7 +119,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
+        if !self.keep_socket {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 }
 

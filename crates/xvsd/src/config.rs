@@ -3,6 +3,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use xvs_core::conn::state::MAX_TIMEOUT;
+use xvs_core::conn::{TcpState, Timeouts};
 use xvs_core::engine::{Knobs, MarkRule};
 
 /// `[[interface]]`: a data interface.
@@ -55,6 +57,62 @@ pub struct Config {
     /// fwmark classification rules.
     #[serde(default, rename = "mark")]
     pub marks: Vec<MarkRule>,
+    /// Connection timeouts per TCP state and for UDP (seconds), beyond the
+    /// three `xvsadm --set` reaches. Applied at start.
+    pub timeouts: Option<TimeoutConfig>,
+}
+
+/// `[timeouts]`: the kernel's per-state TCP timeouts (which ipvsadm cannot
+/// set) and UDP's, in seconds; a key left out keeps the kernel's default.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutConfig {
+    pub none: Option<u32>,
+    pub established: Option<u32>,
+    pub syn_sent: Option<u32>,
+    pub syn_recv: Option<u32>,
+    pub fin_wait: Option<u32>,
+    pub time_wait: Option<u32>,
+    pub close: Option<u32>,
+    pub close_wait: Option<u32>,
+    pub last_ack: Option<u32>,
+    pub listen: Option<u32>,
+    pub synack: Option<u32>,
+    pub udp: Option<u32>,
+}
+
+impl TimeoutConfig {
+    /// (key, TCP state or None for UDP, value) of each key given.
+    fn entries(&self) -> impl Iterator<Item = (&'static str, Option<TcpState>, u32)> {
+        use TcpState::*;
+        [
+            ("none", Some(None), self.none),
+            ("established", Some(Established), self.established),
+            ("syn_sent", Some(SynSent), self.syn_sent),
+            ("syn_recv", Some(SynRecv), self.syn_recv),
+            ("fin_wait", Some(FinWait), self.fin_wait),
+            ("time_wait", Some(TimeWait), self.time_wait),
+            ("close", Some(Close), self.close),
+            ("close_wait", Some(CloseWait), self.close_wait),
+            ("last_ack", Some(LastAck), self.last_ack),
+            ("listen", Some(Listen), self.listen),
+            ("synack", Some(SynAck), self.synack),
+            ("udp", Option::None, self.udp),
+        ]
+        .into_iter()
+        .filter_map(|(k, s, v)| v.map(|v| (k, s, v)))
+    }
+
+    /// `base` with the given keys replaced.
+    pub fn apply(&self, mut base: Timeouts) -> Timeouts {
+        for (_, state, v) in self.entries() {
+            match state {
+                Some(s) => base.tcp[s as usize] = v,
+                None => base.udp = v,
+            }
+        }
+        base
+    }
 }
 
 /// `[control]`.
@@ -64,12 +122,41 @@ pub struct Control {
     pub socket: Option<PathBuf>,
 }
 
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of the `n`-th (0-based) `[[mark]]` header of `text`, if found.
+fn mark_line(text: &str, n: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[mark]]"))
+        .nth(n)
+        .map(|(i, _)| i + 1)
+}
+
 impl Config {
+    /// Reads and checks the file. Errors name `file:line` where the file
+    /// says where (a syntax error, an unknown key, a bad `[[mark]]` rule), so
+    /// an operator whose SIGHUP was refused finds the line in the log.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        let c: Config =
-            toml::from_str(&text).with_context(|| format!("in config {}", path.display()))?;
+        let c: Config = toml::from_str(&text).map_err(|e| {
+            let at = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+            anyhow::anyhow!("{}:{at}: {}", path.display(), e.message().trim_end())
+        })?;
+        for (i, m) in c.marks.iter().enumerate() {
+            if let Err(e) = xvs_ctl::MarkSpec::from_rule(m).check() {
+                let at = mark_line(&text, i).unwrap_or(1);
+                bail!("{}:{at}: [[mark]] rule {}: {e}", path.display(), i + 1);
+            }
+        }
         c.validate()
             .with_context(|| format!("in config {}", path.display()))?;
         Ok(c)
@@ -100,6 +187,13 @@ impl Config {
         }
         if self.conn_max == Some(0) {
             bail!("conn_max must be at least 1");
+        }
+        if let Some(t) = &self.timeouts {
+            for (k, _, v) in t.entries() {
+                if v == 0 || v > MAX_TIMEOUT {
+                    bail!("[timeouts] {k} must be 1..={MAX_TIMEOUT} seconds, not {v}");
+                }
+            }
         }
         Ok(())
     }
@@ -137,6 +231,43 @@ mod tests {
         let bad: Config = toml::from_str("[[interface]]\nname = \"x\"\nrole = \"up\"").unwrap();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+
+    /// Errors name the file and line: a syntax error, an unknown key, and a
+    /// `[[mark]]` rule that parses but is wrong (the line of its header).
+    #[test]
+    fn errors_say_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("xvsd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        let mark = "[[mark]]\naddr = \"10.77.0.1\"\nprefix_len = 32\nmark = 1\n";
+        for (text, want) in [
+            (format!("{mark}\n[[mark]]\naddr = 10.77.0.1\n"), ":7: "),
+            (format!("conn_max = 5\n{mark}bogus = 1\n"), ":6: "),
+            (
+                format!("{mark}[[mark]]\naddr = \"10.77.0.1\"\nprefix_len = 40\nmark = 2\n"),
+                ":5: [[mark]] rule 2: ",
+            ),
+        ] {
+            std::fs::write(&p, &text).unwrap();
+            let e = format!("{:#}", Config::load(&p).unwrap_err());
+            assert!(e.starts_with(&format!("{}{want}", p.display())), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn timeouts_replace_the_keys_given() {
+        let c: Config = toml::from_str("[timeouts]\nsyn_recv = 5\nudp = 30\nsynack = 7").unwrap();
+        c.validate().unwrap();
+        let t = c.timeouts.unwrap().apply(Timeouts::default());
+        assert_eq!(t.tcp_state(TcpState::SynRecv), 5);
+        assert_eq!(t.tcp_state(TcpState::SynAck), 7);
+        assert_eq!(t.udp, 30);
+        assert_eq!(t.tcp_state(TcpState::Established), 900, "kept");
+        let zero: Config = toml::from_str("[timeouts]\nclose = 0").unwrap();
+        assert!(zero.validate().is_err());
+        assert!(toml::from_str::<Config>("[timeouts]\nsyn_rcvd = 5").is_err());
     }
 
     /// The example shipped in configs/ stays loadable and means what it says.

@@ -6,10 +6,11 @@ use crate::state::{conn_info, State};
 use anyhow::{bail, Context, Result};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xvs_core::conn::table::tick_of;
@@ -401,8 +402,15 @@ fn serve_conn(
 }
 
 /// Serves the socket until the process ends: a thread per connection, at most
-/// [`MAX_CLIENTS`] of them.
+/// [`MAX_CLIENTS`] of them (xvsd serves through [`start`], which also keeps
+/// the socket bound).
+#[cfg(test)]
 pub fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
+    serve_until(listener, state, &AtomicBool::new(false));
+}
+
+/// [`serve`] until `retired` is set and the listener shut down ([`retire`]).
+fn serve_until(listener: UnixListener, state: Arc<Mutex<State>>, retired: &AtomicBool) {
     let engine = state
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -412,6 +420,7 @@ pub fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
+            Err(_) if retired.load(Ordering::Acquire) => return,
             Err(e) => {
                 tracing::warn!("control socket accept: {e}");
                 // Out of descriptors, say: do not spin.
@@ -441,6 +450,97 @@ pub fn serve(listener: UnixListener, state: Arc<Mutex<State>>) {
             tracing::warn!("control connection dropped: cannot start its thread: {e}");
         }
     }
+}
+
+/// How often [`start`]'s watcher checks that the socket is still at its path.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// A listener being served, and how to stop serving it.
+struct Serving {
+    listener: UnixListener,
+    retired: Arc<AtomicBool>,
+}
+
+fn spawn_serve(listener: UnixListener, state: Arc<Mutex<State>>) -> Result<Serving> {
+    let retired = Arc::new(AtomicBool::new(false));
+    let s = Serving {
+        listener: listener
+            .try_clone()
+            .context("cloning the control listener")?,
+        retired: retired.clone(),
+    };
+    std::thread::Builder::new()
+        .name("xvsd-control".into())
+        .spawn(move || serve_until(listener, state, &retired))
+        .context("starting the control thread")?;
+    Ok(s)
+}
+
+/// Stops the thread serving a listener nobody can reach any more: shutdown
+/// makes its blocked accept() fail, and the flag tells it that is the end.
+fn retire(s: Serving) {
+    s.retired.store(true, Ordering::Release);
+    let _ = nix::sys::socket::shutdown(s.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// The file at `path` (device, inode), if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Serves `listener` (bound at `path` by [`bind`]) and keeps the socket
+/// reachable: if the socket file or its directory is removed while xvsd runs
+/// (a cleanup of /run, a package script), xvsd binds it again at the same path
+/// and says so, rather than run on unreachable by xvsadm. Anything else found
+/// at the path (another daemon's socket, a file) is left alone and logged.
+pub fn start(path: PathBuf, listener: UnixListener, state: Arc<Mutex<State>>) -> Result<()> {
+    let mut id = file_id(&path);
+    let mut serving = spawn_serve(listener, state.clone())?;
+    std::thread::Builder::new()
+        .name("xvsd-ctl-watch".into())
+        .spawn(move || {
+            // Said once per episode, not every second.
+            let mut told = false;
+            loop {
+                std::thread::sleep(WATCH_EVERY);
+                match file_id(&path) {
+                    now if now == id => told = false,
+                    Some(_) => {
+                        if !told {
+                            tracing::warn!(
+                                "{} is no longer this xvsd's control socket (another file is there now); left alone: xvsadm reaches this xvsd only through --socket at another path after a restart",
+                                path.display()
+                            );
+                            told = true;
+                        }
+                    }
+                    None => match bind(&path).and_then(|l| spawn_serve(l, state.clone())) {
+                        Ok(s) => {
+                            tracing::warn!(
+                                "control socket {} was removed while xvsd ran: bound it again",
+                                path.display()
+                            );
+                            retire(std::mem::replace(&mut serving, s));
+                            id = file_id(&path);
+                            told = false;
+                        }
+                        Err(e) => {
+                            if !told {
+                                tracing::error!(
+                                    "control socket {} was removed and cannot be bound again (retrying every second): {e:#}",
+                                    path.display()
+                                );
+                                told = true;
+                            }
+                        }
+                    },
+                }
+            }
+        })
+        .context("starting the control socket watcher")?;
+    Ok(())
 }
 
 /// Removes the socket file on drop.

@@ -343,6 +343,9 @@ pub fn start(
         ifaces.push(a);
     }
     let ifaces = Arc::new(ifaces);
+    if let Some(f) = &fib {
+        watch_links(f.clone(), &ifaces, stop.clone())?;
+    }
     // The host's addresses first: no reply to its own connections is taken
     // once workers run. The rules' keys come from the control plane.
     let steer = Arc::new(SteerSync {
@@ -377,6 +380,73 @@ pub fn start(
         _ifaces: ifaces,
         steer: Some(steer),
     })
+}
+
+/// Whether a data interface is still the one xvsd attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkSeen {
+    Present,
+    Gone,
+    /// A new interface of the same name (another ifindex): not served.
+    Replaced(u32),
+}
+
+/// What the kernel's tables say of interface `name` attached at `ifindex`.
+fn link_seen(t: &xvs_fib::Tables, name: &str, ifindex: u32) -> LinkSeen {
+    match t.ifindex(name) {
+        Some(i) if i == ifindex => LinkSeen::Present,
+        Some(i) => LinkSeen::Replaced(i),
+        None => LinkSeen::Gone,
+    }
+}
+
+/// Logs when a data interface is removed while xvsd runs (and when one of
+/// the same name appears again). Its sockets and XDP link went with it; the
+/// workers keep serving the other interfaces, so forwarding goes on there.
+fn watch_links(
+    fib: Arc<xvs_fib::KernelFib>,
+    ifaces: &[Interface],
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut seen: Vec<(String, u32, LinkSeen)> = ifaces
+        .iter()
+        .map(|i| (i.name().to_string(), i.ifindex(), LinkSeen::Present))
+        .collect();
+    std::thread::Builder::new()
+        .name("xvsd-links".into())
+        .spawn(move || {
+            let mut gen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let g = xvs_core::fib::Fib::generation(&*fib);
+                if g == gen {
+                    continue;
+                }
+                gen = g;
+                let t = fib.tables();
+                for (name, ifindex, was) in &mut seen {
+                    let now = link_seen(&t, name, *ifindex);
+                    if now == *was {
+                        continue;
+                    }
+                    match now {
+                        LinkSeen::Gone => tracing::error!(
+                            interface = %name,
+                            "data interface removed: its queues are no longer served; the other interfaces keep forwarding"
+                        ),
+                        LinkSeen::Replaced(i) => tracing::warn!(
+                            interface = %name,
+                            ifindex = i,
+                            "an interface of this name is back, but xvsd serves only the one it attached at start: restart xvsd to serve it"
+                        ),
+                        LinkSeen::Present => {}
+                    }
+                    *was = now;
+                }
+            }
+        })
+        .context("starting the interface watcher")?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -95,19 +95,26 @@ fn reload(
         ));
     }
     let first_rule = ops.len();
+    // The file line of each rule op, so that errors say `file:line`.
+    let mut lines = Vec::new();
     if let Some(path) = rules {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        ops.extend(
-            xvs_ctl::cmdline::parse_rules(&text, "xvsd")
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        );
+        for (n, argv) in xvs_ctl::cmdline::restore_lines(&text, "xvsd") {
+            let op = xvs_ctl::cmdline::parse(&argv)
+                .map_err(|e| e.message.trim_end().to_string())
+                .and_then(|c| c.to_op().ok_or_else(|| "not a rule command".to_string()))
+                .map_err(|e| anyhow::anyhow!("{}:{n}: {e}", path.display()))?;
+            ops.push(op);
+            lines.push(n);
+        }
     }
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     s.apply_batch(&ops)
         .map_err(|(i, e)| match (rules, config) {
             (Some(r), _) if i >= first_rule => {
-                anyhow::anyhow!("{}: rule {} : {}", r.display(), i - first_rule + 1, e.0)
+                let line = lines.get(i - first_rule).copied().unwrap_or(0);
+                anyhow::anyhow!("{}:{line}: {}", r.display(), e.0)
             }
             (_, Some(c)) => anyhow::anyhow!("{}: [[mark]] rules: {}", c.display(), e.0),
             _ => anyhow::anyhow!("{}", e.0),
@@ -200,6 +207,11 @@ fn run() -> Result<()> {
             "--rules and --keepalived-conf both define the virtual services: use one of them"
         );
     }
+    if let Some(t) = &cfg.timeouts {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.timeouts = t.apply(s.timeouts);
+        s.publish();
+    }
     if args.rules.is_some() {
         // The rules file starts with a clear: the config's marks go with it.
         reload(&state, args.rules.as_deref(), args.config.as_deref())?;
@@ -223,14 +235,7 @@ fn run() -> Result<()> {
         s.commit(want);
         st.steer = Some(s.clone());
     }
-    let listener = control::bind(&socket)?;
-    let _guard = control::SocketGuard(socket.clone());
-    {
-        let st = state.clone();
-        std::thread::Builder::new()
-            .name("xvsd-control".into())
-            .spawn(move || control::serve(listener, st))?;
-    }
+    // Metrics first: once the control socket answers, everything does.
     if let Some(addr) = &cfg.metrics {
         let l = std::net::TcpListener::bind(addr)
             .with_context(|| format!("binding metrics address {addr}"))?;
@@ -261,6 +266,9 @@ fn run() -> Result<()> {
             .spawn(move || metrics::serve(l, e, extra))?;
         tracing::info!(%addr, "metrics at /metrics");
     }
+    let listener = control::bind(&socket)?;
+    let _guard = control::SocketGuard(socket.clone());
+    control::start(socket.clone(), listener, state.clone())?;
 
     // Housekeeping: expiry sweep (about a full pass a second), rates, trash.
     let stop = Arc::new(AtomicBool::new(false));

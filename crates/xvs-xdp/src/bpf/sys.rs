@@ -293,6 +293,51 @@ pub fn link_create(
     bpf(BPF_LINK_CREATE, &mut a).map(fd_result)
 }
 
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_MAP_GET_FD_BY_ID: u32 = 14;
+const BPF_LINK_GET_FD_BY_ID: u32 = 30;
+
+/// A kind of BPF object with a kernel-wide id (as /proc/PID/fdinfo shows:
+/// `prog_id`, `map_id`, `link_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Prog,
+    Map,
+    Link,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// Whether the BPF object `id` of `kind` still exists anywhere in the kernel
+/// (what `bpftool prog/map/link show id N` answers): lets a test check that
+/// nothing a killed process made is left behind. Needs CAP_SYS_ADMIN.
+pub fn object_exists(kind: ObjectKind, id: u32) -> std::io::Result<bool> {
+    let cmd = match kind {
+        ObjectKind::Prog => BPF_PROG_GET_FD_BY_ID,
+        ObjectKind::Map => BPF_MAP_GET_FD_BY_ID,
+        ObjectKind::Link => BPF_LINK_GET_FD_BY_ID,
+    };
+    let mut a = GetFdByIdAttr {
+        id,
+        ..Default::default()
+    };
+    match bpf(cmd, &mut a) {
+        Ok(rc) => {
+            // Only its existence was wanted.
+            drop(fd_result(rc));
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `union bpf_attr` for BPF_PROG_TEST_RUN (the fields xvs uses).
 #[repr(C)]
 #[derive(Default)]
