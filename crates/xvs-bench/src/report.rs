@@ -136,6 +136,16 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
                 (&t.system, &t.cycles_per_packet_at_load, &t.cycles_runs),
                 (base, &b.cycles_per_packet_at_load, &b.cycles_runs),
             ));
+            out.push(ratio(
+                "own cycles/packet",
+                &g,
+                (
+                    &t.system,
+                    &t.own_cycles_per_packet_at_load,
+                    &t.own_cycles_runs,
+                ),
+                (base, &b.own_cycles_per_packet_at_load, &b.own_cycles_runs),
+            ));
         }
     }
     for t in r.tcp.iter().filter(|t| t.system.starts_with("xvs")) {
@@ -154,6 +164,12 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
                 "TCP",
                 (&t.system, &t.director_us_per_conn, &t.us_per_conn_runs),
                 (base, &b.director_us_per_conn, &b.us_per_conn_runs),
+            ));
+            out.push(ratio(
+                "own µs/conn",
+                "TCP",
+                (&t.system, &t.own_us_per_conn, &t.own_us_per_conn_runs),
+                (base, &b.own_us_per_conn, &b.own_us_per_conn_runs),
             ));
             out.push(ratio(
                 "bulk Gbps",
@@ -195,19 +211,26 @@ pub fn table(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<12} {:>5} {:>5} {:>26} {:>9} {:>24}",
-            "system", "bytes", "flows", "no-drop Mpps", "load Mpps", "cycles/packet at load"
+            "{:<12} {:>5} {:>5} {:>26} {:>9} {:>24} {:>24}",
+            "system",
+            "bytes",
+            "flows",
+            "no-drop Mpps",
+            "load Mpps",
+            "cycles/packet at load",
+            "own threads' cycles/pkt"
         );
         for t in &r.throughput {
             let _ = writeln!(
                 o,
-                "{:<12} {:>5} {:>5} {:>26} {:>9.3} {:>24}",
+                "{:<12} {:>5} {:>5} {:>26} {:>9.3} {:>24} {:>24}",
                 t.system,
                 t.frame_bytes,
                 t.flows,
                 ci(&t.no_drop_mpps, 3),
                 t.load_mpps,
-                ci(&t.cycles_per_packet_at_load, 0)
+                ci(&t.cycles_per_packet_at_load, 0),
+                ci(&t.own_cycles_per_packet_at_load, 0)
             );
         }
     }
@@ -218,16 +241,23 @@ pub fn table(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<12} {:>24} {:>22} {:>9} {:>22} {:>12}",
-            "system", "conns/s", "director µs/conn", "p99 µs", "bulk Gbps", "dir busy"
+            "{:<12} {:>24} {:>22} {:>22} {:>9} {:>22} {:>12}",
+            "system",
+            "conns/s",
+            "director µs/conn",
+            "own threads' µs/conn",
+            "p99 µs",
+            "bulk Gbps",
+            "dir busy"
         );
         for t in &r.tcp {
             let _ = writeln!(
                 o,
-                "{:<12} {:>24} {:>22} {:>9.0} {:>22} {:>11.0}%",
+                "{:<12} {:>24} {:>22} {:>22} {:>9.0} {:>22} {:>11.0}%",
                 t.system,
                 ci(&t.conns_per_sec, 0),
                 ci(&t.director_us_per_conn, 1),
+                ci(&t.own_us_per_conn, 1),
                 t.conn_p99_us.median,
                 ci(&t.bulk_gbps, 2),
                 t.bulk_director_busy.median * 100.0

@@ -86,6 +86,9 @@ pub struct Throughput {
     pub flows: String,
     pub no_drop_mpps: Ci,
     pub cycles_per_packet_at_load: Ci,
+    /// The same counting only the director's own threads (NAPI, its
+    /// process, ksoftirqd): robust to other work on the core.
+    pub own_cycles_per_packet_at_load: Ci,
     /// The offered load of the cost runs.
     pub load_mpps: f64,
     /// What it delivered when overdriven (the search's warm-up).
@@ -93,6 +96,7 @@ pub struct Throughput {
     /// Per round, for paired ratios.
     pub no_drop_runs: Vec<f64>,
     pub cycles_runs: Vec<f64>,
+    pub own_cycles_runs: Vec<f64>,
     pub loss_at_load_runs: Vec<f64>,
     pub searches: Vec<Search>,
 }
@@ -104,6 +108,8 @@ pub struct Tcp {
     pub conns_per_sec: Ci,
     /// Director core busy time per connection, µs.
     pub director_us_per_conn: Ci,
+    /// The same counting only the director's own threads.
+    pub own_us_per_conn: Ci,
     pub conn_p99_us: Ci,
     pub conn_errors: u64,
     pub bulk_gbps: Ci,
@@ -111,6 +117,7 @@ pub struct Tcp {
     pub bulk_director_busy: Ci,
     pub conns_runs: Vec<f64>,
     pub us_per_conn_runs: Vec<f64>,
+    pub own_us_per_conn_runs: Vec<f64>,
     pub bulk_runs: Vec<f64>,
 }
 
@@ -291,9 +298,9 @@ pub fn run(a: Args) -> Result<()> {
                 r + 1,
                 a.runs
             ));
-            let _d = systems::start(&t, c.sys, conn_max(c.flood))
+            let d = systems::start(&t, c.sys, conn_max(c.flood))
                 .with_context(|| format!("setting up {}", c.sys.label()))?;
-            let mut b = Bench::new(&t, c.sys, c.flood);
+            let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
             let s = trial::search(&mut b, &opts)
                 .with_context(|| format!("no-drop search of {}", c.sys.label()))?;
             let drops: u64 = s.trials.iter().map(|t| t.sink_drops).sum();
@@ -303,7 +310,7 @@ pub fn run(a: Args) -> Result<()> {
                 s.trials.len(),
                 s.overdriven_mpps,
                 if drops > 0 {
-                    format!("; the sink's ring refused {drops} frames")
+                    format!("; the sink could not take {drops} frames")
                 } else {
                     String::new()
                 }
@@ -339,13 +346,14 @@ pub fn run(a: Args) -> Result<()> {
                 r + 1,
                 a.runs
             ));
-            let _d = systems::start(&t, c.sys, conn_max(c.flood))?;
-            let mut b = Bench::new(&t, c.sys, c.flood);
+            let d = systems::start(&t, c.sys, conn_max(c.flood))?;
+            let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
             b.trial(load, 0.5)?; // warm-up
             let tr = b.trial(load, a.load_secs)?;
             eprintln!(
-                "          {:.0} cycles/packet, loss {:.3} %",
+                "          {:.0} cycles/packet ({:.0} by its own threads), loss {:.3} %",
                 tr.cycles_per_packet(hz),
+                tr.own_cycles_per_packet(hz),
                 tr.loss() * 100.0
             );
             cost[k].push(tr);
@@ -356,16 +364,22 @@ pub fn run(a: Args) -> Result<()> {
         let s = std::mem::take(&mut searches[k]);
         let nd = nodrop_runs(&s);
         let cyc: Vec<f64> = cost[k].iter().map(|t| t.cycles_per_packet(hz)).collect();
+        let own: Vec<f64> = cost[k]
+            .iter()
+            .map(|t| t.own_cycles_per_packet(hz))
+            .collect();
         throughput.push(Throughput {
             system: c.sys.name().into(),
             frame_bytes: c.flood.frame + 4,
             flows: flows_name(c.flood).into(),
             no_drop_mpps: median_ci(&nd),
             cycles_per_packet_at_load: median_ci(&cyc),
+            own_cycles_per_packet_at_load: median_ci(&own),
             load_mpps: cost[k].first().map_or(0.0, |t| t.rate_mpps),
             overdriven_mpps: median_ci(&s.iter().map(|x| x.overdriven_mpps).collect::<Vec<_>>()),
             no_drop_runs: nd,
             cycles_runs: cyc,
+            own_cycles_runs: own,
             loss_at_load_runs: cost[k].iter().map(|t| t.loss()).collect(),
             searches: s,
         });
@@ -434,6 +448,7 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
     let n = systems_.len();
     let mut conns = vec![Vec::new(); n];
     let mut us = vec![Vec::new(); n];
+    let mut own_us = vec![Vec::new(); n];
     let mut p99 = vec![Vec::new(); n];
     let mut errors = vec![0u64; n];
     let mut bulk = vec![Vec::new(); n];
@@ -446,18 +461,25 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
                 r + 1,
                 a.runs
             ));
-            let _d = systems::start(t, sys, 1 << 20)?;
+            let d = systems::start(t, sys, 1 << 20)?;
+            let threads = d.threads(t);
             let to: SocketAddr = sys.tcp_target(HTTP_PORT).parse()?;
             let b0 = crate::cpu::busy_secs(DIR_CPU)?;
+            let o0 = crate::cpu::own_secs(&threads, DIR_CPU)?;
             let cr = probe::conn_rate(&t.gen, to, a.conn_threads, a.load_secs);
             let busy = crate::cpu::busy_secs(DIR_CPU)? - b0;
+            let own = crate::cpu::own_secs(&threads, DIR_CPU)? - o0;
             let total = cr.per_sec * a.load_secs;
+            let per = |x: f64| {
+                if total > 0.0 {
+                    x / total * 1e6
+                } else {
+                    f64::NAN
+                }
+            };
             conns[k].push(cr.per_sec);
-            us[k].push(if total > 0.0 {
-                busy / total * 1e6
-            } else {
-                f64::NAN
-            });
+            us[k].push(per(busy));
+            own_us[k].push(per(own));
             p99[k].push(cr.p99_us);
             errors[k] += cr.errors;
             let to: SocketAddr = sys.tcp_target(BULK_PORT).parse()?;
@@ -467,9 +489,10 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
                 Ok((crate::cpu::busy_secs(DIR_CPU)? - b0) / span)
             })?;
             eprintln!(
-                "          {:.0} conns/s ({:.1} µs of director CPU each, p99 {:.0} µs, {} errors), bulk {:.2} Gbps (director {:.0} % busy)",
+                "          {:.0} conns/s ({:.1} µs of director core each, {:.1} by its own threads; p99 {:.0} µs, {} errors), bulk {:.2} Gbps (director {:.0} % busy)",
                 cr.per_sec,
                 us[k].last().copied().unwrap_or(0.0),
+                own_us[k].last().copied().unwrap_or(0.0),
                 cr.p99_us,
                 cr.errors,
                 gbps,
@@ -487,12 +510,14 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
             system: s.name().into(),
             conns_per_sec: median_ci(&conns[k]),
             director_us_per_conn: median_ci(&us[k]),
+            own_us_per_conn: median_ci(&own_us[k]),
             conn_p99_us: median_ci(&p99[k]),
             conn_errors: errors[k],
             bulk_gbps: median_ci(&bulk[k]),
             bulk_director_busy: median_ci(&bulk_busy[k]),
             conns_runs: conns[k].clone(),
             us_per_conn_runs: us[k].clone(),
+            own_us_per_conn_runs: own_us[k].clone(),
             bulk_runs: bulk[k].clone(),
         })
         .collect())

@@ -125,6 +125,18 @@ pub struct Director {
     dir: String,
 }
 
+impl Director {
+    /// Every thread that works for this director on its core: its process
+    /// (xvsd, HAProxy), the NAPI threads of d0 and d1, and the core's
+    /// ksoftirqd; for `cpu::threads_secs`.
+    pub fn threads(&self, t: &Topo) -> Vec<u32> {
+        let mut v = t.director_napi();
+        v.extend(self.child.as_ref().map(|c| c.id()));
+        v.extend(crate::cpu::ksoftirqd(DIR_CPU));
+        v
+    }
+}
+
 impl Drop for Director {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {

@@ -122,6 +122,23 @@ impl Topo {
         // packets encapsulated for TUN); TCP stays at 1500 (the client's MTU).
         dir.exec(&["ip", "link", "set", "d1", "mtu", "1600"])?;
         sink.exec(&["ip", "link", "set", "s0", "mtu", "1600"])?;
+        // Frames a veth cannot hand to its peer's NAPI (TCP from a local
+        // socket with TSO, forwarded skbs) are received on the sending CPU's
+        // backlog: RPS moves that work to the CPU of the receiving side, so
+        // the director's receive work stays on its core and the far ends'
+        // (the sink's counting, the clients') stays off it.
+        for (ns, dev, cpu) in [
+            (&dir, "d0", DIR_CPU),
+            (&dir, "d1", DIR_CPU),
+            (&sink, "s0", GEN_CPU),
+            (&gen, "g0", GEN_CPU),
+        ] {
+            ns.sh(&format!(
+                "echo {:x} > /sys/class/net/{dev}/queues/rx-0/rps_cpus",
+                1u64 << cpu
+            ))
+            .with_context(|| format!("steering {dev}'s backlog to CPU {cpu} (RPS)"))?;
+        }
         let napi = vec![
             ("d0", pin_napi(&dir, "d0", DIR_CPU, None)?, DIR_CPU),
             ("d1", pin_napi(&dir, "d1", DIR_CPU, None)?, DIR_CPU),
@@ -153,16 +170,18 @@ impl Topo {
         Ok(s.lines().filter_map(crate::tools::counter_packets).sum())
     }
 
-    /// Frames d1 could not hand to the sink (its receive ring was full): a
-    /// sink that fell behind, not the director.
-    pub fn sink_ring_drops(&self) -> Result<u64> {
+    /// Frames the sink could not take: refused by its ring (d1's tx_dropped)
+    /// or by the backlog of its CPU (softnet_stat): a sink that fell behind,
+    /// not the director.
+    pub fn sink_drops(&self) -> Result<u64> {
         let out = self
             .dir
             .exec(&["cat", "/sys/class/net/d1/statistics/tx_dropped"])?;
-        String::from_utf8_lossy(&out.stdout)
+        let ring: u64 = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .context("reading d1's tx_dropped")
+            .context("reading d1's tx_dropped")?;
+        Ok(ring + backlog_drops(GEN_CPU)?)
     }
 
     /// Fails unless every NAPI kthread of the topology still exists and
@@ -184,10 +203,31 @@ impl Topo {
         Ok(())
     }
 
+    /// The NAPI threads that work for the director (on its core).
+    pub fn director_napi(&self) -> Vec<u32> {
+        self.napi
+            .iter()
+            .filter(|n| n.2 == DIR_CPU)
+            .map(|n| n.1)
+            .collect()
+    }
+
     /// A temp file of this run.
     pub fn tmp(&self, ext: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("{}.{ext}", self.prefix))
     }
+}
+
+/// Frames dropped because CPU `cpu`'s backlog was full (/proc/net/softnet_stat,
+/// one line per CPU, the second column, hex).
+fn backlog_drops(cpu: usize) -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/net/softnet_stat").context("reading softnet_stat")?;
+    let line = s
+        .lines()
+        .nth(cpu)
+        .with_context(|| format!("no CPU {cpu} in softnet_stat"))?;
+    let col = line.split_whitespace().nth(1).unwrap_or("0");
+    u64::from_str_radix(col, 16).with_context(|| format!("softnet_stat column {col:?}"))
 }
 
 /// Pins the calling thread (and so what it spawns) to `cpu`.

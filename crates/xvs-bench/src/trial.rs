@@ -22,13 +22,15 @@ pub struct Trial {
     pub rate_mpps: f64,
     pub sent: u64,
     pub delivered: u64,
-    /// Frames the sink's ring refused (its fault, not the director's; counted
-    /// as loss all the same, and reported so that it shows).
+    /// Frames the sink could not take (its fault, not the director's;
+    /// counted as loss all the same, and reported so that it shows).
     pub sink_drops: u64,
     /// Wall time from the generator's start to the end of the drain.
     pub secs: f64,
     /// Busy time of the director's core over the same span.
     pub busy_secs: f64,
+    /// CPU time of the director's own threads over the same span.
+    pub own_secs: f64,
 }
 
 impl Trial {
@@ -45,6 +47,14 @@ impl Trial {
             return f64::NAN;
         }
         self.busy_secs * hz / self.delivered as f64
+    }
+
+    /// The same from the director's own threads' CPU time.
+    pub fn own_cycles_per_packet(&self, hz: f64) -> f64 {
+        if self.delivered == 0 {
+            return f64::NAN;
+        }
+        self.own_secs * hz / self.delivered as f64
     }
 }
 
@@ -90,17 +100,20 @@ pub struct Bench<'a> {
     pub t: &'a Topo,
     pub sys: System,
     pub flood: Flood,
+    /// The director's threads (`Director::threads`).
+    threads: Vec<u32>,
     next_flow: u64,
     /// Time the director gets to drain after the generator stops.
     drain: Duration,
 }
 
 impl<'a> Bench<'a> {
-    pub fn new(t: &'a Topo, sys: System, flood: Flood) -> Self {
+    pub fn new(t: &'a Topo, sys: System, flood: Flood, threads: Vec<u32>) -> Self {
         Bench {
             t,
             sys,
             flood,
+            threads,
             next_flow: 0,
             drain: Duration::from_millis(200),
         }
@@ -116,9 +129,10 @@ impl<'a> Bench<'a> {
         };
         let t = self.t;
         let s = spec(t, self.sys, self.flood, pps, budget, self.next_flow);
-        let ring0 = t.sink_ring_drops()?;
+        let ring0 = t.sink_drops()?;
         let c0 = t.sink_count()?;
         let b0 = crate::cpu::busy_secs(DIR_CPU)?;
+        let o0 = crate::cpu::own_secs(&self.threads, DIR_CPU)?;
         let t0 = Instant::now();
         // The kernel resolves the interface in the namespace of the calling
         // thread, and the test-run thread inherits it.
@@ -144,8 +158,9 @@ impl<'a> Bench<'a> {
         std::thread::sleep(self.drain);
         let delivered = t.sink_count()? - c0;
         let busy = crate::cpu::busy_secs(DIR_CPU)? - b0;
+        let own = crate::cpu::own_secs(&self.threads, DIR_CPU)? - o0;
         let secs = t0.elapsed().as_secs_f64();
-        let sink_drops = t.sink_ring_drops()? - ring0;
+        let sink_drops = t.sink_drops()? - ring0;
         if self.flood.new_flows {
             self.next_flow += sent;
         }
@@ -156,6 +171,7 @@ impl<'a> Bench<'a> {
             sink_drops,
             secs,
             busy_secs: busy,
+            own_secs: own,
         })
     }
 }
