@@ -192,7 +192,8 @@ pub fn readme(a: ReadmeArgs) -> Result<()> {
 pub fn spread(a: SpreadArgs) -> Result<()> {
     let reports: Vec<Report> = a.files.iter().map(|f| load(f)).collect::<Result<_>>()?;
     // (metric, group, num, den) → the text of each run, and its median.
-    let mut rows: BTreeMap<(String, String, String, String), Vec<(String, f64)>> = BTreeMap::new();
+    type Key = (String, String, String, String);
+    let mut rows: BTreeMap<Key, Vec<(String, f64)>> = BTreeMap::new();
     for r in &reports {
         for x in &r.ratios {
             rows.entry((

@@ -72,6 +72,11 @@ pub struct Args {
     /// Directory for the JSON and SVG results.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Profile the director's core during each cost-at-load trial: `perf
+    /// record` (cpu-clock sampling: these VMs have no PMU) into
+    /// DIR/<system>-<flows>-<round>.data, for `perf report -i`.
+    #[arg(long)]
+    perf: Option<PathBuf>,
     /// Names of the namespaces (PREFIX-gen, -dir, -sink) and of the temp files.
     #[arg(long, default_value = "xvs-bench")]
     prefix: String,
@@ -349,7 +354,18 @@ pub fn run(a: Args) -> Result<()> {
             let d = systems::start(&t, c.sys, conn_max(c.flood))?;
             let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
             b.trial(load, 0.5)?; // warm-up
+            let perf = match &a.perf {
+                Some(dir) => Some(perf_record(
+                    dir,
+                    &format!("{}-{}-{}", c.sys.name(), flows_name(c.flood), r + 1),
+                    a.load_secs,
+                )?),
+                None => None,
+            };
             let tr = b.trial(load, a.load_secs)?;
+            if let Some(mut p) = perf {
+                let _ = p.wait();
+            }
             eprintln!(
                 "          {:.0} cycles/packet ({:.0} by its own threads), loss {:.3} %",
                 tr.cycles_per_packet(hz),
@@ -427,6 +443,24 @@ pub fn run(a: Args) -> Result<()> {
     drop(t);
     crate::report::emit(&report, &a.out)?;
     Ok(())
+}
+
+/// Starts `perf record` on the director's core for `secs` (call-graphs,
+/// cpu-clock at 999 Hz), writing DIR/NAME.data.
+fn perf_record(dir: &std::path::Path, name: &str, secs: f64) -> Result<std::process::Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = dir.join(format!("{name}.data"));
+    std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-C"])
+        .arg(DIR_CPU.to_string())
+        .arg("-o")
+        .arg(&out)
+        .args(["--", "sleep"])
+        .arg(format!("{secs}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf record (Debian package linux-perf)")
 }
 
 fn nodrop_runs(s: &[Search]) -> Vec<f64> {
