@@ -280,15 +280,17 @@ pub fn table(r: &Report) -> String {
     o
 }
 
+const WIDTH: f64 = 920.0;
+
 /// One panel of horizontal bars (median) with interval whiskers.
 fn panel(s: &mut String, y0: f64, title: &str, rows: &[(String, Ci, &str)], prec: usize) -> f64 {
-    let (w, bar_h, left) = (820.0, 18.0, 250.0);
+    let (w, bar_h, left) = (WIDTH, 18.0, 330.0);
     let max = rows
         .iter()
         .map(|r| r.1.hi.max(r.1.median))
         .fold(0.0f64, f64::max)
         .max(1e-9);
-    let scale = (w - left - 150.0) / max;
+    let scale = (w - left - 190.0) / max;
     let _ = writeln!(
         s,
         "<text x=\"10\" y=\"{:.0}\" font-size=\"14\" font-weight=\"bold\">{title}</text>",
@@ -374,6 +376,18 @@ pub fn svg(r: &Report) -> String {
             &rows,
             0,
         );
+        let rows: Vec<_> = r
+            .throughput
+            .iter()
+            .map(|t| (label(t), t.own_cycles_per_packet_at_load, color(&t.system)))
+            .collect();
+        y = panel(
+            &mut body,
+            y,
+            "The same, the director's own threads only (robust to other work on the core)",
+            &rows,
+            0,
+        );
     }
     if !r.tcp.is_empty() {
         let rows: Vec<_> = r
@@ -390,7 +404,7 @@ pub fn svg(r: &Report) -> String {
         y = panel(&mut body, y, "Bulk TCP, Gbps (1500-byte MTU)", &rows, 2);
     }
     format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"18\" font-size=\"13\">xvs-bench run — {} — {} — median, whiskers {:.1} % interval, {} runs{}</text>\n{body}</svg>\n",
         y + 10.0,

@@ -306,7 +306,7 @@ pub fn run(a: Args) -> Result<()> {
             let d = systems::start(&t, c.sys, conn_max(c.flood))
                 .with_context(|| format!("setting up {}", c.sys.label()))?;
             let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
-            let s = trial::search(&mut b, &opts)
+            let s = trial::search(|r, secs| b.trial(r, secs), &opts)
                 .with_context(|| format!("no-drop search of {}", c.sys.label()))?;
             let drops: u64 = s.trials.iter().map(|t| t.sink_drops).sum();
             eprintln!(

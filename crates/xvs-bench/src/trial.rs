@@ -204,15 +204,16 @@ pub struct Search {
 /// what it delivered while overdriven. From there the rate goes up by 25 %
 /// steps until a trial fails, then the bracket is halved until it is
 /// `resolution` wide.
-pub fn search(b: &mut Bench, o: &SearchOpts) -> Result<Search> {
-    let warm = b.trial(0.0, (o.secs / 2.0).clamp(0.2, 1.0))?;
+/// `trial(rate_mpps, secs)` runs one trial (rate 0 = unlimited).
+pub fn search(mut trial: impl FnMut(f64, f64) -> Result<Trial>, o: &SearchOpts) -> Result<Search> {
+    let warm = trial(0.0, (o.secs / 2.0).clamp(0.2, 1.0))?;
     let overdriven = warm.delivered as f64 / warm.secs / 1e6;
     let floor = 0.005; // Mpps: below this the director is broken, not slow.
     let mut r = overdriven.max(floor);
     let (mut lo, mut hi): (f64, Option<f64>) = (0.0, None);
     let mut trials = Vec::new();
     for _ in 0..o.max_trials {
-        let tr = b.trial(r, o.secs)?;
+        let tr = trial(r, o.secs)?;
         trials.push(tr);
         if tr.loss() <= o.loss {
             lo = r;
@@ -231,4 +232,56 @@ pub fn search(b: &mut Bench, o: &SearchOpts) -> Result<Search> {
         overdriven_mpps: overdriven,
         trials,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A director that forwards up to `cap` Mpps and delivers `overdriven`
+    /// when flooded (less than `cap` when it livelocks).
+    fn fake(cap: f64, overdriven: f64) -> impl FnMut(f64, f64) -> Result<Trial> {
+        move |rate, secs| {
+            let offered = if rate == 0.0 { 10.0 } else { rate };
+            let sent = (offered * 1e6 * secs) as u64;
+            let delivered = if rate == 0.0 {
+                (overdriven * 1e6 * secs) as u64
+            } else {
+                (cap.min(offered) * 1e6 * secs) as u64
+            };
+            Ok(Trial {
+                rate_mpps: rate,
+                sent,
+                delivered,
+                secs,
+                ..Trial::default()
+            })
+        }
+    }
+
+    #[test]
+    fn search_converges_from_above_and_below() {
+        let o = SearchOpts {
+            secs: 1.0,
+            loss: 0.001,
+            resolution: 0.02,
+            max_trials: 20,
+        };
+        // Overdriven it delivers more than it sustains: search down.
+        let s = search(fake(0.5, 0.7), &o).unwrap();
+        assert!(
+            s.no_drop_mpps <= 0.5 && s.no_drop_mpps > 0.5 * 0.97,
+            "{s:?}"
+        );
+        // Livelock: overdriven it delivers less: search up.
+        let s = search(fake(0.8, 0.3), &o).unwrap();
+        assert!(
+            s.no_drop_mpps <= 0.8 && s.no_drop_mpps > 0.8 * 0.97,
+            "{s:?}"
+        );
+        assert!(s.trials.len() <= 12, "{} trials", s.trials.len());
+        // Nothing gets through: 0, within the trial budget.
+        let s = search(fake(0.0, 0.0), &o).unwrap();
+        assert_eq!(s.no_drop_mpps, 0.0);
+    }
 }
