@@ -185,28 +185,37 @@ fn flows_name(f: Flood) -> &'static str {
     }
 }
 
+/// Progress lines with an estimate of the time left: each kind of step has
+/// an expected length (seconds), scaled by how the run has gone so far.
 struct Progress {
     started: Instant,
-    done: usize,
-    total: usize,
+    /// Expected seconds of each search, cost and TCP step.
+    weights: [f64; 3],
+    /// Steps of each kind done, and in all.
+    done: [usize; 3],
+    total: [usize; 3],
 }
 
 impl Progress {
-    fn step(&mut self, what: &str) {
+    fn expected(&self, n: [usize; 3]) -> f64 {
+        (0..3).map(|i| n[i] as f64 * self.weights[i]).sum()
+    }
+
+    /// Starts a step of kind `kind` (0 search, 1 cost, 2 TCP).
+    fn step(&mut self, kind: usize, what: &str) {
         let el = self.started.elapsed().as_secs_f64();
-        let left = if self.done > 0 {
-            el / self.done as f64 * (self.total - self.done) as f64
-        } else {
-            0.0
-        };
+        let done = self.expected(self.done);
+        let all = self.expected(self.total);
+        let pace = if done > 0.0 { el / done } else { 1.0 };
+        let n: usize = self.done.iter().sum();
         eprintln!(
             "[{:>3}/{}] {what:<58} {:>5.0}s elapsed, ~{:>5.0}s left",
-            self.done + 1,
-            self.total,
+            n + 1,
+            self.total.iter().sum::<usize>(),
             el,
-            left
+            (all - done) * pace
         );
-        self.done += 1;
+        self.done[kind] += 1;
     }
 }
 
@@ -279,11 +288,29 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         systems.iter().copied().filter(|s| s.does_tcp()).collect()
     };
+    // A search is a warm-up and ~10 trials, a trial its traffic plus ~0.8 s
+    // (generator start, drain, counters); a director starts in ~1 s.
     let mut prog = Progress {
         started,
-        done: 0,
-        total: a.runs * (2 * cases.len() + tcp_systems.len()),
+        weights: [
+            1.0 + (o_secs_half(a.secs)) + 10.0 * (a.secs + 0.8),
+            1.0 + 0.5 + a.load_secs + 2.0 * 0.8,
+            1.0 + 2.0 * a.load_secs + 1.0,
+        ],
+        done: [0; 3],
+        total: [
+            a.runs * cases.len(),
+            a.runs * cases.len(),
+            a.runs * tcp_systems.len(),
+        ],
     };
+    eprintln!(
+        "xvs-bench run: {} floods and {} TCP systems, {} rounds: about {:.0} minutes",
+        cases.len(),
+        tcp_systems.len(),
+        a.runs,
+        prog.expected(prog.total) / 60.0
+    );
     let opts = SearchOpts {
         secs: a.secs,
         loss: a.loss,
@@ -295,14 +322,17 @@ pub fn run(a: Args) -> Result<()> {
     let mut searches: Vec<Vec<Search>> = vec![Vec::new(); cases.len()];
     for r in 0..a.runs {
         for (k, c) in cases.iter().enumerate() {
-            prog.step(&format!(
-                "no-drop {} {}B {} flows, round {}/{}",
-                c.sys.name(),
-                c.flood.frame + 4,
-                flows_name(c.flood),
-                r + 1,
-                a.runs
-            ));
+            prog.step(
+                0,
+                &format!(
+                    "no-drop {} {}B {} flows, round {}/{}",
+                    c.sys.name(),
+                    c.flood.frame + 4,
+                    flows_name(c.flood),
+                    r + 1,
+                    a.runs
+                ),
+            );
             let d = systems::start(&t, c.sys, conn_max(c.flood))
                 .with_context(|| format!("setting up {}", c.sys.label()))?;
             let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
@@ -343,14 +373,17 @@ pub fn run(a: Args) -> Result<()> {
     for r in 0..a.runs {
         for (k, c) in cases.iter().enumerate() {
             let load = load_of(c.flood).max(0.001);
-            prog.step(&format!(
-                "cost at {load:.3} Mpps {} {}B {} flows, round {}/{}",
-                c.sys.name(),
-                c.flood.frame + 4,
-                flows_name(c.flood),
-                r + 1,
-                a.runs
-            ));
+            prog.step(
+                1,
+                &format!(
+                    "cost at {load:.3} Mpps {} {}B {} flows, round {}/{}",
+                    c.sys.name(),
+                    c.flood.frame + 4,
+                    flows_name(c.flood),
+                    r + 1,
+                    a.runs
+                ),
+            );
             let d = systems::start(&t, c.sys, conn_max(c.flood))?;
             let mut b = Bench::new(&t, c.sys, c.flood, d.threads(&t));
             b.trial(load, 0.5)?; // warm-up
@@ -463,6 +496,11 @@ fn perf_record(dir: &std::path::Path, name: &str, secs: f64) -> Result<std::proc
         .context("starting perf record (Debian package linux-perf)")
 }
 
+/// Length of a search's warm-up trial (see `trial::search`).
+fn o_secs_half(secs: f64) -> f64 {
+    (secs / 2.0).clamp(0.2, 1.0)
+}
+
 fn nodrop_runs(s: &[Search]) -> Vec<f64> {
     s.iter().map(|x| x.no_drop_mpps).collect()
 }
@@ -489,12 +527,15 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
     let mut bulk_busy = vec![Vec::new(); n];
     for r in 0..a.runs {
         for (k, &sys) in systems_.iter().enumerate() {
-            prog.step(&format!(
-                "TCP {} conns/s and bulk, round {}/{}",
-                sys.name(),
-                r + 1,
-                a.runs
-            ));
+            prog.step(
+                2,
+                &format!(
+                    "TCP {} conns/s and bulk, round {}/{}",
+                    sys.name(),
+                    r + 1,
+                    a.runs
+                ),
+            );
             let d = systems::start(t, sys, 1 << 20)?;
             let threads = d.threads(t);
             let to: SocketAddr = sys.tcp_target(HTTP_PORT).parse()?;
