@@ -87,7 +87,7 @@ pub fn section(r: &Report, json: &Path) -> String {
     }
     let _ = writeln!(
         o,
-        "\nEvery figure is the median of {} runs interleaved across systems, with its {:.1} % interval (order-statistic interval of the median: {}). A ratio is the median of the per-round ratios, printed as \"no difference\" where the two systems' intervals overlap.",
+        "\nEvery figure is the median of {} runs interleaved across systems, with its {:.1} % interval ({}). A ratio is the median of the per-round ratios, printed as \"no difference\" where the two systems' intervals overlap.",
         r.method.runs,
         r.method.ci_coverage * 100.0,
         r.method.ci
@@ -102,17 +102,28 @@ pub fn section(r: &Report, json: &Path) -> String {
             r.method.cycles
         );
         o.push_str("| system | frame | flows | no-drop Mpps | load Mpps | cycles/packet at load | own threads' cycles/packet |\n|---|---|---|---|---|---|---|\n");
+        let mut saturated = false;
         for t in &r.throughput {
+            let sat = crate::report::core_busy_at_load(t, r.cpu_hz) > crate::report::SATURATED;
+            saturated |= sat;
             let _ = writeln!(
                 o,
-                "| {} | {} B | {} | {} | {:.3} | {} | {} |",
+                "| {} | {} B | {} | {} | {:.3} | {}{} | {} |",
                 t.system,
                 t.frame_bytes,
                 t.flows,
                 ci(&t.no_drop_mpps, 3),
                 t.load_mpps,
                 ci(&t.cycles_per_packet_at_load, 0),
+                if sat { " \\*" } else { "" },
                 ci(&t.own_cycles_per_packet_at_load, 0)
+            );
+        }
+        if saturated {
+            let _ = writeln!(
+                o,
+                "\n\\* The director's core was over {:.0} % busy at this load: other work ran there, so the core's cycles/packet mean little; the own-threads figure still does.",
+                crate::report::SATURATED * 100.0
             );
         }
     }
@@ -131,9 +142,11 @@ pub fn section(r: &Report, json: &Path) -> String {
             );
         }
     }
-    if !r.ratios.is_empty() {
+    // Recomputed from the runs, so that the generator's rules apply to old runs too.
+    let ratios = crate::report::ratios(r);
+    if !ratios.is_empty() {
         o.push_str("\n**Ratios**\n\n| metric | flood | systems | ratio |\n|---|---|---|---|\n");
-        for x in &r.ratios {
+        for x in &ratios {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} ÷ {} | {} |",
@@ -197,6 +210,10 @@ pub fn readme(a: ReadmeArgs) -> Result<()> {
                 std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             let new = splice(&text, &gen).with_context(|| format!("in {}", p.display()))?;
             std::fs::write(&p, new).with_context(|| format!("writing {}", p.display()))?;
+            // The plot too, from the same JSON, in case the plotting changed.
+            let svg = json.with_extension("svg");
+            std::fs::write(&svg, crate::report::svg(&r))
+                .with_context(|| format!("writing {}", svg.display()))?;
             println!(
                 "{}: performance section regenerated from {}",
                 p.display(),
