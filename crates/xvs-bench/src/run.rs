@@ -254,9 +254,15 @@ pub fn run(a: Args) -> Result<()> {
         loadavg_end: String::new(),
     };
     if !quiet.quiet {
+        let busy: Vec<String> = quiet
+            .background_busy
+            .iter()
+            .map(|b| format!("{:.0} %", b * 100.0))
+            .collect();
         eprintln!(
-            "xvs-bench: the machine is busy before the run (core busy {:?}, load {}): figures will be noisy and are labelled as measured under load",
-            quiet.background_busy, quiet.loadavg_start
+            "xvs-bench: the machine is busy before the run (cores {} busy, load {}): figures will be noisy and are labelled as measured under load",
+            busy.join(" / "),
+            quiet.loadavg_start
         );
     }
     // The bench and all it spawns on the generator's core; directors are
