@@ -230,7 +230,8 @@ pub fn spread(a: SpreadArgs) -> Result<()> {
     type Key = (String, String, String, String);
     let mut rows: BTreeMap<Key, Vec<(String, f64)>> = BTreeMap::new();
     for r in &reports {
-        for x in &r.ratios {
+        // Recomputed, so that every run is read by the same rules.
+        for x in &crate::report::ratios(r) {
             rows.entry((
                 x.metric.clone(),
                 x.group.clone(),
