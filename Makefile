@@ -7,17 +7,29 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
 
-.PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz loom soak flood
+.PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood
 
 all: build
 
-deps:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages of $(1) that are missing (apt-get update first).
+define install_pkgs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "make: installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_pkgs,$(APT_PKGS))
+
+# The bench also compares with HAProxy (mode tcp); installed here, not by the
+# bench at run time. Debian's package may start a haproxy service: it listens
+# on nothing of the bench's (the bench runs its own in a namespace).
+BENCH_PKGS := haproxy
+bench-deps: deps
+	$(call install_pkgs,$(BENCH_PKGS))
 
 build: deps
 	$(CARGO) build --workspace --release
@@ -53,12 +65,22 @@ demo: deps
 	$(CARGO) build --release -p xvsd -p xvsadm -p xvs-lab
 	$(SUDO) BIN=target/release scripts/demo.sh
 
-# xvs against the kernel (ip_forward, nftables DNAT) and the raw AF_XDP ceiling,
-# side by side in one run; results in bench/results/. BENCH_ARGS to adjust.
+# xvs against its ceiling (xvsd's I/O path, pass-through engine), the kernel
+# (ip_forward, nftables DNAT) and HAProxy, in one run: no-drop rates, cycles
+# per packet at a fixed load, TCP conns/s and bulk; 6 interleaved rounds, about
+# 25 minutes. Results in bench/results/. Run it on a quiet machine; BENCH_ARGS
+# to adjust (e.g. BENCH_ARGS="--runs 3 --secs 1" for a quick look).
 BENCH_ARGS ?=
-bench: deps
-	$(CARGO) build --release -p xvs-bench -p xvsd -p xvs-lab
+bench: bench-deps
+	$(CARGO) build --release -p xvs-bench -p xvsd
 	$(SUDO) target/release/xvs-bench run $(BENCH_ARGS)
+
+# The README's performance section from a run's JSON (the newest in
+# bench/results unless BENCH_JSON is given).
+BENCH_JSON ?=
+bench-readme:
+	$(CARGO) build --release -p xvs-bench
+	target/release/xvs-bench readme --write README.md $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
 # xvsd in the NAT lab under mixed traffic for SOAK_SECS (default 10 minutes):
 # new TCP conns at a steady rate, long-lived ones, UDP, a 30 s SYN flood every

@@ -105,10 +105,11 @@ fn gen_refuses_addresses_outside_the_lab_range() {
     );
 }
 
-/// `xvs-bench run` end to end, shortened: xvs NAT forwards the flood and the
-/// report carries its figures; the namespaces go away with the run.
+/// `xvs-bench run` end to end, shortened (a few seconds of traffic): xvs NAT
+/// and the ceiling (xvsd's pass-through engine) forward the flood, the report
+/// carries the fields with intervals; the namespaces go away.
 #[test]
-fn bench_run_measures_xvs_nat() {
+fn bench_run_measures_xvs_nat_and_its_ceiling() {
     if !xvs_netns::require_root() {
         return;
     }
@@ -117,8 +118,14 @@ fn bench_run_measures_xvs_nat() {
     let _ = std::fs::remove_dir_all(&out_dir);
     let out = Command::new(xvs_e2e::bin("xvs-bench"))
         .args([
-            "run", "--only", "xvs-nat", "--runs", "1", "--secs", "0.5", "--no-tcp",
+            "run",
+            "--only",
+            "ceiling,xvs-nat",
+            "--runs",
+            "1",
+            "--no-tcp",
         ])
+        .args(["--secs", "0.3", "--load-secs", "0.5", "--max-trials", "3"])
         .args(["--prefix", &p, "--out"])
         .arg(&out_dir)
         .output()
@@ -136,14 +143,47 @@ fn bench_run_measures_xvs_nat() {
         .unwrap_or_else(|| panic!("no JSON report: {text}"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = r["throughput"].as_array().unwrap();
-    assert_eq!(rows.len(), 3, "64 B, 1504 B and new flows: {r}");
+    let key = |row: &serde_json::Value| {
+        format!(
+            "{} {} {}",
+            row["system"].as_str().unwrap(),
+            row["frame_bytes"],
+            row["flows"].as_str().unwrap()
+        )
+    };
+    let keys: Vec<String> = rows.iter().map(key).collect();
+    assert_eq!(
+        keys,
+        ["ceiling 64 1024", "xvs-nat 64 1024", "xvs-nat 64 new"],
+        "{r}"
+    );
     for row in rows {
-        assert_eq!(row["system"], "xvs-nat");
-        assert!(
-            row["mpps"]["median"].as_f64().unwrap() > 0.0,
-            "nothing forwarded: {row}"
-        );
+        for f in ["no_drop_mpps", "cycles_per_packet_at_load"] {
+            let c = &row[f];
+            let (m, lo, hi) = (
+                c["median"].as_f64().unwrap(),
+                c["lo"].as_f64().unwrap(),
+                c["hi"].as_f64().unwrap(),
+            );
+            assert!(m > 0.0 && lo <= m && m <= hi, "{f} of {}: {c}", key(row));
+        }
+        assert!(row["load_mpps"].as_f64().unwrap() > 0.0, "{row}");
     }
+    assert!(!r["ratios"].as_array().unwrap().is_empty(), "{r}");
+    assert!(out_dir
+        .join(json.with_extension("svg").file_name().unwrap())
+        .exists());
+    // The README generator reads it back.
+    let md = Command::new(xvs_e2e::bin("xvs-bench"))
+        .args(["readme", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let md_text = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.status.success() && md_text.contains("| xvs-nat | 64 B | new |"),
+        "{md_text}"
+    );
     assert!(xvs_netns::list(&p).is_empty(), "namespaces left behind");
     let _ = std::fs::remove_dir_all(&out_dir);
 }

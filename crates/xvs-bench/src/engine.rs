@@ -40,6 +40,13 @@ pub struct Args {
     /// Run only the established-flow measurement over this many flows (for profiling).
     #[arg(long)]
     only_established: Option<u32>,
+    /// Shared-table scaling instead: N workers (one thread each, pinned to
+    /// CPU i mod cores) on one table, for each N listed (e.g. `1,2`).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Scaling: rounds (each measures every thread count once).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
 }
 
 #[derive(Serialize)]
@@ -197,15 +204,22 @@ fn establish(s: &mut Setup, n: u32) -> Result<()> {
 /// Sends `packets` established ACKs over `n` flows in a scattered order; ns/packet.
 fn established(s: &mut Setup, n: u32, packets: u64) -> Result<f64> {
     establish(s, n)?;
+    established_share(&mut s.worker, n, 0, 1, packets)
+}
+
+/// Sends `packets` established ACKs through `w`, over the flows i < n with
+/// i mod `of` = `share` (one RSS queue's share), scattered; ns/packet.
+fn established_share(w: &mut Worker, n: u32, share: u32, of: u32, packets: u64) -> Result<f64> {
     let tpl = template(false);
     let mut bufs = vec![vec![0u8; HEADROOM + 128]; BATCH];
-    // A full-period LCG over a power of two ≥ n scatters the flows.
-    let m = n.next_power_of_two() as u64;
+    // A full-period LCG over a power of two ≥ the share scatters the flows.
+    let mine = (n - share).div_ceil(of);
+    let m = mine.next_power_of_two() as u64;
     let mut x = 0u64;
     let mut next = || loop {
         x = (x * 1_664_525 + 1_013_904_223) & (m - 1);
-        if x < n as u64 {
-            return x as u32;
+        if x < mine as u64 {
+            return x as u32 * of + share;
         }
     };
     let mut sent = 0u64;
@@ -216,12 +230,11 @@ fn established(s: &mut Setup, n: u32, packets: u64) -> Result<f64> {
         for b in bufs.iter_mut() {
             patch(b, &tpl, next());
         }
-        s.worker.begin_batch(Time::from_secs(2));
-        s.worker
-            .prepare(bufs.iter().map(|b| &b[HEADROOM..HEADROOM + tpl.len()]));
+        w.begin_batch(Time::from_secs(2));
+        w.prepare(bufs.iter().map(|b| &b[HEADROOM..HEADROOM + tpl.len()]));
         for (i, b) in bufs.iter_mut().enumerate() {
             let mut f = Frame::new(b, HEADROOM, tpl.len());
-            if let Verdict::Tx(_) = s.worker.process_prepared(i, &mut f, 0) {
+            if let Verdict::Tx(_) = w.process_prepared(i, &mut f, 0) {
                 tx += 1;
             }
         }
@@ -255,7 +268,150 @@ fn frame_cost(packets: u64) -> f64 {
     t0.elapsed().as_nanos() as f64 / sent as f64
 }
 
+/// SYNs for flows `first..first + n` through `w` at time `now`; seconds taken.
+fn syns(w: &mut Worker, first: u32, n: u32, now: Time) -> Result<f64> {
+    let tpl = template(true);
+    let mut bufs = vec![vec![0u8; HEADROOM + 128]; BATCH];
+    let t0 = Instant::now();
+    let mut i = 0u32;
+    while i < n {
+        let m = (n - i).min(BATCH as u32) as usize;
+        for (k, b) in bufs[..m].iter_mut().enumerate() {
+            patch(b, &tpl, first + i + k as u32);
+        }
+        w.begin_batch(now);
+        w.prepare(bufs[..m].iter().map(|b| &b[HEADROOM..HEADROOM + tpl.len()]));
+        for (k, b) in bufs[..m].iter_mut().enumerate() {
+            let mut f = Frame::new(b, HEADROOM, tpl.len());
+            let v = w.process_prepared(k, &mut f, 0);
+            if v != Verdict::Tx(1) {
+                bail!("SYN {} was not forwarded: {v:?}", first + i);
+            }
+            i += 1;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Runs `f(thread index, worker)` on `n` threads at once, each pinned and with
+/// its own worker of `engine`; returns the wall time from the common start
+/// to the last thread's end, and the threads' results.
+fn parallel<T: Send>(
+    engine: &Arc<Engine>,
+    n: usize,
+    f: impl Fn(usize, &mut Worker) -> Result<T> + Sync,
+) -> Result<(f64, Vec<T>)> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let start = std::sync::Barrier::new(n + 1);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|t| {
+                let (start, f) = (&start, &f);
+                s.spawn(move || {
+                    let mut set = nix::sched::CpuSet::new();
+                    if set.set(t % cores).is_ok() {
+                        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                    }
+                    let mut w = engine.worker(t as u32);
+                    start.wait();
+                    f(t, &mut w)
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for h in hs {
+            out.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+        }
+        Ok((t0.elapsed().as_secs_f64(), out))
+    })
+}
+
+/// One round of the scaling measurement with `n` workers: established Mpps
+/// (1024 flows shared out as RSS would) and new connections per second
+/// (disjoint flows), both in aggregate.
+fn scaling_round(a: &Args, n: usize) -> Result<(f64, f64)> {
+    const FLOWS: u32 = 1024;
+    let mut s = setup(FLOWS + FLOWS / 8 + 64, a.rs)?;
+    populate(&mut s, FLOWS)?;
+    establish(&mut s, FLOWS)?;
+    let per = a.packets / n as u64;
+    let (secs, _) = parallel(&s.engine, n, |t, w| {
+        established_share(w, FLOWS, t as u32, n as u32, per)
+    })?;
+    let est = (per * n as u64) as f64 / secs / 1e6;
+    drop(s);
+    let conns = 500_000u32;
+    let total = conns * n as u32;
+    let s = setup(total + total / 8 + 64, a.rs)?;
+    // Untimed first pass, then everything expired and freed: the timed pass
+    // reuses memory already touched, as a director's table in steady state
+    // does. Fresh memory would add first-touch page faults to the figure,
+    // which also serialise the threads on the address space.
+    parallel(&s.engine, n, |t, w| {
+        syns(w, t as u32 * conns, conns, Time::from_secs(1))
+    })?;
+    s.engine.housekeep_all(Time::from_secs(1000));
+    if s.engine.conns.live() != 0 {
+        bail!("{} conns left after expiry", s.engine.conns.live());
+    }
+    let (secs, _) = parallel(&s.engine, n, |t, w| {
+        syns(w, total + t as u32 * conns, conns, Time::from_secs(1001))
+    })?;
+    if s.engine.conns.live() != total {
+        bail!(
+            "expected {total} conns, table has {}",
+            s.engine.conns.live()
+        );
+    }
+    Ok((est, total as f64 / secs))
+}
+
+/// `--threads`: N workers on one shared table, in interleaved rounds.
+fn scaling(a: &Args) -> Result<()> {
+    let mut est: Vec<Vec<f64>> = vec![Vec::new(); a.threads.len()];
+    let mut new: Vec<Vec<f64>> = vec![Vec::new(); a.threads.len()];
+    for _ in 0..a.reps.max(1) {
+        for (k, &n) in a.threads.iter().enumerate() {
+            let (e, c) = scaling_round(a, n.max(1))?;
+            est[k].push(e);
+            new[k].push(c);
+        }
+    }
+    let (k, cover) = crate::stats::ci_rank(a.reps.max(1));
+    println!(
+        "xvs engine on one shared table (NAT, 64-byte TCP frames, {} RS): median [x({k})–x({}) of {} rounds, {:.1} % interval]",
+        a.rs,
+        a.reps.max(1) + 1 - k,
+        a.reps.max(1),
+        cover * 100.0
+    );
+    println!(
+        "{:>7} {:>28} {:>22} {:>28} {:>22}",
+        "threads", "established Mpps (1K flows)", "speedup", "new conns M/s", "speedup"
+    );
+    let f = |c: crate::stats::Ci, p: usize| format!("{:.p$} [{:.p$}–{:.p$}]", c.median, c.lo, c.hi);
+    for (i, &n) in a.threads.iter().enumerate() {
+        let sp = |v: &[Vec<f64>]| {
+            crate::stats::paired_ratio(&v[i], &v[0]).map_or("-".into(), |c| f(c, 2) + "×")
+        };
+        let newm: Vec<f64> = new[i].iter().map(|x| x / 1e6).collect();
+        println!(
+            "{n:>7} {:>28} {:>22} {:>28} {:>22}",
+            f(crate::stats::median_ci(&est[i]), 2),
+            sp(&est),
+            f(crate::stats::median_ci(&newm), 2),
+            sp(&new)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
+    if !a.threads.is_empty() {
+        return scaling(&a);
+    }
     if let Some(n) = a.only_established {
         let mut s = setup(n + n / 8 + 64, a.rs)?;
         populate(&mut s, n)?;

@@ -28,6 +28,9 @@ pub struct GenSpec {
     pub tcp_flags: u8,
     /// Frames to send in all, 0 = until stopped.
     pub budget: u64,
+    /// Flow number of the first frame: successive runs that must not repeat
+    /// flows (every packet a new connection) start where the last one ended.
+    pub first_flow: u64,
 }
 
 /// A running generator.
@@ -66,6 +69,13 @@ impl Gen {
         let cfg = prog.map("gen_cfg").map_err(|e| anyhow!("{e}"))?;
         cfg.update(&0u32.to_ne_bytes(), &cfg_bytes(spec), 0)
             .context("configuring the generator")?;
+        // gen_state: sent, dropped, next_ns, seq (the flow counter).
+        let mut st = [0u8; 32];
+        st[24..32].copy_from_slice(&spec.first_flow.to_ne_bytes());
+        prog.map("gen_state")
+            .map_err(|e| anyhow!("{e}"))?
+            .update(&0u32.to_ne_bytes(), &st, 0)
+            .context("setting the generator's first flow")?;
         let frame = vec![0u8; spec.frame_len.max(60)];
         let run = start_live(
             &prog.prog,

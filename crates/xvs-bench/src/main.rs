@@ -1,10 +1,12 @@
 //! `xvs-bench`: benchmarks of xvs.
 //!
-//! `xvs-bench engine` runs the packet engine alone, on one core, over in-memory
-//! frames: the established-flow fast path, new connections, and the cost per
-//! packet as the connection table grows. `xvs-bench run` compares xvs with
-//! the kernel and the raw AF_XDP ceiling on veths; `gen` and `sink` are its
-//! generator and counter as commands of their own.
+//! `xvs-bench engine` runs the packet engine alone over in-memory frames: the
+//! established-flow fast path, new connections, the cost per packet as the
+//! connection table grows, and (`--threads`) several workers on one table.
+//! `xvs-bench run` compares xvs with the kernel, HAProxy and its own ceiling
+//! on veths (no-drop rates, cycles per packet, TCP); `readme` and `spread`
+//! turn its JSON into the README's section and compare runs; `gen` and `sink`
+//! are its generator and counter as commands of their own.
 
 #![forbid(unsafe_code)]
 
@@ -12,10 +14,14 @@ mod cpu;
 mod engine;
 mod gen;
 mod probe;
+mod readme;
 mod report;
 mod run;
+mod stats;
+mod systems;
 mod tools;
-mod xfwd;
+mod topo;
+mod trial;
 
 /// Huge pages for the connection table, as in xvsd.
 #[global_allocator]
@@ -32,12 +38,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The engine alone on in-memory 64-byte frames, one core.
+    /// The engine alone on in-memory 64-byte frames.
     Engine(engine::Args),
-    /// xvs against the kernel and the raw AF_XDP ceiling on a veth topology.
+    /// xvs against the kernel, HAProxy and its ceiling on a veth topology.
     Run(run::Args),
-    /// The raw ceiling: an AF_XDP forwarder that does no work (used by `run`).
-    Xfwd(xfwd::Args),
+    /// The README's performance section from a run's JSON.
+    Readme(readme::ReadmeArgs),
+    /// The key ratios of several runs side by side.
+    Spread(readme::SpreadArgs),
     /// Traffic generator: BPF_PROG_RUN live frames out of a veth in a namespace.
     Gen(tools::GenArgs),
     /// Counts what arrives per real server on an interface (nft ingress counters).
@@ -48,7 +56,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a),
         Cmd::Run(a) => run::run(a),
-        Cmd::Xfwd(a) => xfwd::run(a),
+        Cmd::Readme(a) => readme::readme(a),
+        Cmd::Spread(a) => readme::spread(a),
         Cmd::Gen(a) => tools::gen(a),
         Cmd::Sink(a) => tools::sink(a),
     }

@@ -1,9 +1,9 @@
-//! Real-client measurements through a VIP: new TCP connections per second and
-//! UDP round-trip latency (hdrhistogram), plus the servers they talk to.
+//! Real TCP through the director: new connections per second (with their
+//! latency, hdrhistogram) and bulk throughput, plus the servers they talk to.
 
 use hdrhistogram::Histogram;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,98 +40,139 @@ pub fn http_server(ns: &Netns, addrs: &[SocketAddr], threads: usize, stop: Arc<A
     }
 }
 
+/// What the connection-rate clients saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnRate {
+    pub per_sec: f64,
+    pub errors: u64,
+    /// Connect + request + answer, µs, 99th percentile.
+    pub p99_us: f64,
+}
+
 /// New TCP connections per second from `ns` to `to`: `threads` clients each
 /// connecting, sending a request, reading the answer, closing, for `secs`.
-pub fn conn_rate(ns: &Netns, to: SocketAddr, threads: usize, secs: f64) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
+pub fn conn_rate(ns: &Netns, to: SocketAddr, threads: usize, secs: f64) -> ConnRate {
     let errors = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(secs);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (done, errors) = (done.clone(), errors.clone());
-            s.spawn(move || {
-                ns.run(|| {
-                    let mut buf = [0u8; 256];
-                    while Instant::now() < end {
-                        match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
-                            Ok(mut c) => {
-                                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-                                let ok = c.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                                    && matches!(c.read(&mut buf), Ok(n) if n > 0);
-                                if ok {
-                                    done.fetch_add(1, Ordering::Relaxed);
-                                } else {
+    let hists: Vec<Histogram<u64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                let errors = errors.clone();
+                s.spawn(move || {
+                    ns.run(|| {
+                        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)
+                            .expect("histogram bounds");
+                        let mut buf = [0u8; 256];
+                        while Instant::now() < end {
+                            let t0 = Instant::now();
+                            match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                                Ok(mut c) => {
+                                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                                    let ok = c.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                                        && matches!(c.read(&mut buf), Ok(n) if n > 0);
+                                    if ok {
+                                        let _ = h.record(t0.elapsed().as_micros() as u64);
+                                    } else {
+                                        errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Err(_) => {
                                     errors.fetch_add(1, Ordering::Relaxed);
+                                    // A refused or timed-out connect would
+                                    // otherwise spin.
+                                    std::thread::sleep(Duration::from_millis(10));
                                 }
                             }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
+                        }
+                        h
+                    })
+                    .expect("enter namespace")
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("histogram bounds");
+    for h in &hists {
+        let _ = all.add(h);
+    }
+    ConnRate {
+        per_sec: all.len() as f64 / secs,
+        errors: errors.load(Ordering::Relaxed),
+        p99_us: all.value_at_quantile(0.99) as f64,
+    }
+}
+
+/// A bulk receiver in `ns` on every address of `addrs`: reads and counts
+/// every byte of every connection into `bytes`.
+pub fn bulk_server(ns: &Netns, addrs: &[SocketAddr], bytes: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    for addr in addrs {
+        let l = ns
+            .run(|| TcpListener::bind(addr))
+            .expect("enter namespace")
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let (bytes, stop) = (bytes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                let bytes = bytes.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Bulk TCP from `ns` to `to` over `streams` connections for `secs`; returns
+/// the Gbps the server received over the last `secs - warm` seconds
+/// (`bytes` is the server's counter). `during` runs over the measured span
+/// and gets its length in seconds (the director's CPU is read there).
+pub fn bulk(
+    ns: &Netns,
+    to: SocketAddr,
+    streams: usize,
+    secs: f64,
+    warm: f64,
+    bytes: &AtomicU64,
+    during: impl FnOnce(f64) -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, f64)> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    std::thread::scope(|s| {
+        for _ in 0..streams {
+            s.spawn(move || {
+                ns.run(|| {
+                    let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
+                        return;
+                    };
+                    let buf = vec![0x5au8; 128 * 1024];
+                    while Instant::now() < end {
+                        if c.write_all(&buf).is_err() {
+                            return;
                         }
                     }
                 })
                 .expect("enter namespace");
             });
         }
-    });
-    (
-        done.load(Ordering::Relaxed) as f64 / secs,
-        errors.load(Ordering::Relaxed),
-    )
-}
-
-/// A UDP echo server in `ns`.
-pub fn udp_echo(ns: &Netns, addr: SocketAddr, stop: Arc<AtomicBool>) {
-    let s = ns
-        .run(|| UdpSocket::bind(addr))
-        .expect("enter namespace")
-        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        }
-    });
-}
-
-/// Round-trip latency percentiles (µs) of `count` UDP probes from `ns` to `to`,
-/// one every `gap`. Returns (p50, p99, p99.9, lost).
-pub fn udp_latency(
-    ns: &Netns,
-    from: SocketAddr,
-    to: SocketAddr,
-    count: u32,
-    gap: Duration,
-) -> (f64, f64, f64, u32) {
-    let s = ns
-        .run(|| UdpSocket::bind(from))
-        .expect("enter namespace")
-        .expect("bind the prober");
-    s.set_read_timeout(Some(Duration::from_millis(100))).ok();
-    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram bounds");
-    let mut lost = 0;
-    let mut buf = [0u8; 64];
-    for i in 0..count {
+        std::thread::sleep(Duration::from_secs_f64(warm));
+        let b0 = bytes.load(Ordering::Relaxed);
         let t0 = Instant::now();
-        let _ = s.send_to(&i.to_be_bytes(), to);
-        loop {
-            match s.recv_from(&mut buf) {
-                Ok((4, _)) if buf[..4] == i.to_be_bytes() => {
-                    let _ = h.record(t0.elapsed().as_nanos() as u64);
-                    break;
-                }
-                Ok(_) => continue, // a late answer to an earlier probe
-                Err(_) => {
-                    lost += 1;
-                    break;
-                }
-            }
-        }
-        std::thread::sleep(gap);
-    }
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    (us(0.5), us(0.99), us(0.999), lost)
+        let span = (secs - warm - 0.1).max(0.1);
+        let extra = during(span)?;
+        let got = bytes.load(Ordering::Relaxed) - b0;
+        let gbps = got as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
+        Ok((gbps, extra))
+    })
 }

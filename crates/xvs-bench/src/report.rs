@@ -1,17 +1,32 @@
-//! Results of `xvs-bench run`: a table with ratios to the kernel's nftables
-//! DNAT, a JSON file and an SVG plot under the results directory.
+//! Results of `xvs-bench run`: ratios with their intervals, the terminal
+//! tables, a JSON file and an SVG plot under the results directory.
 
 use crate::run::Report;
+use crate::stats::{paired_ratio, Ci};
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// One system's figure over another's.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Ratio {
+    /// "no-drop Mpps", "cycles/packet at load", "TCP conns/s", ...
+    pub metric: String,
+    /// "64 B, 1024 flows", "64 B, new flows" or "TCP".
+    pub group: String,
+    pub num: String,
+    pub den: String,
+    /// Median of the per-round ratios with its interval.
+    pub ratio: Option<Ci>,
+    /// The two systems' intervals do not overlap.
+    pub distinct: bool,
+    /// What the tables print: the ratio with its interval, or "no difference".
+    pub text: String,
+}
+
+/// Seconds since the epoch as (YYYY-MM-DD, HHMMSS), UTC.
+fn civil(secs: u64) -> (String, String) {
     // Civil from days (Howard Hinnant's algorithm).
     let z = (secs / 86400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -22,14 +37,26 @@ pub fn today() -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
+    let s = secs % 86400;
+    (
+        format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d),
+        format!("{:02}{:02}{:02}", s / 3600, s / 60 % 60, s % 60),
+    )
+}
+
+/// Now, UTC, as YYYY-MM-DDTHHMMSSZ (also a file-name stem).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (d, t) = civil(secs);
+    format!("{d}T{t}Z")
 }
 
 /// A short description of the machine: host name, CPU model, core count.
 pub fn machine() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let host = hostname();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -39,214 +66,402 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
         .unwrap_or(0);
     format!("{host} ({model}, {cores} cores)")
 }
 
-fn ratio(x: f64, base: Option<f64>) -> String {
-    match base {
-        Some(b) if b > 0.0 => format!("{:.2}x", x / b),
-        _ => "-".into(),
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// "1.23× [1.10–1.40]", or "no difference" when the systems' intervals overlap.
+fn ratio_text(r: Option<Ci>, distinct: bool) -> String {
+    match r {
+        None => "-".into(),
+        Some(_) if !distinct => "no difference".into(),
+        Some(c) => format!("{:.2}× [{:.2}–{:.2}]", c.median, c.lo, c.hi),
     }
 }
 
-/// The terminal table.
+fn ratio(metric: &str, group: &str, num: (&str, &Ci, &[f64]), den: (&str, &Ci, &[f64])) -> Ratio {
+    let r = paired_ratio(num.2, den.2);
+    let distinct = !num.1.overlaps(den.1);
+    Ratio {
+        metric: metric.into(),
+        group: group.into(),
+        num: num.0.into(),
+        den: den.0.into(),
+        ratio: r,
+        distinct,
+        text: ratio_text(r, distinct),
+    }
+}
+
+fn group_name(frame: usize, flows: &str) -> String {
+    if flows == "new" {
+        format!("{frame} B, new flows")
+    } else {
+        format!("{frame} B, {flows} flows")
+    }
+}
+
+/// The ratios the tables show: every xvs system against nftables DNAT, its
+/// ceiling and ip_forward on each flood, and against HAProxy and nftables
+/// DNAT over TCP.
+pub fn ratios(r: &Report) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for t in r.throughput.iter().filter(|t| t.system.starts_with("xvs")) {
+        for base in ["nft-dnat", "ceiling", "ip-forward"] {
+            let Some(b) = r
+                .throughput
+                .iter()
+                .find(|b| b.system == base && b.frame_bytes == t.frame_bytes && b.flows == t.flows)
+            else {
+                continue;
+            };
+            let g = group_name(t.frame_bytes, &t.flows);
+            out.push(ratio(
+                "no-drop Mpps",
+                &g,
+                (&t.system, &t.no_drop_mpps, &t.no_drop_runs),
+                (base, &b.no_drop_mpps, &b.no_drop_runs),
+            ));
+            let mut core = ratio(
+                "cycles/packet at load",
+                &g,
+                (&t.system, &t.cycles_per_packet_at_load, &t.cycles_runs),
+                (base, &b.cycles_per_packet_at_load, &b.cycles_runs),
+            );
+            if [t, b]
+                .iter()
+                .any(|x| core_busy_at_load(x, r.cpu_hz) > SATURATED)
+            {
+                core.text = "core saturated by other work: see own cycles".into();
+            }
+            out.push(core);
+            out.push(ratio(
+                "own cycles/packet",
+                &g,
+                (
+                    &t.system,
+                    &t.own_cycles_per_packet_at_load,
+                    &t.own_cycles_runs,
+                ),
+                (base, &b.own_cycles_per_packet_at_load, &b.own_cycles_runs),
+            ));
+        }
+    }
+    for t in r.tcp.iter().filter(|t| t.system.starts_with("xvs")) {
+        for base in ["haproxy", "nft-dnat"] {
+            let Some(b) = r.tcp.iter().find(|b| b.system == base) else {
+                continue;
+            };
+            out.push(ratio(
+                "TCP conns/s",
+                "TCP",
+                (&t.system, &t.conns_per_sec, &t.conns_runs),
+                (base, &b.conns_per_sec, &b.conns_runs),
+            ));
+            out.push(ratio(
+                "director µs/conn",
+                "TCP",
+                (&t.system, &t.director_us_per_conn, &t.us_per_conn_runs),
+                (base, &b.director_us_per_conn, &b.us_per_conn_runs),
+            ));
+            out.push(ratio(
+                "own µs/conn",
+                "TCP",
+                (&t.system, &t.own_us_per_conn, &t.own_us_per_conn_runs),
+                (base, &b.own_us_per_conn, &b.own_us_per_conn_runs),
+            ));
+            out.push(ratio(
+                "bulk Gbps",
+                "TCP",
+                (&t.system, &t.bulk_gbps, &t.bulk_runs),
+                (base, &b.bulk_gbps, &b.bulk_runs),
+            ));
+        }
+    }
+    out
+}
+
+/// How busy the director's core was during the cost runs (from the cycles
+/// per packet at the offered load, which was delivered).
+pub fn core_busy_at_load(t: &crate::run::Throughput, hz: f64) -> f64 {
+    t.cycles_per_packet_at_load.median * t.load_mpps * 1e6 / hz
+}
+
+/// Above this the core's busy time at load is mostly someone else's (the
+/// load is half of what every system sustains): its cycles/packet say
+/// little, the own-threads figure still does.
+pub const SATURATED: f64 = 0.9;
+
+fn ci(c: &Ci, prec: usize) -> String {
+    format!("{:.p$} [{:.p$}–{:.p$}]", c.median, c.lo, c.hi, p = prec)
+}
+
+/// The terminal tables.
 pub fn table(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "xvs-bench run — {} — {} — {} runs x {:.0} s, median (min–max)",
-        r.date, r.machine, r.runs, r.secs_per_run
+        "xvs-bench run — {} — {} — {} runs, median [{:.1} % interval]{}",
+        r.date,
+        r.machine,
+        r.method.runs,
+        r.method.ci_coverage * 100.0,
+        if r.quiet.quiet {
+            ""
+        } else {
+            " — MEASURED UNDER LOAD (machine busy)"
+        }
     );
-    let _ = writeln!(
-        o,
-        "\n{:<14} {:>5} {:>5} {:>22} {:>8} {:>12} {:>7} {:>9}",
-        "system", "bytes", "flows", "Mpps", "Gbps", "cycles/pkt", "loss", "vs nft"
-    );
-    for t in &r.throughput {
-        let base = r
-            .throughput
-            .iter()
-            .find(|b| {
-                b.system == "nft-dnat" && b.frame_bytes == t.frame_bytes && b.flows == t.flows
-            })
-            .map(|b| b.mpps.median);
+    if !r.throughput.is_empty() {
         let _ = writeln!(
             o,
-            "{:<14} {:>5} {:>5} {:>7.3} ({:.3}–{:.3}) {:>8.2} {:>12.0} {:>6.1}% {:>9}",
-            t.system,
-            t.frame_bytes,
-            t.flows,
-            t.mpps.median,
-            t.mpps.min,
-            t.mpps.max,
-            t.gbps.median,
-            t.cycles_per_packet.median,
-            t.loss.median * 100.0,
-            ratio(t.mpps.median, base)
+            "\nUDP flood: no-drop rate (loss ≤ {} %, {} s trials) and director-core cycles/packet at a fixed load",
+            r.method.loss_threshold * 100.0,
+            r.method.trial_secs
         );
-    }
-    if !r.conns.is_empty() {
-        let base = r
-            .conns
-            .iter()
-            .find(|c| c.system == "nft-dnat")
-            .map(|c| c.conns_per_sec.median);
         let _ = writeln!(
             o,
-            "\n{:<14} {:>28} {:>9}",
-            "system", "new TCP conns/s", "vs nft"
+            "{:<12} {:>5} {:>5} {:>26} {:>9} {:>24} {:>24}",
+            "system",
+            "bytes",
+            "flows",
+            "no-drop Mpps",
+            "load Mpps",
+            "cycles/packet at load",
+            "own threads' cycles/pkt"
         );
-        for c in &r.conns {
+        for t in &r.throughput {
+            let saturated = core_busy_at_load(t, r.cpu_hz) > SATURATED;
             let _ = writeln!(
                 o,
-                "{:<14} {:>10.0} ({:.0}–{:.0}) {:>9}",
-                c.system,
-                c.conns_per_sec.median,
-                c.conns_per_sec.min,
-                c.conns_per_sec.max,
-                ratio(c.conns_per_sec.median, base)
+                "{:<12} {:>5} {:>5} {:>26} {:>9.3} {:>24}{} {:>24}",
+                t.system,
+                t.frame_bytes,
+                t.flows,
+                ci(&t.no_drop_mpps, 3),
+                t.load_mpps,
+                ci(&t.cycles_per_packet_at_load, 0),
+                if saturated { "*" } else { " " },
+                ci(&t.own_cycles_per_packet_at_load, 0)
+            );
+        }
+        if r.throughput
+            .iter()
+            .any(|t| core_busy_at_load(t, r.cpu_hz) > SATURATED)
+        {
+            let _ = writeln!(
+                o,
+                "* the director's core was over {:.0} % busy at this load: other work ran there, so the core's cycles/packet mean little; see the own-threads figure",
+                SATURATED * 100.0
             );
         }
     }
-    if !r.latency.is_empty() {
+    if !r.tcp.is_empty() {
         let _ = writeln!(
             o,
-            "\n{:<14} {:>10} {:>9} {:>9} {:>9} {:>5}",
-            "system", "load Mpps", "p50 µs", "p99 µs", "p99.9 µs", "lost"
+            "\nTCP through the VIP: new connections (HTTP/1.0, one request each) and bulk (4 streams, 1500-byte MTU)"
         );
-        for l in &r.latency {
+        let _ = writeln!(
+            o,
+            "{:<12} {:>24} {:>22} {:>22} {:>9} {:>22} {:>12}",
+            "system",
+            "conns/s",
+            "director µs/conn",
+            "own threads' µs/conn",
+            "p99 µs",
+            "bulk Gbps",
+            "dir busy"
+        );
+        for t in &r.tcp {
             let _ = writeln!(
                 o,
-                "{:<14} {:>10.3} {:>9.1} {:>9.1} {:>9.1} {:>5}",
-                l.system, l.load_mpps, l.p50_us, l.p99_us, l.p999_us, l.lost
+                "{:<12} {:>24} {:>22} {:>22} {:>9.0} {:>22} {:>11.0}%",
+                t.system,
+                ci(&t.conns_per_sec, 0),
+                ci(&t.director_us_per_conn, 1),
+                ci(&t.own_us_per_conn, 1),
+                t.conn_p99_us.median,
+                ci(&t.bulk_gbps, 2),
+                t.bulk_director_busy.median * 100.0
+            );
+        }
+    }
+    if !r.ratios.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nRatios (median of per-round ratios [interval]; \"no difference\" where the two systems' intervals overlap)"
+        );
+        for x in &r.ratios {
+            let _ = writeln!(
+                o,
+                "{:<24} {:<18} {:>11} ÷ {:<11} {}",
+                x.metric, x.group, x.num, x.den, x.text
             );
         }
     }
     o
 }
 
-/// A bar chart of Mpps per system (64 B, 1K flows and new flows) and latency
-/// percentiles, as SVG.
-pub fn svg(r: &Report) -> String {
-    let rows: Vec<_> = r
-        .throughput
-        .iter()
-        .filter(|t| t.frame_bytes == 64)
-        .collect();
+const WIDTH: f64 = 920.0;
+
+/// One panel of horizontal bars (median) with interval whiskers.
+fn panel(s: &mut String, y0: f64, title: &str, rows: &[(String, Ci, &str)], prec: usize) -> f64 {
+    let (w, bar_h, left) = (WIDTH, 18.0, 330.0);
     let max = rows
         .iter()
-        .map(|t| t.mpps.max)
+        .map(|r| r.1.hi.max(r.1.median))
         .fold(0.0f64, f64::max)
-        .max(0.001);
-    let (w, bar_h, left) = (760.0, 22.0, 210.0);
-    let lat_h = 30.0 + r.latency.len() as f64 * 3.0 * 18.0;
-    let h = 60.0 + rows.len() as f64 * (bar_h + 8.0) + lat_h + 40.0;
-    let mut s = String::new();
+        .max(1e-9);
+    let scale = (w - left - 190.0) / max;
     let _ = writeln!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+        "<text x=\"10\" y=\"{:.0}\" font-size=\"14\" font-weight=\"bold\">{title}</text>",
+        y0 + 16.0
     );
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"20\" font-size=\"14\">Delivered Mpps, 64-byte frames (median, whisker min–max) — {} — {}</text>",
-        r.date, r.machine
-    );
-    let scale = (w - left - 80.0) / max;
-    for (i, t) in rows.iter().enumerate() {
-        let y = 40.0 + i as f64 * (bar_h + 8.0);
-        let color = if t.system.starts_with("xvs") {
-            "#2b7bba"
-        } else if t.system == "raw" {
-            "#888"
-        } else {
-            "#d0702c"
-        };
+    let mut y = y0 + 26.0;
+    for (label, c, color) in rows {
         let _ = writeln!(
             s,
-            "<text x=\"10\" y=\"{:.0}\">{} ({})</text>",
-            y + 15.0,
-            t.system,
-            if t.flows == "new" {
-                "new flows"
-            } else {
-                "1K flows"
-            }
-        );
-        let _ = writeln!(
-            s,
-            "<rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>",
-            t.mpps.median * scale
-        );
-        let _ = writeln!(
-            s,
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\"/>",
-            left + t.mpps.min * scale,
-            left + t.mpps.max * scale,
+            "<text x=\"10\" y=\"{:.0}\">{label}</text>\
+             <rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\
+             <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\" stroke-width=\"1.5\"/>\
+             <text x=\"{:.1}\" y=\"{:.0}\">{:.p$} [{:.p$}–{:.p$}]</text>",
+            y + 13.0,
+            c.median * scale,
+            left + c.lo * scale,
+            left + c.hi * scale,
             y + bar_h / 2.0,
-            y + bar_h / 2.0
+            y + bar_h / 2.0,
+            left + c.hi.max(c.median) * scale + 6.0,
+            y + 13.0,
+            c.median,
+            c.lo,
+            c.hi,
+            p = prec
         );
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.0}\">{:.3}</text>",
-            left + t.mpps.max * scale + 6.0,
-            y + 15.0,
-            t.mpps.median
-        );
+        y += bar_h + 6.0;
     }
-    let y0 = 60.0 + rows.len() as f64 * (bar_h + 8.0);
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"{y0:.0}\" font-size=\"14\">UDP round trip through the VIP at half load (µs): p50 / p99 / p99.9</text>"
-    );
-    let lmax = r
-        .latency
-        .iter()
-        .map(|l| l.p999_us)
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let lscale = (w - left - 80.0) / lmax;
-    let mut y = y0 + 15.0;
-    for l in &r.latency {
-        for (name, v) in [("p50", l.p50_us), ("p99", l.p99_us), ("p99.9", l.p999_us)] {
-            let _ = writeln!(
-                s,
-                "<text x=\"10\" y=\"{:.0}\">{} {name}</text><rect x=\"{left}\" y=\"{:.0}\" width=\"{:.1}\" height=\"12\" fill=\"#6a9f58\"/><text x=\"{:.1}\" y=\"{:.0}\">{v:.1}</text>",
-                y + 11.0,
-                l.system,
-                y,
-                v * lscale,
-                left + v * lscale + 6.0,
-                y + 11.0
-            );
-            y += 18.0;
-        }
-    }
-    s.push_str("</svg>\n");
-    s
+    y + 10.0
 }
 
-/// Prints the table and writes `<date>-<host>.json` and `.svg` under `dir`.
-pub fn emit(r: &Report, dir: &Path) -> Result<()> {
+fn color(system: &str) -> &'static str {
+    if system.starts_with("xvs") {
+        "#2b7bba"
+    } else if system == "ceiling" {
+        "#999999"
+    } else if system == "haproxy" {
+        "#7a5195"
+    } else {
+        "#d0702c"
+    }
+}
+
+/// The plots: no-drop Mpps and cycles/packet per flood, TCP conns/s and bulk
+/// Gbps; bars are medians, whiskers the 95 % intervals.
+pub fn svg(r: &Report) -> String {
+    let mut body = String::new();
+    let mut y = 40.0;
+    let label = |t: &crate::run::Throughput| {
+        format!(
+            "{} ({} B, {})",
+            t.system,
+            t.frame_bytes,
+            if t.flows == "new" {
+                "new flows".to_string()
+            } else {
+                format!("{} flows", t.flows)
+            }
+        )
+    };
+    if !r.throughput.is_empty() {
+        let rows: Vec<_> = r
+            .throughput
+            .iter()
+            .map(|t| (label(t), t.no_drop_mpps, color(&t.system)))
+            .collect();
+        y = panel(&mut body, y, "No-drop rate, Mpps (loss ≤ 0.1 %)", &rows, 3);
+        let rows: Vec<_> = r
+            .throughput
+            .iter()
+            .map(|t| {
+                (
+                    format!("{} at {:.2} Mpps", label(t), t.load_mpps),
+                    t.cycles_per_packet_at_load,
+                    color(&t.system),
+                )
+            })
+            .collect();
+        y = panel(
+            &mut body,
+            y,
+            "Director core cycles per packet at a fixed load (lower is better)",
+            &rows,
+            0,
+        );
+        let rows: Vec<_> = r
+            .throughput
+            .iter()
+            .map(|t| (label(t), t.own_cycles_per_packet_at_load, color(&t.system)))
+            .collect();
+        y = panel(
+            &mut body,
+            y,
+            "The same, the director's own threads only (robust to other work on the core)",
+            &rows,
+            0,
+        );
+    }
+    if !r.tcp.is_empty() {
+        let rows: Vec<_> = r
+            .tcp
+            .iter()
+            .map(|t| (t.system.clone(), t.conns_per_sec, color(&t.system)))
+            .collect();
+        y = panel(&mut body, y, "New TCP connections per second", &rows, 0);
+        let rows: Vec<_> = r
+            .tcp
+            .iter()
+            .map(|t| (t.system.clone(), t.bulk_gbps, color(&t.system)))
+            .collect();
+        y = panel(&mut body, y, "Bulk TCP, Gbps (1500-byte MTU)", &rows, 2);
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"16\" font-size=\"13\">xvs-bench run — {} — {}{}</text>\n\
+         <text x=\"10\" y=\"32\" font-size=\"12\">bars: median of {} runs; whiskers: its {:.1} % interval</text>\n{body}</svg>\n",
+        y + 10.0,
+        r.date,
+        r.machine,
+        if r.quiet.quiet { "" } else { " — UNDER LOAD" },
+        r.method.runs,
+        r.method.ci_coverage * 100.0,
+    )
+}
+
+/// Prints the tables and writes `<date>-<host>.json` and `.svg` under `dir`.
+pub fn emit(r: &Report, dir: &Path) -> Result<PathBuf> {
     print!("{}", table(r));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let base = dir.join(format!("{}-{host}", r.date));
-    std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(r)?,
-    )?;
+    let base = dir.join(format!("{}-{}", r.date, hostname()));
+    let json = base.with_extension("json");
+    std::fs::write(&json, serde_json::to_string_pretty(r)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(base.with_extension("svg"), svg(r))?;
     println!(
         "\nwrote {} and {}",
-        base.with_extension("json").display(),
+        json.display(),
         base.with_extension("svg").display()
     );
-    Ok(())
+    Ok(json)
 }
 
 #[cfg(test)]
@@ -254,9 +469,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_civil() {
-        let d = today();
-        assert_eq!(d.len(), 10);
-        assert!(d.starts_with("20"));
+    fn dates_are_civil_and_ratios_honest() {
+        assert_eq!(
+            civil(1_764_474_000),
+            ("2025-11-30".to_string(), "034000".to_string())
+        );
+        assert!(now_utc().starts_with("20"));
+        let a = Ci {
+            median: 2.0,
+            lo: 1.8,
+            hi: 2.2,
+        };
+        let b = Ci {
+            median: 1.0,
+            lo: 0.9,
+            hi: 1.1,
+        };
+        let r = ratio(
+            "m",
+            "g",
+            ("a", &a, &[2.0, 2.2, 1.8]),
+            ("b", &b, &[1.0, 1.1, 0.9]),
+        );
+        assert!(r.distinct);
+        assert_eq!(r.text, "2.00× [2.00–2.00]");
+        let c = Ci {
+            median: 1.9,
+            lo: 1.0,
+            hi: 2.0,
+        };
+        let r = ratio("m", "g", ("a", &a, &[2.0]), ("c", &c, &[1.9]));
+        assert_eq!(r.text, "no difference");
     }
 }

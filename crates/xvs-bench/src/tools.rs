@@ -151,6 +151,7 @@ pub fn gen(a: GenArgs) -> Result<()> {
         proto,
         tcp_flags,
         budget: a.count,
+        first_flow: 0,
     };
     let dev = a.dev.clone();
     let g = ns.run(move || {

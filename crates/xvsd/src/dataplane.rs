@@ -307,6 +307,18 @@ fn plan_for(queues: &[u32], cpus: Vec<Option<usize>>) -> Result<Plan> {
     Ok(Plan { workers })
 }
 
+/// What the workers do with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The xvs engine.
+    Engine,
+    /// The benchmark's ceiling: every frame goes out of the next interface
+    /// with its MACs swapped and nothing else done, on this same I/O path
+    /// (steering, UMEM, worker loop, batching, priority), so that xvs ÷ this
+    /// isolates the engine's cost.
+    PassThrough,
+}
+
 /// Starts the workers of `plan` on the configured interfaces (engine port
 /// numbers follow the order of `cfg.interfaces`, as the route mirror's do).
 pub fn start(
@@ -314,6 +326,7 @@ pub fn start(
     plan: &Plan,
     engine: Arc<Engine>,
     fib: Option<Arc<xvs_fib::KernelFib>>,
+    mode: Mode,
 ) -> Result<DataPlane> {
     let stop = Arc::new(AtomicBool::new(false));
     if cfg.interfaces.is_empty() {
@@ -367,7 +380,7 @@ pub fn start(
         let (tx, rx) = mpsc::channel();
         let t = std::thread::Builder::new()
             .name(format!("xvsd-worker-{w}"))
-            .spawn(move || worker_loop(ifs, ports, w as u32, wcfg, e, st, core, tx))?;
+            .spawn(move || worker_loop(ifs, ports, w as u32, wcfg, e, st, core, tx, mode))?;
         // Sockets are opened in the worker thread; wait for its verdict.
         rx.recv()
             .map_err(|_| anyhow!("worker {w} died while starting"))?
@@ -459,6 +472,7 @@ fn worker_loop(
     stop: Arc<AtomicBool>,
     core: Option<usize>,
     started: mpsc::Sender<Result<()>>,
+    mode: Mode,
 ) {
     if let Some(c) = core {
         let mut set = nix::sched::CpuSet::new();
@@ -501,6 +515,11 @@ fn worker_loop(
         local[g] = l;
     }
     let mut ew = engine.worker(q);
+    // Pass-through: the first port of the next interface, by engine port.
+    let next: Vec<usize> = global
+        .iter()
+        .map(|&g| local[(g + 1) % ifaces.len()])
+        .collect();
     while !stop.load(Ordering::Relaxed) {
         // poll() sleeps when idle; the timeout lets the loop see `stop`.
         match w.poll(Duration::from_millis(100)) {
@@ -511,6 +530,10 @@ fn worker_loop(
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
+        }
+        if mode == Mode::PassThrough {
+            w.process_batch_with(&mut PassThrough { next: &next });
+            continue;
         }
         ew.begin_batch(crate::clock::now());
         w.process_batch_with(&mut Burst {
@@ -554,6 +577,38 @@ impl BatchHandler for Burst<'_> {
             },
             // A redirected frame cannot go back to the kernel: counted, dropped.
             Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
+        }
+    }
+}
+
+/// The ceiling's engine: MACs swapped, out of the next interface.
+struct PassThrough<'a> {
+    /// This worker's port → the port it forwards to (usize::MAX: none).
+    next: &'a [usize],
+}
+
+impl BatchHandler for PassThrough<'_> {
+    #[inline]
+    fn prepare(&mut self, _port: usize, _frames: &mut dyn Iterator<Item = &[u8]>) {}
+
+    #[inline]
+    fn handle(
+        &mut self,
+        port: usize,
+        _i: usize,
+        frame: &mut xvs_core::frame::Frame,
+    ) -> Disposition {
+        let d = frame.data_mut();
+        if d.len() < 12 {
+            return Disposition::Drop;
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&d[0..6]);
+        d.copy_within(6..12, 0);
+        d[6..12].copy_from_slice(&mac);
+        match self.next.get(port) {
+            Some(&p) if p != usize::MAX => Disposition::Tx(p),
+            _ => Disposition::Drop,
         }
     }
 }

@@ -59,6 +59,11 @@ struct Args {
     /// Pin the workers to these CPUs, one worker each (e.g. `--cores 2,3`).
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
+    /// Benchmarks only: forward every steered frame out of the next
+    /// interface with its MACs swapped, without the engine (the ceiling of
+    /// `xvs-bench run`, on xvsd's own I/O path).
+    #[arg(long, hide = true)]
+    bench_passthrough: bool,
 }
 
 fn random_seed() -> [u64; 4] {
@@ -224,7 +229,13 @@ fn run() -> Result<()> {
     // Refuse early if another daemon serves the socket; then the data plane,
     // so that once the socket answers the rules are in force.
     control::check_free(&socket)?;
-    let dp = dataplane::start(&cfg, &plan, engine.clone(), kfib)?;
+    let mode = if args.bench_passthrough {
+        tracing::warn!("--bench-passthrough: frames bypass the engine (benchmark ceiling)");
+        dataplane::Mode::PassThrough
+    } else {
+        dataplane::Mode::Engine
+    };
+    let dp = dataplane::start(&cfg, &plan, engine.clone(), kfib, mode)?;
     let steer = dp.steer_sync();
     if let Some(s) = &steer {
         // Steer what the rules already hold, then keep every change in step.
