@@ -253,25 +253,23 @@ fn run() -> Result<()> {
         let e = engine.clone();
         let s = steer.clone();
         let h = health.clone();
-        let extra = move |out: &mut String| {
+        let extra: Arc<metrics::Extra> = Arc::new(move |out: &mut Vec<_>| {
             if let Some(h) = &h {
                 h.metrics(out);
             }
             if let Some(s) = &s {
-                metrics::counter(
-                    out,
+                out.push(metrics::counter(
                     "xvs_steer_failures_total",
                     "Steering map updates that failed (rule changes refused, keys not removed)",
                     s.failures(),
-                );
-                metrics::gauge(
-                    out,
+                ));
+                out.push(metrics::gauge(
                     "xvs_steer_keys",
                     "Keys in the steering map (rules and the host's addresses)",
                     s.installed() as u64,
-                );
+                ));
             }
-        };
+        });
         std::thread::Builder::new()
             .name("xvsd-metrics".into())
             .spawn(move || metrics::serve(l, e, extra))?;

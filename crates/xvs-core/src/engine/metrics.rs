@@ -1,20 +1,89 @@
-//! Prometheus text exposition of the engine's state: the node_exporter ipvs
-//! collector's metric names and labels (so existing dashboards work unchanged),
-//! and `xvs_*` metrics for what IPVS has no number for.
+//! The engine's state as metric families (data, no exposition format): the
+//! node_exporter ipvs collector's metric names and labels (so existing
+//! dashboards work unchanged), and `xvs_*` metrics for what IPVS has no
+//! number for. xvsd encodes them with a Prometheus client library.
 
 use super::{Engine, Totals};
 use crate::service::ServiceKey;
-use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-/// Renders every metric as Prometheus text (format 0.0.4).
-pub fn render(engine: &Engine) -> String {
-    let mut out = String::with_capacity(4096);
+/// One sample's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    /// Buckets as (upper bound, observations in this bucket alone), then the
+    /// sum and count of all observations.
+    Histogram {
+        buckets: Vec<(f64, u64)>,
+        sum: f64,
+        count: u64,
+    },
+}
+
+impl Value {
+    /// An integer sample (saturating at i64::MAX).
+    pub fn int(v: u64) -> Value {
+        Value::Int(v.min(i64::MAX as u64) as i64)
+    }
+}
+
+/// Label pairs of a sample.
+pub type Labels = Vec<(String, String)>;
+
+/// A metric family as data: the daemon's HTTP endpoint encodes it with a
+/// Prometheus client library (the engine has no I/O and no exposition
+/// format of its own). Counter names carry their `_total` suffix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    pub samples: Vec<(Labels, Value)>,
+}
+
+impl Family {
+    pub fn new(name: &str, help: &str, kind: Kind) -> Family {
+        Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a sample with these labels.
+    pub fn add(&mut self, labels: &[(&str, String)], v: Value) -> &mut Family {
+        self.samples.push((
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            v,
+        ));
+        self
+    }
+
+    /// A family of one unlabelled integer sample.
+    pub fn single(name: &str, help: &str, kind: Kind, v: u64) -> Family {
+        let mut f = Family::new(name, help, kind);
+        f.add(&[], Value::int(v));
+        f
+    }
+}
+
+/// The engine's metrics: the node_exporter ipvs collector's names and labels,
+/// then `xvs_*` for what IPVS has no number for.
+pub fn families(engine: &Engine) -> Vec<Family> {
+    let mut out = Vec::new();
     let snap = engine.snapshot();
     let mut total = Totals::default();
     for svc in snap.services() {
@@ -52,10 +121,23 @@ pub fn render(engine: &Engine) -> String {
             total.outbytes,
         ),
     ] {
-        header(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {v}");
+        out.push(Family::single(name, help, Kind::Counter, v));
     }
-    let mut rows = Vec::new();
+    let mut active = Family::new(
+        "node_ipvs_backend_connections_active",
+        "The current active connections by local and remote address.",
+        Kind::Gauge,
+    );
+    let mut inactive = Family::new(
+        "node_ipvs_backend_connections_inactive",
+        "The current inactive connections by local and remote address.",
+        Kind::Gauge,
+    );
+    let mut weight = Family::new(
+        "node_ipvs_backend_weight",
+        "The current backend weight by local and remote address.",
+        Kind::Gauge,
+    );
     for svc in snap.services() {
         let (laddr, lport, proto, mark) = match svc.spec.key {
             ServiceKey::Addr { proto, addr, port } => (
@@ -69,59 +151,41 @@ pub fn render(engine: &Engine) -> String {
             }
         };
         for d in &svc.dests {
-            let labels = format!(
-                "local_address=\"{laddr}\",local_port=\"{lport}\",remote_address=\"{}\",remote_port=\"{}\",proto=\"{proto}\",local_mark=\"{mark}\"",
-                d.addr, d.port
-            );
-            rows.push((labels, d.activeconns(), d.inactconns(), d.weight()));
+            let labels = [
+                ("local_address", laddr.clone()),
+                ("local_port", lport.to_string()),
+                ("remote_address", d.addr.to_string()),
+                ("remote_port", d.port.to_string()),
+                ("proto", proto.clone()),
+                ("local_mark", mark.clone()),
+            ];
+            active.add(&labels, Value::int(d.activeconns() as u64));
+            inactive.add(&labels, Value::int(d.inactconns() as u64));
+            weight.add(&labels, Value::int(d.weight() as u64));
         }
     }
-    for (k, (name, help)) in [
-        (
-            "node_ipvs_backend_connections_active",
-            "The current active connections by local and remote address.",
-        ),
-        (
-            "node_ipvs_backend_connections_inactive",
-            "The current inactive connections by local and remote address.",
-        ),
-        (
-            "node_ipvs_backend_weight",
-            "The current backend weight by local and remote address.",
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        header(&mut out, name, "gauge", help);
-        for r in &rows {
-            let v = [r.1 as i64, r.2 as i64, r.3 as i64][k];
-            let _ = writeln!(out, "{name}{{{}}} {v}", r.0);
-        }
-    }
-    header(
-        &mut out,
+    out.extend([active, inactive, weight]);
+    let mut drops = Family::new(
         "xvs_drops_total",
-        "counter",
         "Frames dropped by the engine, by reason.",
+        Kind::Counter,
     );
     for (r, n) in engine.drops() {
-        let _ = writeln!(out, "xvs_drops_total{{reason=\"{}\"}} {n}", r.name());
+        drops.add(&[("reason", r.name().to_string())], Value::int(n));
     }
-    header(
-        &mut out,
+    out.push(drops);
+    out.push(Family::single(
         "xvs_conn_table_entries",
-        "gauge",
         "Connections and templates in the table.",
-    );
-    let _ = writeln!(out, "xvs_conn_table_entries {}", engine.conns.live());
-    header(
-        &mut out,
+        Kind::Gauge,
+        engine.conns.live() as u64,
+    ));
+    out.push(Family::single(
         "xvs_conn_table_capacity",
-        "gauge",
         "Size of the connection table (conn_max).",
-    );
-    let _ = writeln!(out, "xvs_conn_table_capacity {}", engine.conns.capacity());
+        Kind::Gauge,
+        engine.conns.capacity() as u64,
+    ));
     let workers = engine.worker_stats();
     for (name, help, pick) in [
         (
@@ -140,11 +204,12 @@ pub fn render(engine: &Engine) -> String {
             2,
         ),
     ] {
-        header(&mut out, name, "counter", help);
+        let mut f = Family::new(name, help, Kind::Counter);
         for (i, w) in workers.iter().enumerate() {
             let v = [&w.rx_packets, &w.tx_packets, &w.passed][pick].load(Relaxed);
-            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {v}");
+            f.add(&[("worker", i.to_string())], Value::int(v));
         }
+        out.push(f);
     }
     out
 }
@@ -158,7 +223,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn renders_node_exporter_names_and_labels() {
+    fn node_exporter_names_and_labels() {
         let mut t = ServiceTable::new();
         let key = ServiceKey::Addr {
             proto: Protocol::Tcp,
@@ -172,14 +237,31 @@ mod tests {
         let e = Engine::new(Limits::default(), Arc::new(StaticFib::new()), [1, 2, 3, 4]);
         e.publish(&RuleSet::from_table(&t));
         let _w = e.worker(0);
-        let m = render(&e);
-        assert!(m.contains(
-            "# TYPE node_ipvs_connections_total counter\nnode_ipvs_connections_total 0\n"
-        ));
-        assert!(m.contains(
-            "node_ipvs_backend_weight{local_address=\"10.77.0.100\",local_port=\"80\",remote_address=\"10.77.1.11\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 3\n"
-        ));
-        assert!(m.contains("xvs_drops_total{reason=\"not_syn\"} 0\n"));
-        assert!(m.contains("xvs_worker_rx_packets_total{worker=\"0\"} 0\n"));
+        let m = families(&e);
+        let find = |name: &str| m.iter().find(|f| f.name == name).unwrap();
+        let c = find("node_ipvs_connections_total");
+        assert_eq!(c.kind, Kind::Counter);
+        assert_eq!(c.samples, vec![(vec![], Value::Int(0))]);
+        let w = find("node_ipvs_backend_weight");
+        assert_eq!(w.kind, Kind::Gauge);
+        let labels: Labels = [
+            ("local_address", "10.77.0.100"),
+            ("local_port", "80"),
+            ("remote_address", "10.77.1.11"),
+            ("remote_port", "8080"),
+            ("proto", "TCP"),
+            ("local_mark", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(w.samples, vec![(labels, Value::Int(3))]);
+        assert!(find("xvs_drops_total")
+            .samples
+            .contains(&(vec![("reason".into(), "not_syn".into())], Value::Int(0))));
+        assert_eq!(
+            find("xvs_worker_rx_packets_total").samples,
+            vec![(vec![("worker".into(), "0".into())], Value::Int(0))]
+        );
     }
 }

@@ -25,11 +25,11 @@ use crate::state::State;
 use anyhow::{anyhow, Context, Result};
 use logic::Retry;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+use xvs_core::engine::metrics::{Family, Kind, Value};
 use xvs_core::service::{Af, DestSpec, ServiceKey, ServiceSpec};
 use xvs_ctl::health::{CheckHealth, CheckResult, RsHealth, SorryHealth, VsHealth};
 use xvs_ctl::Op;
@@ -235,7 +235,7 @@ impl Health {
     }
 
     /// Appends the health metrics (Prometheus text).
-    pub fn metrics(&self, out: &mut String) {
+    pub fn metrics(&self, out: &mut Vec<Family>) {
         lock(&self.0.inner).metrics(out);
     }
 }
@@ -870,10 +870,11 @@ impl Inner {
             .collect()
     }
 
-    fn metrics(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP xvs_dest_up Whether the real server passes its health checks (1) or not (0), per service.\n# TYPE xvs_dest_up gauge"
+    fn metrics(&self, out: &mut Vec<Family>) {
+        let mut up = Family::new(
+            "xvs_dest_up",
+            "Whether the real server passes its health checks (1) or not (0), per service.",
+            Kind::Gauge,
         );
         for v in &self.vss {
             for (ri, r) in v.rs.iter().enumerate() {
@@ -885,87 +886,85 @@ impl Inner {
                         }
                         ServiceKey::Fwmark { mark, .. } => (String::new(), 0, "FWM", mark),
                     };
-                    let _ = writeln!(
-                        out,
-                        "xvs_dest_up{{local_address=\"{la}\",local_port=\"{lp}\",remote_address=\"{}\",remote_port=\"{}\",proto=\"{proto}\",local_mark=\"{}\"}} {}",
-                        rc.addr,
-                        rs_port(rc, &s.key),
-                        if mark == 0 { String::new() } else { mark.to_string() },
-                        u8::from(r.alive)
+                    up.add(
+                        &[
+                            ("local_address", la),
+                            ("local_port", lp.to_string()),
+                            ("remote_address", rc.addr.to_string()),
+                            ("remote_port", rs_port(rc, &s.key).to_string()),
+                            ("proto", proto.to_string()),
+                            (
+                                "local_mark",
+                                if mark == 0 {
+                                    String::new()
+                                } else {
+                                    mark.to_string()
+                                },
+                            ),
+                        ],
+                        Value::int(u64::from(r.alive)),
                     );
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP xvs_health_quorum_up Whether the virtual server has its quorum (1) or not (0).\n# TYPE xvs_health_quorum_up gauge"
+        out.push(up);
+        let mut quorum = Family::new(
+            "xvs_health_quorum_up",
+            "Whether the virtual server has its quorum (1) or not (0).",
+            Kind::Gauge,
         );
         for v in &self.vss {
-            let _ = writeln!(
-                out,
-                "xvs_health_quorum_up{{virtual_server=\"{}\"}} {}",
-                v.conf.name,
-                u8::from(v.quorum_up)
+            quorum.add(
+                &[("virtual_server", v.conf.name.clone())],
+                Value::int(u64::from(v.quorum_up)),
             );
         }
+        out.push(quorum);
         let mut ids: Vec<&u64> = self.checkers.keys().collect();
         ids.sort();
         let labels = |c: &CheckerRt| {
             let v = &self.vss[c.vs];
             let rc = &v.conf.real_servers[c.rs];
-            format!(
-                "virtual_server=\"{}\",real_server=\"{}\",checker=\"{}\",index=\"{}\"",
-                v.conf.name,
-                rc.name(&v.conf),
-                c.spec.kind.name(),
-                c.idx
-            )
+            vec![
+                ("virtual_server", v.conf.name.clone()),
+                ("real_server", rc.name(&v.conf)),
+                ("checker", c.spec.kind.name().to_string()),
+                ("index", c.idx.to_string()),
+            ]
         };
-        let _ = writeln!(
-            out,
-            "# HELP xvs_health_checks_total Health checks made, by result.\n# TYPE xvs_health_checks_total counter"
+        let mut checks = Family::new(
+            "xvs_health_checks_total",
+            "Health checks made, by result.",
+            Kind::Counter,
+        );
+        let mut durations = Family::new(
+            "xvs_health_check_duration_seconds",
+            "How long health checks took (connect to verdict, script run time).",
+            Kind::Histogram,
         );
         for id in &ids {
             let c = &self.checkers[id];
             let l = labels(c);
-            let _ = writeln!(
-                out,
-                "xvs_health_checks_total{{{l},result=\"success\"}} {}",
-                c.successes
-            );
-            let _ = writeln!(
-                out,
-                "xvs_health_checks_total{{{l},result=\"failure\"}} {}",
-                c.failures
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP xvs_health_check_duration_seconds How long health checks took (connect to verdict, script run time).\n# TYPE xvs_health_check_duration_seconds histogram"
-        );
-        for id in &ids {
-            let c = &self.checkers[id];
-            let l = labels(c);
-            let mut cum = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cum += c.hist[i];
-                let _ = writeln!(
-                    out,
-                    "xvs_health_check_duration_seconds_bucket{{{l},le=\"{b}\"}} {cum}"
-                );
+            for (result, n) in [("success", c.successes), ("failure", c.failures)] {
+                let mut l = l.clone();
+                l.push(("result", result.to_string()));
+                checks.add(&l, Value::int(n));
             }
-            cum += c.hist[BUCKETS.len()];
-            let _ = writeln!(
-                out,
-                "xvs_health_check_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cum}"
+            let mut buckets: Vec<(f64, u64)> =
+                BUCKETS.iter().zip(&c.hist).map(|(b, n)| (*b, *n)).collect();
+            buckets.push((crate::metrics::INF_BUCKET, c.hist[BUCKETS.len()]));
+            let count = c.hist.iter().sum();
+            durations.add(
+                &l,
+                Value::Histogram {
+                    buckets,
+                    sum: c.hist_sum,
+                    count,
+                },
             );
-            let _ = writeln!(
-                out,
-                "xvs_health_check_duration_seconds_sum{{{l}}} {}",
-                c.hist_sum
-            );
-            let _ = writeln!(out, "xvs_health_check_duration_seconds_count{{{l}}} {cum}");
         }
+        out.push(checks);
+        out.push(durations);
     }
 }
 
