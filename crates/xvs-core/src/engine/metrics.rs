@@ -110,6 +110,17 @@ pub fn render(engine: &Engine) -> String {
     }
     header(
         &mut out,
+        "xvs_drop_entry_deleted_total",
+        "counter",
+        "Connections and templates the drop_entry defence deleted.",
+    );
+    let _ = writeln!(
+        out,
+        "xvs_drop_entry_deleted_total {}",
+        engine.dropped_entries()
+    );
+    header(
+        &mut out,
         "xvs_conn_table_entries",
         "gauge",
         "Connections and templates in the table.",
