@@ -150,9 +150,10 @@ pub const TPL_ASSURED: u8 = 1;
 /// high 4 bits, the connection's count of inbound packets (the kernel's
 /// `in_pkts`), which stops at [`IN_PKTS_CAP`].
 pub const STATE_MASK: u8 = 0x0f;
-/// Where `in_pkts` stops: `todrop_entry` only tells 0..=8 from "more than 8",
-/// and a count that no longer changes costs the fast path no write.
-pub const IN_PKTS_CAP: u8 = 9;
+/// Where `in_pkts` stops (the nibble full): `todrop_entry` only tells 0..=8
+/// from "more than 8", and a count that no longer changes costs the fast path
+/// no write.
+pub const IN_PKTS_CAP: u8 = 15;
 
 /// A state byte for [`NewConn::state`]: `state` with `in_pkts` inbound packets
 /// counted.
@@ -340,11 +341,20 @@ pub fn sw_state(sw: u64) -> u8 {
 pub fn sw_in_pkts(sw: u64) -> u8 {
     (sw >> SW_IN_PKTS_SHIFT) as u8 & 0x0f
 }
+/// One inbound packet, for [`sw_add_in`].
+pub const SW_ONE_IN: u64 = 1 << SW_IN_PKTS_SHIFT;
+const SW_IN_PKTS: u64 = (IN_PKTS_CAP as u64) << SW_IN_PKTS_SHIFT;
 /// `sw` with one more inbound packet counted (unchanged at [`IN_PKTS_CAP`]).
 #[inline]
 pub fn sw_count_in(sw: u64) -> u64 {
-    if sw_in_pkts(sw) < IN_PKTS_CAP {
-        sw + (1 << SW_IN_PKTS_SHIFT)
+    sw_add_in(sw, SW_ONE_IN)
+}
+/// `sw` with `inc` ([`SW_ONE_IN`] or 0) added to its inbound packets, unless
+/// the count is at [`IN_PKTS_CAP`] (a mask test: the packet path pays little).
+#[inline]
+pub fn sw_add_in(sw: u64, inc: u64) -> u64 {
+    if sw & SW_IN_PKTS != SW_IN_PKTS {
+        sw + inc
     } else {
         sw
     }
@@ -373,9 +383,10 @@ pub fn sw_make(gen: u32, state: u8, flags: u16, expires: Tick) -> u64 {
 /// inbound packet count).
 #[inline]
 pub fn sw_with(sw: u64, state: u8, flags: u16, expires: Tick) -> u64 {
-    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT | 0xf << SW_IN_PKTS_SHIFT)
+    debug_assert!(state <= STATE_MASK);
+    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT | SW_IN_PKTS)
         | (flags as u8 as u64) << SW_FLAGS_SHIFT
-        | ((state & STATE_MASK) as u64) << SW_STATE_SHIFT
+        | (state as u64) << SW_STATE_SHIFT
         | expires as u64
 }
 #[inline]
@@ -1653,6 +1664,47 @@ mod tests {
             50,
             "a stale view refreshed another connection"
         );
+    }
+
+    /// The state byte shares `in_pkts`: state changes keep the count, the
+    /// count stops at the cap, and neither leaks into the other.
+    #[test]
+    fn in_pkts_lives_beside_the_state() {
+        let sw = sw_make(1, state_byte(3, 1), flags::HAS_OUT, 500);
+        assert_eq!((sw_state(sw), sw_in_pkts(sw)), (3, 1));
+        let sw = sw_with(sw, 1, flags::HAS_OUT | flags::INACTIVE, 600);
+        assert_eq!((sw_state(sw), sw_in_pkts(sw), sw_expires(sw)), (1, 1, 600));
+        let mut x = sw;
+        for _ in 0..20 {
+            x = sw_count_in(x);
+        }
+        assert_eq!((sw_state(x), sw_in_pkts(x)), (1, IN_PKTS_CAP));
+        assert_eq!(sw_add_in(x, SW_ONE_IN), x, "no write once full");
+        assert_eq!(sw_add_in(sw, 0), sw);
+        assert_eq!(
+            (sw_gen(x), sw_flags(x)),
+            (1, flags::HAS_OUT | flags::INACTIVE)
+        );
+        assert_eq!(state_byte(2, 200), 2 | IN_PKTS_CAP << 4);
+    }
+
+    /// `assure` marks a held template ASSURED once, keeping its expiry.
+    #[test]
+    fn assure_sets_the_template_state() {
+        let t = ConnTable::new(4, [1, 2, 3, 4]);
+        let tpl = NewConn {
+            state: 0,
+            ..template(80)
+        };
+        t.insert(&tpl).unwrap();
+        let (v, _) = t.lookup(&in_key(&tpl), 0).unwrap();
+        let r = t.hold(&v).unwrap();
+        t.assure(r);
+        t.assure(r);
+        let w = t.template(r).unwrap();
+        assert_eq!((w.state(), w.expires()), (TPL_ASSURED, 100));
+        t.release(r);
+        assert!(t.template(TemplateRef::NONE).is_none());
     }
 
     #[test]

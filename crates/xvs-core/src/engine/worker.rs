@@ -13,8 +13,8 @@ use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::table::{
-    flags, secs_to_ticks, state_byte, sw_count_in, sw_flags, sw_gen, sw_state, sw_with, tick_of,
-    ConnView, KeyDir, NewConn, Tick,
+    flags, secs_to_ticks, state_byte, sw_add_in, sw_flags, sw_gen, sw_state, sw_with, tick_of,
+    ConnView, KeyDir, NewConn, Tick, SW_ONE_IN,
 };
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
@@ -501,10 +501,18 @@ impl Worker {
     /// fails if the conn was removed since `v` was read (the sweep found it
     /// expired first); then nothing is written, so a stale view never touches
     /// a reused entry.
+    #[inline(always)]
     fn track(&self, v: ConnView, info: &PacketInfo, dir: Direction) {
         let conns = &self.engine.conns;
         let timeouts = &self.snap.timeouts;
         let mut sw = v.sw;
+        // ip_vs_in_hook counts inbound packets in `in_pkts` (for drop_entry);
+        // the count stops, so an established flow soon writes nothing again.
+        let in_pkt = if dir == Direction::Input {
+            SW_ONE_IN
+        } else {
+            0
+        };
         // Retry a lost race with the other direction a few times.
         for _ in 0..4 {
             let fl = sw_flags(sw);
@@ -531,13 +539,7 @@ impl Worker {
                 (old, fl, timeouts.udp)
             };
             let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-            let mut new = sw_with(sw, state, nfl, exp);
-            if dir == Direction::Input {
-                // ip_vs_in_hook counts inbound packets in `in_pkts` (for
-                // drop_entry); the count stops at 9, so an established flow
-                // soon writes nothing again.
-                new = sw_count_in(new);
-            }
+            let new = sw_add_in(sw_with(sw, state, nfl, exp), in_pkt);
             if new == sw {
                 return;
             }
