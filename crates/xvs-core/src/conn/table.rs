@@ -15,8 +15,8 @@
 //! # Concurrency
 //!
 //! **The `sw` word.** Everything about a connection that changes while it lives
-//! is in one word: a 16-bit generation (odd = live), the flags, the state and the
-//! expiry tick. Every change of a live entry (state transition, refresh, removal)
+//! is in one word: a 16-bit generation (odd = live), the flags, the state, the
+//! count of inbound packets (to 15, for drop_entry) and the expiry tick. Every change of a live entry (state transition, refresh, removal)
 //! is a compare-and-swap of `sw` against the value the changer last read, so of
 //! two racing changes exactly one wins and the loser learns it: a refresh racing
 //! the sweep's removal either lands (and the removal fails) or finds the entry
