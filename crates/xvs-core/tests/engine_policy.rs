@@ -64,11 +64,16 @@ fn persistence_pins_a_client_until_the_template_expires() {
     assert_ne!(other, first);
     let (_, _, persist) = lab.counts("10.77.0.100:80", &format!("{first}:80"));
     assert_eq!(persist, 1, "one template");
-    // Conns in SYN_RECV last 60 s; let everything of the first client expire.
+    // One connection established (900 s); the others stay in SYN_RECV and
+    // end with the template's 60 s.
+    let ack = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 3000), (VIP, 80), "A", b"");
+    lab.send(&ack, PORT_CLI);
     lab.advance(61);
     lab.sweep();
-    // The template had controlled conns at its expiry: re-armed for 60 s.
+    // The template controlled a connection at its expiry: re-armed for 60 s.
     assert_eq!(lab.counts("10.77.0.100:80", &format!("{first}:80")).2, 1);
+    let rst = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 3000), (VIP, 80), "R", b"");
+    lab.send(&rst, PORT_CLI);
     lab.advance(61);
     lab.sweep();
     assert_eq!(

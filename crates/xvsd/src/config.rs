@@ -280,6 +280,8 @@ mod tests {
         assert_eq!(c.knobs, Some(Knobs::default()));
         let partial: Config = toml::from_str("[knobs]\nsloppy_tcp = true").unwrap();
         assert!(partial.knobs.unwrap().sloppy_tcp);
+        let partial: Config = toml::from_str("[knobs]\ndrop_entry = 3").unwrap();
+        assert_eq!(partial.knobs.unwrap().drop_entry, 3);
         assert!(toml::from_str::<Config>("[knobs]\nsloppy = true").is_err());
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xvs_core::conn::table::tick_of;
+use xvs_core::engine::housekeep::listed_expiry;
 use xvs_core::engine::Engine;
 use xvs_ctl::proto::{read_frame, write_frame, FrameError};
 use xvs_ctl::{ErrorReply, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
@@ -183,7 +184,8 @@ pub fn stream_conns(engine: &Engine, w: &mut impl Write) -> Result<(), FrameErro
     let mut conns = Vec::with_capacity(2 * CONN_CHUNK as usize);
     loop {
         let now = tick_of(clock::now());
-        cursor = engine.conns.scan(cursor, CONN_CHUNK, |v, exp| {
+        cursor = engine.conns.scan(cursor, CONN_CHUNK, |v, _| {
+            let exp = listed_expiry(&engine.conns, &v, now);
             conns.extend(conn_info(&v, exp, now));
         });
         let more = cursor != 0;

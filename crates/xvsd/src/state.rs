@@ -389,6 +389,7 @@ impl State {
 /// for the sweep.
 pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
     let template = v.flags() & flags::TEMPLATE != 0;
+    let dead = v.flags() & flags::DEAD_TEMPLATE != 0;
     let proto = v.proto & !TEMPLATE_PROTO;
     let left = expires.wrapping_sub(now) as i32;
     if !template && left < 0 {
@@ -406,9 +407,11 @@ pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
         caddr: v.caddr.to_ip(),
         cport: v.cport,
         vaddr: v.vaddr.to_ip(),
-        vport: v.vport,
+        // ip_vs_check_template rehashes an invalidated template under ports
+        // 0xffff, and /proc/net/ip_vs_conn lists it so.
+        vport: if dead { 0xffff } else { v.vport },
         daddr: v.daddr.to_ip(),
-        dport: v.dport,
+        dport: if dead { 0xffff } else { v.dport },
         template,
     })
 }
@@ -418,6 +421,53 @@ mod tests {
     use super::*;
     use xvs_core::engine::{Limits, StaticFib};
     use xvs_core::service::{DestSpec, FwdMethod, Protocol, ServiceSpec};
+
+    /// `-c` shows templates as /proc/net/ip_vs_conn does: state NONE or
+    /// ASSURED (`ip_vs_state_name`), and an invalidated one under ports 65535
+    /// (`ip_vs_check_template`).
+    #[test]
+    fn templates_are_listed_as_the_kernel_lists_them() {
+        use xvs_core::addr::Addr;
+        use xvs_core::conn::table::{ConnTable, TemplateRef, TPL_ASSURED};
+        use xvs_core::conn::NewConn;
+        let t = ConnTable::new(8, [1, 2, 3, 4]);
+        let tpl = |vport: u16, state: u8, fl: u16| NewConn {
+            proto: TEMPLATE_PROTO | 6,
+            caddr: Addr::v4([10, 77, 0, 2]),
+            cport: 0,
+            vaddr: Addr::v4([10, 77, 0, 100]),
+            vport,
+            daddr: Addr::v4([10, 77, 1, 11]),
+            dport: 8080,
+            lip: 0,
+            lport: 0,
+            fwd: 0,
+            svc_id: 0,
+            dest_id: 0,
+            control: TemplateRef::NONE,
+            state,
+            flags: flags::TEMPLATE | fl,
+            expires: 30_000,
+            timeout: 300,
+        };
+        t.insert(&tpl(80, 0, 0)).unwrap();
+        t.insert(&tpl(81, TPL_ASSURED, 0)).unwrap();
+        t.insert(&tpl(82, 0, flags::DEAD_TEMPLATE)).unwrap();
+        let mut rows = Vec::new();
+        t.for_each_live(|v| rows.push(conn_info(&v, v.expires(), 0).unwrap()));
+        let got: Vec<_> = rows
+            .iter()
+            .map(|c| (c.state.as_str(), c.cport, c.vport, c.dport, c.expire_secs))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("NONE", 0, 80, 8080, 300),
+                ("ASSURED", 0, 81, 8080, 300),
+                ("NONE", 0, 65535, 65535, 300)
+            ]
+        );
+    }
 
     fn state() -> State {
         let e = Engine::new(

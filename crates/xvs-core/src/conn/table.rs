@@ -15,8 +15,8 @@
 //! # Concurrency
 //!
 //! **The `sw` word.** Everything about a connection that changes while it lives
-//! is in one word: a 16-bit generation (odd = live), the flags, the state and the
-//! expiry tick. Every change of a live entry (state transition, refresh, removal)
+//! is in one word: a 16-bit generation (odd = live), the flags, the state, the
+//! count of inbound packets (to 15, for drop_entry) and the expiry tick. Every change of a live entry (state transition, refresh, removal)
 //! is a compare-and-swap of `sw` against the value the changer last read, so of
 //! two racing changes exactly one wins and the loser learns it: a refresh racing
 //! the sweep's removal either lands (and the removal fails) or finds the entry
@@ -133,8 +133,38 @@ pub mod flags {
     pub const HAS_OUT: u16 = 0x8;
     /// FULLNAT: the reply key uses the local address and port.
     pub const FULLNAT: u16 = 0x10;
-    /// The template's dest was found invalid; it only waits to be freed.
+    /// The template's dest was found invalid (`ip_vs_check_template`): lookups
+    /// skip it, and it lives out its timer.
     pub const DEAD_TEMPLATE: u16 = 0x20;
+    /// The template expired while it controlled connections and was re-armed:
+    /// its timeout is 60 s from then on (`ip_vs_conn_expire`).
+    pub const REARMED: u16 = 0x40;
+}
+
+/// Template state `IP_VS_CTPL_S_ASSURED`: a connection it controls reached
+/// ESTABLISHED (`ip_vs_control_assure_ct`). Templates are otherwise in state 0
+/// (NONE).
+pub const TPL_ASSURED: u8 = 1;
+
+/// The state byte of an `sw` word holds the state in its low 4 bits and, in its
+/// high 4 bits, the connection's count of inbound packets (the kernel's
+/// `in_pkts`), which stops at [`IN_PKTS_CAP`].
+pub const STATE_MASK: u8 = 0x0f;
+/// Where `in_pkts` stops (the nibble full): `todrop_entry` only tells 0..=8
+/// from "more than 8", and a count that no longer changes costs the fast path
+/// no write.
+pub const IN_PKTS_CAP: u8 = 15;
+
+/// A state byte for [`NewConn::state`]: `state` with `in_pkts` inbound packets
+/// counted.
+#[inline]
+pub const fn state_byte(state: u8, in_pkts: u8) -> u8 {
+    (state & STATE_MASK)
+        | (if in_pkts < IN_PKTS_CAP {
+            in_pkts
+        } else {
+            IN_PKTS_CAP
+        }) << 4
 }
 
 /// A lookup key: the 5-tuple as the packet carries it.
@@ -209,6 +239,8 @@ pub struct NewConn {
     /// The controlling template, held with [`ConnTable::hold`] (the new
     /// connection takes over the count), or [`TemplateRef::NONE`].
     pub control: TemplateRef,
+    /// The state, with the inbound packets counted so far in the high 4 bits
+    /// (see [`state_byte`]; 0 there for a connection no packet created).
     pub state: u8,
     pub flags: u16,
     /// Expiry tick.
@@ -286,10 +318,12 @@ impl TemplateRef {
     }
 }
 
-// `sw`: generation (16 bits, odd = live) | flags (8) | state (8) | expiry tick (32).
+// `sw`: generation (16 bits, odd = live) | flags (8) | in_pkts (4) | state (4) |
+// expiry tick (32).
 const SW_GEN_SHIFT: u32 = 48;
 const SW_FLAGS_SHIFT: u32 = 40;
 const SW_STATE_SHIFT: u32 = 32;
+const SW_IN_PKTS_SHIFT: u32 = 36;
 const GEN_MASK: u32 = 0xffff;
 
 /// The generation of an `sw` word (odd = live).
@@ -300,7 +334,30 @@ pub fn sw_gen(sw: u64) -> u32 {
 /// The state of an `sw` word.
 #[inline]
 pub fn sw_state(sw: u64) -> u8 {
-    (sw >> SW_STATE_SHIFT) as u8
+    (sw >> SW_STATE_SHIFT) as u8 & STATE_MASK
+}
+/// The inbound packets counted in an `sw` word (up to [`IN_PKTS_CAP`]).
+#[inline]
+pub fn sw_in_pkts(sw: u64) -> u8 {
+    (sw >> SW_IN_PKTS_SHIFT) as u8 & 0x0f
+}
+/// One inbound packet, for [`sw_add_in`].
+pub const SW_ONE_IN: u64 = 1 << SW_IN_PKTS_SHIFT;
+const SW_IN_PKTS: u64 = (IN_PKTS_CAP as u64) << SW_IN_PKTS_SHIFT;
+/// `sw` with one more inbound packet counted (unchanged at [`IN_PKTS_CAP`]).
+#[inline]
+pub fn sw_count_in(sw: u64) -> u64 {
+    sw_add_in(sw, SW_ONE_IN)
+}
+/// `sw` with `inc` ([`SW_ONE_IN`] or 0) added to its inbound packets, unless
+/// the count is at [`IN_PKTS_CAP`] (a mask test: the packet path pays little).
+#[inline]
+pub fn sw_add_in(sw: u64, inc: u64) -> u64 {
+    if sw & SW_IN_PKTS != SW_IN_PKTS {
+        sw + inc
+    } else {
+        sw
+    }
 }
 /// The flags of an `sw` word.
 #[inline]
@@ -312,7 +369,8 @@ pub fn sw_flags(sw: u64) -> u16 {
 pub fn sw_expires(sw: u64) -> Tick {
     sw as u32
 }
-/// An `sw` word from its parts (the flags fit in 8 bits, the generation in 16).
+/// An `sw` word from its parts (the flags fit in 8 bits, the generation in 16;
+/// `state` is a whole state byte, see [`state_byte`]).
 #[inline]
 pub fn sw_make(gen: u32, state: u8, flags: u16, expires: Tick) -> u64 {
     debug_assert!(flags <= 0xff && gen <= GEN_MASK);
@@ -321,10 +379,12 @@ pub fn sw_make(gen: u32, state: u8, flags: u16, expires: Tick) -> u64 {
         | (state as u64) << SW_STATE_SHIFT
         | expires as u64
 }
-/// `sw` with its state, flags and expiry replaced (same generation).
+/// `sw` with its state, flags and expiry replaced (same generation and
+/// inbound packet count).
 #[inline]
 pub fn sw_with(sw: u64, state: u8, flags: u16, expires: Tick) -> u64 {
-    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT)
+    debug_assert!(state <= STATE_MASK);
+    sw & ((GEN_MASK as u64) << SW_GEN_SHIFT | SW_IN_PKTS)
         | (flags as u8 as u64) << SW_FLAGS_SHIFT
         | (state as u64) << SW_STATE_SHIFT
         | expires as u64
@@ -603,8 +663,9 @@ impl ConnTable {
     }
 
     /// Finds the live connection one of whose keys is `key`, ignoring connections
-    /// whose expiry tick is before `now` (they only wait for the sweep). Templates
-    /// are found until the sweep decides their fate (it may re-arm them).
+    /// whose expiry tick is before `now` (they only wait for the sweep). A
+    /// template past its expiry is found while it controls connections: the
+    /// kernel's timer would have re-armed it (`ip_vs_conn_expire`).
     #[inline]
     pub fn lookup(&self, key: &ConnKey, now: Tick) -> Option<(ConnView, KeyDir)> {
         self.lookup_hashed(key, self.hash(key), now)
@@ -637,7 +698,9 @@ impl ConnTable {
                 };
                 let idx = (v as u32).wrapping_sub(1);
                 if let Some(view) = self.read_if(idx, key, dir) {
-                    if view.flags() & flags::TEMPLATE == 0 && tick_after(now, view.expires()) {
+                    if tick_after(now, view.expires())
+                        && (view.flags() & flags::TEMPLATE == 0 || self.n_control(idx) == 0)
+                    {
                         continue;
                     }
                     if view.flags() & flags::DEAD_TEMPLATE != 0 {
@@ -793,6 +856,41 @@ impl ConnTable {
             .map(|_| new)
     }
 
+    /// Replaces the entry's word `expected` by `new` (of the same generation);
+    /// returns the word found if another change came first.
+    #[inline]
+    pub fn replace(&self, idx: u32, expected: u64, new: u64) -> Result<u64, u64> {
+        debug_assert_eq!(sw_gen(expected), sw_gen(new));
+        if !sw_live(expected) {
+            return Err(expected);
+        }
+        self.entries[idx as usize]
+            .sw
+            .compare_exchange(expected, new, Relaxed, Relaxed)
+            .map(|_| new)
+    }
+
+    /// Changes the connection seen as `seen` (any word of its life) to
+    /// `f(current word)`, retrying while others change it; `f` returning None
+    /// leaves it as it is. Returns the word written, or None when `f` declined
+    /// or the connection is gone.
+    pub fn modify(&self, idx: u32, seen: u64, f: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+        let mut cur = seen;
+        loop {
+            if sw_gen(cur) != sw_gen(seen) || !sw_live(cur) {
+                return None;
+            }
+            let new = f(cur)?;
+            if new == cur {
+                return Some(new);
+            }
+            match self.replace(idx, cur, new) {
+                Ok(w) => return Some(w),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Changes state and flags if the entry still holds `expected` (same generation,
     /// state, flags and expiry). Only the winner of a race sees `true` and
     /// accounts the change.
@@ -862,6 +960,34 @@ impl ConnTable {
                 Err(x) => c = x,
             }
         }
+    }
+
+    /// A consistent copy of the template a connection holds `r` on, if it is
+    /// still that template (it is, while the count is held).
+    pub fn template(&self, r: TemplateRef) -> Option<ConnView> {
+        let v = self.read(r.idx()?)?;
+        (sw_gen(v.sw) == r.gen() && v.flags() & flags::TEMPLATE != 0).then_some(v)
+    }
+
+    /// Marks the template `r` ASSURED (`ip_vs_control_assure_ct`: one of its
+    /// connections reached ESTABLISHED). A state change of the template's
+    /// word, so it races refreshes and removals like any other.
+    pub fn assure(&self, r: TemplateRef) {
+        let Some(idx) = r.idx() else {
+            return;
+        };
+        let Some(e) = self.entries.get(idx as usize) else {
+            return;
+        };
+        let seen = e.sw.load(Relaxed);
+        if sw_gen(seen) != r.gen() || sw_flags(seen) & flags::TEMPLATE == 0 {
+            return;
+        }
+        self.modify(idx, seen, |sw| {
+            let st = sw_state(sw);
+            (st & TPL_ASSURED == 0)
+                .then(|| sw_with(sw, st | TPL_ASSURED, sw_flags(sw), sw_expires(sw)))
+        });
     }
 
     /// Connections the template in entry `idx` controls (0 for other entries).
@@ -1538,6 +1664,47 @@ mod tests {
             50,
             "a stale view refreshed another connection"
         );
+    }
+
+    /// The state byte shares `in_pkts`: state changes keep the count, the
+    /// count stops at the cap, and neither leaks into the other.
+    #[test]
+    fn in_pkts_lives_beside_the_state() {
+        let sw = sw_make(1, state_byte(3, 1), flags::HAS_OUT, 500);
+        assert_eq!((sw_state(sw), sw_in_pkts(sw)), (3, 1));
+        let sw = sw_with(sw, 1, flags::HAS_OUT | flags::INACTIVE, 600);
+        assert_eq!((sw_state(sw), sw_in_pkts(sw), sw_expires(sw)), (1, 1, 600));
+        let mut x = sw;
+        for _ in 0..20 {
+            x = sw_count_in(x);
+        }
+        assert_eq!((sw_state(x), sw_in_pkts(x)), (1, IN_PKTS_CAP));
+        assert_eq!(sw_add_in(x, SW_ONE_IN), x, "no write once full");
+        assert_eq!(sw_add_in(sw, 0), sw);
+        assert_eq!(
+            (sw_gen(x), sw_flags(x)),
+            (1, flags::HAS_OUT | flags::INACTIVE)
+        );
+        assert_eq!(state_byte(2, 200), 2 | IN_PKTS_CAP << 4);
+    }
+
+    /// `assure` marks a held template ASSURED once, keeping its expiry.
+    #[test]
+    fn assure_sets_the_template_state() {
+        let t = ConnTable::new(4, [1, 2, 3, 4]);
+        let tpl = NewConn {
+            state: 0,
+            ..template(80)
+        };
+        t.insert(&tpl).unwrap();
+        let (v, _) = t.lookup(&in_key(&tpl), 0).unwrap();
+        let r = t.hold(&v).unwrap();
+        t.assure(r);
+        t.assure(r);
+        let w = t.template(r).unwrap();
+        assert_eq!((w.state(), w.expires()), (TPL_ASSURED, 100));
+        t.release(r);
+        assert!(t.template(TemplateRef::NONE).is_none());
     }
 
     #[test]

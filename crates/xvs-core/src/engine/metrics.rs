@@ -175,6 +175,12 @@ pub fn families(engine: &Engine) -> Vec<Family> {
     }
     out.push(drops);
     out.push(Family::single(
+        "xvs_drop_entry_deleted_total",
+        "Connections and templates the drop_entry defence deleted.",
+        Kind::Counter,
+        engine.dropped_entries(),
+    ));
+    out.push(Family::single(
         "xvs_conn_table_entries",
         "Connections and templates in the table.",
         Kind::Gauge,

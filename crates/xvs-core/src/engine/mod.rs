@@ -79,6 +79,8 @@ pub struct Engine {
     pub(crate) secure_on: AtomicBool,
     /// drop_packet rate in force, 0 = off.
     pub(crate) drop_rate: AtomicU32,
+    /// Entries deleted by drop_entry.
+    pub(crate) dropped_entries: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +108,7 @@ impl Engine {
             lip_ids: Mutex::new(lips::LipIds::default()),
             secure_on: AtomicBool::new(false),
             drop_rate: AtomicU32::new(0),
+            dropped_entries: AtomicU64::new(0),
         })
     }
 

@@ -5,11 +5,16 @@
 //! `<proto, client & netmask, 0, vaddr, vport>` (fwmark services:
 //! `<IP, client & netmask, 0, fwmark, 0>`; port-0 and FTP services: vport 0).
 //! A valid template pins the client to its dest without asking the scheduler,
-//! even when that dest is overloaded; each new connection restarts its timer.
+//! even when that dest is overloaded; each new connection restarts its timer
+//! with the template's own timeout: the service's `-p` when the template was
+//! made (an `-E` does not reach it), 60 s once it has been re-armed.
 
 use super::snapshot::Snapshot;
 use crate::addr::Addr;
-use crate::conn::table::{flags, secs_to_ticks, TemplateRef, Tick, TEMPLATE_PROTO};
+use crate::conn::table::{
+    flags, secs_to_ticks, state_byte, sw_count_in, sw_expires, sw_flags, sw_state, sw_with,
+    tick_after, TemplateRef, Tick, TEMPLATE_PROTO,
+};
 use crate::conn::{ConnKey, ConnTable, NewConn};
 use crate::sched::SchedInput;
 use crate::service::table::Service;
@@ -18,6 +23,10 @@ use crate::time::Time;
 use std::sync::Arc;
 
 const FTP_PORT: u16 = 21;
+
+/// Seconds a template that expires while it controls connections is re-armed
+/// for, and its timeout from then on (`ip_vs_conn_expire`: `cp->timeout = 60*HZ`).
+pub const TEMPLATE_REARM_SECS: u32 = 60;
 
 /// The dest picked for a new connection.
 #[derive(Debug)]
@@ -143,6 +152,9 @@ pub fn pick(
 
     let (key, keep_port) = template_key(svc, proto, saddr, daddr, dport);
     let timeout = svc.spec.timeout;
+    // One-packet datagrams count on their template's in_pkts (ip_vs_in_hook:
+    // `atomic_inc(&cp->control->in_pkts)`), which drop_entry reads.
+    let ops = svc.spec.flags.one_packet() && proto == crate::wire::parse::PROTO_UDP;
     let found = conns.lookup(&key, tick).and_then(|(t, _)| {
         let dest = snap.dest(t.dest_id);
         if template_valid(snap, dest) {
@@ -150,13 +162,35 @@ pub fn pick(
             // if it is being removed, make a new one.
             let dest = dest.cloned()?;
             let held = conns.hold(&t)?;
-            // The new conn restarts the template's timer (`ip_vs_conn_put`).
-            conns.refresh(t.idx, t.sw, tick.wrapping_add(secs_to_ticks(timeout)));
+            // The new conn restarts the template's timer (`ip_vs_conn_put`)
+            // with the template's timeout. One found past its expiry still
+            // controls connections (else the lookup skips it): the kernel
+            // re-armed it then, so its timeout is 60 s.
+            conns.modify(t.idx, t.sw, |sw| {
+                let mut fl = sw_flags(sw);
+                if tick_after(tick, sw_expires(sw)) {
+                    fl |= flags::REARMED;
+                }
+                let secs = if fl & flags::REARMED != 0 {
+                    TEMPLATE_REARM_SECS
+                } else {
+                    t.timeout
+                };
+                let new = sw_with(sw, sw_state(sw), fl, tick.wrapping_add(secs_to_ticks(secs)));
+                Some(if ops { sw_count_in(new) } else { new })
+            });
             return Some((held, dest));
         }
-        // Invalidate: the template only waits for its conns to go.
-        let fl = t.flags() | flags::DEAD_TEMPLATE;
-        conns.cas_state(t.idx, t.sw, t.state(), fl);
+        // Invalidate (`ip_vs_check_template`): never followed again, and left
+        // to its timer ("don't restart its timer").
+        conns.modify(t.idx, t.sw, |sw| {
+            Some(sw_with(
+                sw,
+                sw_state(sw),
+                sw_flags(sw) | flags::DEAD_TEMPLATE,
+                sw_expires(sw),
+            ))
+        });
         None
     });
     let (tpl, dest) = match found {
@@ -177,7 +211,7 @@ pub fn pick(
                 svc_id: svc.id,
                 dest_id: dest.id,
                 control: TemplateRef::NONE,
-                state: 0,
+                state: state_byte(0, ops as u8),
                 flags: flags::TEMPLATE,
                 expires: tick.wrapping_add(secs_to_ticks(timeout)),
                 timeout,

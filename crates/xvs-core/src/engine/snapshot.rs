@@ -18,12 +18,17 @@ pub struct Knobs {
     pub expire_nodest_conn: bool,
     /// 1: a template whose dest has weight 0 is not honoured.
     pub expire_quiescent_template: bool,
-    /// Bit 0: a SYN for a conn in TIME_WAIT/CLOSE expires it and reschedules.
+    /// Non-zero: a SYN for a conn in TIME_WAIT/CLOSE (bit 1: also FIN_WAIT
+    /// with no reply seen) not controlled by a template expires it and is
+    /// scheduled afresh.
     pub conn_reuse_mode: u8,
     /// 1: any TCP segment may create a connection, not only a SYN.
     pub sloppy_tcp: bool,
     /// 0 off, 1 automatic, 2 automatic and on, 3 always on: the secure TCP table.
     pub secure_tcp: u8,
+    /// Same levels: every second, delete half-open and idle connections from
+    /// 1/32 of the table (`ip_vs_random_dropentry`).
+    pub drop_entry: u8,
     /// Same levels: drop a share of new-connection packets under pressure.
     pub drop_packet: u8,
     /// Rate for drop_packet in mode 3: one packet in `am_droprate` is dropped.
@@ -41,6 +46,7 @@ impl Default for Knobs {
             conn_reuse_mode: 1,
             sloppy_tcp: false,
             secure_tcp: 0,
+            drop_entry: 0,
             drop_packet: 0,
             am_droprate: 10,
             amemthresh: 1024,

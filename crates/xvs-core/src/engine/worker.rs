@@ -13,13 +13,13 @@ use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::table::{
-    flags, secs_to_ticks, sw_flags, sw_gen, sw_state, sw_with, tick_of, ConnView, KeyDir, NewConn,
-    Tick,
+    flags, secs_to_ticks, state_byte, sw_add_in, sw_flags, sw_gen, sw_state, sw_with, tick_of,
+    ConnView, KeyDir, NewConn, Tick, SW_ONE_IN,
 };
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::Frame;
-use crate::service::FwdMethod;
+use crate::service::{Dest, FwdMethod};
 use crate::time::Time;
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
 use std::sync::Arc;
@@ -492,7 +492,7 @@ impl Worker {
                 v.flags() & flags::INACTIVE == 0,
             );
         }
-        self.engine.conns.release(v.control);
+        self.engine.release_control(v.control, self.tick);
         true
     }
 
@@ -501,25 +501,30 @@ impl Worker {
     /// fails if the conn was removed since `v` was read (the sweep found it
     /// expired first); then nothing is written, so a stale view never touches
     /// a reused entry.
+    #[inline(always)]
     fn track(&self, v: ConnView, info: &PacketInfo, dir: Direction) {
         let conns = &self.engine.conns;
         let timeouts = &self.snap.timeouts;
         let mut sw = v.sw;
+        // ip_vs_in_hook counts inbound packets in `in_pkts` (for drop_entry);
+        // the count stops, so an established flow soon writes nothing again.
+        let in_pkt = if dir == Direction::Input {
+            SW_ONE_IN
+        } else {
+            0
+        };
         // Retry a lost race with the other direction a few times.
         for _ in 0..4 {
             let fl = sw_flags(sw);
+            let old = sw_state(sw);
             let (state, nfl, timeout) = if v.proto == PROTO_TCP {
                 let dir = if dir == Direction::Input && fl & flags::NOOUTPUT != 0 {
                     Direction::InputOnly
                 } else {
                     dir
                 };
-                let new = tcp_transition(
-                    self.secure,
-                    dir,
-                    TcpState::from_index(sw_state(sw)),
-                    info.tcp_flags,
-                );
+                let new =
+                    tcp_transition(self.secure, dir, TcpState::from_index(old), info.tcp_flags);
                 let mut nfl = fl;
                 if dir == Direction::Output {
                     nfl &= !flags::NOOUTPUT;
@@ -531,13 +536,14 @@ impl Worker {
                 }
                 (new as u8, nfl, timeouts.tcp_state(new))
             } else {
-                (sw_state(sw), fl, timeouts.udp)
+                (old, fl, timeouts.udp)
             };
             let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-            if sw_with(sw, state, nfl, exp) == sw {
+            let new = sw_add_in(sw_with(sw, state, nfl, exp), in_pkt);
+            if new == sw {
                 return;
             }
-            match conns.update(v.idx, sw, state, nfl, exp) {
+            match conns.replace(v.idx, sw, new) {
                 Ok(_) => {
                     let (was_active, active) =
                         (fl & flags::INACTIVE == 0, nfl & flags::INACTIVE == 0);
@@ -549,6 +555,15 @@ impl Worker {
                                 d.conn_deactivated();
                             }
                         }
+                    }
+                    // set_tcp_state: entering ESTABLISHED assures the template
+                    // (ip_vs_control_assure_ct).
+                    if v.proto == PROTO_TCP
+                        && state != old
+                        && state == TcpState::Established as u8
+                        && !v.control.is_none()
+                    {
+                        conns.assure(v.control);
                     }
                     return;
                 }
@@ -566,30 +581,21 @@ impl Worker {
         rx_port: u16,
     ) -> Verdict {
         let dest = self.snap.dest(v.dest_id);
-        let available = dest.is_some_and(|d| d.is_available());
-        if !available {
+        // ip_vs_in_hook: a SYN first decides whether the connection makes way
+        // for a new one; only a connection kept meets the dest check.
+        if v.proto == PROTO_TCP
+            && info.tcp_flags & TCP_SYN != 0
+            && self.resched_syn(&v, dest)
+            && self.expire_now(&v)
+        {
+            return self.new_conn(frame, info, rx_port);
+        }
+        if !dest.is_some_and(|d| d.is_available()) {
             if !self.snap.knobs.expire_nodest_conn {
                 return Verdict::Drop(DropReason::DestUnavailable);
             }
             self.expire_now(&v);
             return self.new_conn(frame, info, rx_port);
-        }
-        if v.proto == PROTO_TCP
-            && info.tcp_flags & TCP_SYN != 0
-            && self.snap.knobs.conn_reuse_mode & 1 != 0
-        {
-            let st = TcpState::from_index(v.state());
-            let quiesced =
-                self.snap.knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
-            let reusable = v.control.is_none()
-                && (st == TcpState::TimeWait
-                    || st == TcpState::Close
-                    || (self.snap.knobs.conn_reuse_mode & 2 != 0
-                        && st == TcpState::FinWait
-                        && v.flags() & flags::NOOUTPUT != 0));
-            if (quiesced || reusable) && self.expire_now(&v) {
-                return self.new_conn(frame, info, rx_port);
-            }
         }
         self.track(v, info, Direction::Input);
         let route = self.route_of(&v);
@@ -599,6 +605,27 @@ impl Worker {
         self.stats
             .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
         self.forward_in(frame, info, &route)
+    }
+
+    /// Whether a SYN for connection `v` expires it and is scheduled afresh
+    /// (ip_vs_in_hook): when its dest is quiesced (weight 0) and
+    /// `expire_nodest_conn` is set, whatever `conn_reuse_mode` and the
+    /// connection's state; else when `conn_reuse_mode` is non-zero and
+    /// `is_new_conn_expected`: not controlled by a template, in TIME_WAIT or
+    /// CLOSE, or (bit 1 of the mode) in FIN_WAIT with no reply seen.
+    fn resched_syn(&self, v: &ConnView, dest: Option<&Arc<Dest>>) -> bool {
+        let knobs = &self.snap.knobs;
+        if knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0) {
+            return true;
+        }
+        if knobs.conn_reuse_mode == 0 || !v.control.is_none() {
+            return false;
+        }
+        match TcpState::from_index(v.state()) {
+            TcpState::TimeWait | TcpState::Close => true,
+            TcpState::FinWait => knobs.conn_reuse_mode & 2 != 0 && v.flags() & flags::NOOUTPUT != 0,
+            _ => false,
+        }
     }
 
     fn outbound(&mut self, frame: &mut Frame, info: &PacketInfo, v: ConnView) -> Verdict {
@@ -739,7 +766,8 @@ impl Worker {
                 svc_id: svc.id,
                 dest_id: dest.id,
                 control: picked.control,
-                state: state as u8,
+                // The packet that made it is its first inbound one.
+                state: state_byte(state as u8, 1),
                 flags: fl,
                 expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
                 timeout: 0,
@@ -752,7 +780,16 @@ impl Worker {
             if active {
                 dest.conn_activated();
             }
+            // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
+            if state == TcpState::Established && !picked.control.is_none() {
+                conns.assure(picked.control);
+            }
         } else {
+            // One-packet scheduling still makes the connection (ip_vs_conn_new
+            // binds it: the upper threshold may set OVERLOAD) and expires it
+            // after this packet (ip_vs_unbind_dest: OVERLOAD may stay).
+            dest.bind_conn(false);
+            dest.unbind_conn(false, false);
             conns.release(picked.control);
         }
         self.stats.conn(route.svc_id, route.dest_id);

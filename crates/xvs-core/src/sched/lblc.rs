@@ -216,4 +216,12 @@ impl Scheduler for LblcScheduler {
     fn gc(&self, now: Time) {
         lock(&self.table).check_expire(now, self.expiration);
     }
+
+    fn holds(&self, dest: &Dest) -> bool {
+        lock(&self.table)
+            .buckets
+            .iter()
+            .flatten()
+            .any(|(_, d, _)| std::ptr::eq(Arc::as_ptr(d), dest))
+    }
 }

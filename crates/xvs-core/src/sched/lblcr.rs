@@ -177,4 +177,16 @@ impl Scheduler for LblcrScheduler {
     fn gc(&self, now: Time) {
         lock(&self.table).check_expire(now, self.expiration);
     }
+
+    fn holds(&self, dest: &Dest) -> bool {
+        lock(&self.table)
+            .buckets
+            .iter()
+            .flatten()
+            .any(|(_, set, _)| {
+                set.members
+                    .iter()
+                    .any(|m| std::ptr::eq(Arc::as_ptr(m), dest))
+            })
+    }
 }

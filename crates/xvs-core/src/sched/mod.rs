@@ -77,6 +77,13 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
 
     /// Periodic maintenance off the fast path (lblc/lblcr table GC); default no-op.
     fn gc(&self, _now: Time) {}
+
+    /// Whether the scheduler's state refers to `dest` (lblc/lblcr entries hold
+    /// a reference, `ip_vs_dest_hold`, so the kernel keeps such a dest in the
+    /// trash); default no.
+    fn holds(&self, _dest: &Dest) -> bool {
+        false
+    }
 }
 
 /// Settings the kernel takes from Kconfig or sysctls, fixed when a scheduler is created.

@@ -9,7 +9,7 @@
 //! Like the kernel, a deleted dest (or every dest of a deleted service) is marked
 //! unavailable and kept in a trash while connections may still use it; adding the
 //! same address and port to the same service again revives it with its counters.
-//! [`ServiceTable::purge_trash`] frees the trash dests nobody counts anymore.
+//! [`ServiceTable::purge_trash`] frees the trash dests nothing refers to any more.
 //!
 //! Differences from the kernel, by necessity or choice:
 //! - [`ServiceTable::services`] lists services in insertion order (an edit keeps the
@@ -341,14 +341,25 @@ impl ServiceTable {
             .filter_map(|(i, d)| d.as_ref().map(|d| (i as u32, d)))
     }
 
-    /// Frees the trash dests with no active, inactive or persistent connection left,
-    /// releasing their ids (the kernel's trash timer, minus its idle delay).
+    /// Frees the trash dests nothing refers to any more, releasing their ids:
+    /// no active, inactive or persistent connection, and no lblc/lblcr entry
+    /// of their service (the kernel's `ip_vs_dest_trash_expire` skips a dest
+    /// with `refcnt > 1`, and those entries hold it). The kernel's idle delay
+    /// is not kept.
     pub fn purge_trash(&mut self) {
         let before = self.trash.len();
         let dest_ids = &mut self.dest_ids;
+        let services = &self.services;
         self.trash.retain(|t| {
             let d = &t.dest;
-            let busy = d.activeconns() != 0 || d.inactconns() != 0 || d.persistconns() != 0;
+            let held = || {
+                services
+                    .iter()
+                    .find(|s| s.spec.key == t.key)
+                    .is_some_and(|s| s.sched.holds(d))
+            };
+            let busy =
+                d.activeconns() != 0 || d.inactconns() != 0 || d.persistconns() != 0 || held();
             if !busy {
                 if let Some(slot) = dest_ids.get_mut(d.id as usize) {
                     *slot = None;

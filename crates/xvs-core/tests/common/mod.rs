@@ -268,7 +268,7 @@ impl Lab {
         self.engine.publish(&r);
     }
 
-    /// Runs xvsadm-like commands: "-A -t VIP:port -s rr [-p [T]]", "-a -t VIP:port -r RIP:port -m|-g|-i|--fullnat [-w W] [-x U] [-y L]".
+    /// Runs xvsadm-like commands: "-A -t|-u VIP:port|-f MARK -s rr [-p [T]] [-o]", "-a -t VIP:port -r RIP:port -m|-g|-i|--fullnat [-w W] [-x U] [-y L]".
     pub fn cmd(&mut self, line: &str) {
         crate::common::apply(&mut self.table, line);
         self.publish();
@@ -309,6 +309,18 @@ impl Lab {
         self.counts_of("-t", vip, rip)
     }
 
+    /// (active, inactive, persistent) conns of the dest with this address and
+    /// port, live or in the trash (of whichever service: one per test).
+    pub fn counts_any(&self, rip: &str) -> (u32, u32, u32) {
+        let (a, p) = split_hostport(rip);
+        let (_, d) = self
+            .table
+            .all_dests()
+            .find(|(_, d)| d.addr == ip(a) && d.port == p)
+            .expect("dest");
+        (d.activeconns(), d.inactconns(), d.persistconns())
+    }
+
     /// (active, inactive, persistent) conns of a dest; `opt` is -t or -u.
     pub fn counts_of(&self, opt: &str, vip: &str, rip: &str) -> (u32, u32, u32) {
         let key = parse_svc(opt, vip);
@@ -334,6 +346,12 @@ use xvs_core::service::{
 };
 
 pub fn parse_svc(opt: &str, s: &str) -> ServiceKey {
+    if opt == "-f" {
+        return ServiceKey::Fwmark {
+            mark: s.parse().unwrap(),
+            af: xvs_core::service::Af::V4,
+        };
+    }
     let (a, p) = split_hostport(s);
     ServiceKey::Addr {
         proto: if opt == "-u" {
