@@ -136,6 +136,15 @@ impl Engine {
         );
         let snap = Snapshot::build(rules, gen, &lip_ids, self.limits.max_services);
         self.renew_objects(&cur, &snap);
+        // Ask for the real servers' next hops now, so that the first packet
+        // of the first connection to a new real server is not the one that
+        // finds its neighbour unresolved (a resolve of an unknown neighbour
+        // makes the mirror probe it; workers drop such packets, counted).
+        for svc in snap.services() {
+            for d in &svc.dests {
+                let _ = self.fib.resolve(&Addr::from(d.addr));
+            }
+        }
         *cur = Arc::new(snap);
         self.generation.store(gen, Ordering::Release);
     }

@@ -192,6 +192,27 @@ impl NhCache {
     fn slot(a: &Addr) -> usize {
         (a.fold32().wrapping_mul(0x9E37_79B1) >> 22) as usize % NH_SLOTS
     }
+
+    /// The next hop of `dst` from the cache, else from `fib` (kept when
+    /// resolved; an unresolved one makes the fib ask the kernel).
+    #[inline]
+    fn resolve(&mut self, fib: &dyn Fib, fib_gen: u64, dst: &Addr) -> Result<NextHop, DropReason> {
+        let i = Self::slot(dst);
+        let (a, gen, nh) = &self.slots[i];
+        if *gen == fib_gen && a == dst {
+            if let Some(nh) = nh {
+                return Ok(*nh);
+            }
+        }
+        match fib.resolve(dst) {
+            Resolve::Ok(nh) => {
+                self.slots[i] = (*dst, fib_gen, Some(nh));
+                Ok(nh)
+            }
+            Resolve::Unresolved => Err(DropReason::NoNeighbour),
+            Resolve::NoRoute => Err(DropReason::NoRoute),
+        }
+    }
 }
 
 /// Frames per batch the worker can prepare ahead.
@@ -695,6 +716,12 @@ impl Worker {
         let dest = picked.dest;
         let fwd = dest.fwd();
         let nat = matches!(fwd, FwdMethod::Masq | FwdMethod::FullNat);
+        if nat {
+            // The reply goes back through us: look the client's next hop up
+            // now (a miss makes the mirror resolve it), so the real server's
+            // first answer, a round trip later, does not find it unresolved.
+            let _ = self.nh.resolve(&*self.fib, self.fib_gen, &info.saddr);
+        }
         let (state, active) = if info.proto == PROTO_TCP {
             let dir = if nat {
                 Direction::Input
@@ -803,21 +830,7 @@ impl Worker {
 
     #[inline]
     fn resolve(&mut self, dst: &Addr) -> Result<NextHop, DropReason> {
-        let i = NhCache::slot(dst);
-        let (a, gen, nh) = &self.nh.slots[i];
-        if *gen == self.fib_gen && a == dst {
-            if let Some(nh) = nh {
-                return Ok(*nh);
-            }
-        }
-        match self.fib.resolve(dst) {
-            Resolve::Ok(nh) => {
-                self.nh.slots[i] = (*dst, self.fib_gen, Some(nh));
-                Ok(nh)
-            }
-            Resolve::Unresolved => Err(DropReason::NoNeighbour),
-            Resolve::NoRoute => Err(DropReason::NoRoute),
-        }
+        self.nh.resolve(&*self.fib, self.fib_gen, dst)
     }
 
     /// Client → server direction, per forwarding method.
