@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod persist;
 pub mod snapshot;
 pub mod stats;
+pub mod sync;
 pub mod worker;
 mod xmit;
 
@@ -79,6 +80,8 @@ pub struct Engine {
     pub(crate) secure_on: AtomicBool,
     /// drop_packet rate in force, 0 = off.
     pub(crate) drop_rate: AtomicU32,
+    /// Connection sync: the master's switch, knobs and per-worker queues.
+    pub sync: sync::SyncHub,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,7 @@ impl Engine {
             lip_ids: Mutex::new(lips::LipIds::default()),
             secure_on: AtomicBool::new(false),
             drop_rate: AtomicU32::new(0),
+            sync: sync::SyncHub::default(),
         })
     }
 
