@@ -147,7 +147,9 @@ impl SnapshotBuilder {
 /// The records of a DATA message, with the backup's checks of a v1 message
 /// (a malformed one yields what a kernel would keep of it, and its drops).
 pub fn decode_data(buf: &[u8], cfg: &BackupConfig) -> Decoded {
-    let len = buf.len().saturating_sub(EXT_HEADER_LEN - SYNC_MESG_HEADER_LEN);
+    let len = buf
+        .len()
+        .saturating_sub(EXT_HEADER_LEN - SYNC_MESG_HEADER_LEN);
     let mut v1 = Vec::with_capacity(len);
     v1.push(0);
     v1.push(buf.get(1).copied().unwrap_or(0));

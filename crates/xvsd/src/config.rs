@@ -55,6 +55,9 @@ pub struct Config {
     /// fwmark classification rules.
     #[serde(default, rename = "mark")]
     pub marks: Vec<MarkRule>,
+    /// Connection sync: the kernel's `sync_*` sysctls and xvs's settings.
+    #[serde(default)]
+    pub sync: Option<crate::sync::SyncConfig>,
 }
 
 /// `[control]`.
@@ -100,6 +103,9 @@ impl Config {
         }
         if self.conn_max == Some(0) {
             bail!("conn_max must be at least 1");
+        }
+        if let Some(s) = &self.sync {
+            s.validate().context("in [sync]")?;
         }
         Ok(())
     }

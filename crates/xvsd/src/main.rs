@@ -13,6 +13,7 @@ mod dataplane;
 mod health;
 mod metrics;
 mod state;
+mod sync;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -190,11 +191,19 @@ fn run() -> Result<()> {
         None => Arc::new(xvs_core::fib::StaticFib::new()),
     };
     let engine = Engine::new(limits, fib, random_seed());
+    // Before the workers exist: their sync queues take its capacity.
+    let sync_cfg = cfg.sync.unwrap_or_default();
+    let sync = sync::SyncCtl::new(engine.clone(), sync_cfg).context("in [sync]")?;
     let state = Arc::new(Mutex::new(State::new(
         engine.clone(),
         cfg.knobs.unwrap_or_default(),
         cfg.marks.clone(),
     )));
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync = Some(sync.clone());
+        s.sync_cfg = sync_cfg;
+    }
     if args.rules.is_some() && args.keepalived_conf.is_some() {
         anyhow::bail!(
             "--rules and --keepalived-conf both define the virtual services: use one of them"
@@ -237,10 +246,12 @@ fn run() -> Result<()> {
         let e = engine.clone();
         let s = steer.clone();
         let h = health.clone();
+        let sy = sync.clone();
         let extra = move |out: &mut String| {
             if let Some(h) = &h {
                 h.metrics(out);
             }
+            sy.metrics(out);
             if let Some(s) = &s {
                 metrics::counter(
                     out,
@@ -329,6 +340,8 @@ fn run() -> Result<()> {
         h.shutdown();
     }
     stop.store(true, Ordering::Relaxed);
+    sync.stop(xvs_ctl::DaemonState::Master);
+    sync.stop(xvs_ctl::DaemonState::Backup);
     drop(dp);
     Ok(())
 }
