@@ -199,7 +199,21 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
     // `--health` is xvs's: taken out before ipvsadm's grammar sees the line.
     let with_health = argv.iter().skip(1).any(|a| a == "--health");
     let argv: Vec<String> = argv.into_iter().filter(|a| a != "--health").collect();
+    // So is `--stats` with `--daemon` (ipvsadm refuses the pair).
+    let sync_stats = argv.iter().any(|a| a == "--daemon") && argv.iter().any(|a| a == "--stats");
+    let argv: Vec<String> = if sync_stats {
+        argv.into_iter().filter(|a| a != "--stats").collect()
+    } else {
+        argv
+    };
     let cmd = match cmdline::parse(&argv) {
+        Ok(Command::List {
+            what: ListWhat::Daemon,
+            format,
+        }) if sync_stats => Command::List {
+            what: ListWhat::Daemon,
+            format: format | fmt::STATS,
+        },
         Ok(c) => c,
         Err(e) => return io.fail(&e.message, e.exit),
     };
