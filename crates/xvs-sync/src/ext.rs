@@ -270,4 +270,23 @@ mod tests {
         let d = decode_data(&m, &BackupConfig { syncid: 0 });
         assert!(d.drops.total() > 0);
     }
+
+    proptest::proptest! {
+        /// Whatever arrives, parsing and decoding it neither panics nor
+        /// yields more records than the datagram could hold.
+        #[test]
+        fn garbage_never_panics(mut buf in proptest::collection::vec(proptest::num::u8::ANY, 0..600), ext_hdr: bool) {
+            if ext_hdr && buf.len() >= 12 {
+                buf[0] = 0;
+                buf[5] = XVS_EXT_VERSION;
+                buf[6] = 2;
+                buf[7] = 0;
+                let n = buf.len() as u16;
+                buf[2..4].copy_from_slice(&n.to_be_bytes());
+            }
+            let _ = parse(&buf);
+            let d = decode_data(&buf, &BackupConfig { syncid: 0 });
+            proptest::prop_assert!(d.conns.len() <= buf.len() / 24 + 1);
+        }
+    }
 }

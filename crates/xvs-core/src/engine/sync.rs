@@ -390,9 +390,6 @@ impl Engine {
             return;
         };
         let fl = sw_flags(sw);
-        let Some(kfl) = kernel_flags(v.fwd, fl) else {
-            return;
-        };
         let gen = sw_gen(sw);
         let state = sw_state(sw);
         let (old_state, pkts, endtime) = match mark.get(gen) {
@@ -400,6 +397,21 @@ impl Engine {
             None => (state, 1, 0),
         };
         let template = fl & flags::TEMPLATE != 0;
+        // The common case without building the kernel's view: a connection
+        // whose state has not changed since its last sync, between two
+        // periodic syncs (sync_conn_needed says no to it in every branch).
+        if !template
+            && state == old_state
+            && knobs.sync_refresh_period_ms == 0
+            && knobs.sync_period > 0
+            && pkts % knobs.sync_period != knobs.sync_threshold
+        {
+            mark.set(gen, old_state, pkts, endtime);
+            return;
+        }
+        let Some(kfl) = kernel_flags(v.fwd, fl) else {
+            return;
+        };
         let timeout_s = if template {
             v.timeout
         } else if v.proto == proto::TCP {

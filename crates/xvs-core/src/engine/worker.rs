@@ -440,6 +440,7 @@ impl Worker {
 
     /// Processes frame `i` of the batch given to [`Worker::prepare`] (the same
     /// bytes). Falls back to [`Worker::process`] if `i` was not prepared.
+    #[inline]
     pub fn process_prepared(&mut self, i: usize, frame: &mut Frame, rx_port: u16) -> Verdict {
         if i >= self.batch_len {
             return self.process(frame, rx_port);

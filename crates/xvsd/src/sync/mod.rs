@@ -412,3 +412,32 @@ impl Drop for SyncCtl {
         self.stop(DaemonState::Backup);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_are_checked_as_the_sysctls_are() {
+        let mut c = SyncConfig::default();
+        c.set("sync_period", 0).unwrap();
+        assert_eq!(c.knobs().sync_period, 0);
+        c.set("sync_threshold", 100).unwrap(); // period 0: any threshold
+        assert!(
+            c.set("sync_period", 50).is_err(),
+            "threshold not below period"
+        );
+        assert_eq!(c.sync_period, 0, "a refused change changes nothing");
+        assert!(c.set("sync_retries", 4).is_err());
+        assert!(c.set("sync_version", 2).is_err());
+        assert!(c.set("no_such_knob", 1).is_err());
+        c.set("sync_refresh_period", 30).unwrap();
+        assert_eq!(c.knobs().sync_refresh_period_ms, 30_000);
+        // Every listed name is settable to its own value.
+        let mut d = SyncConfig::default();
+        for (n, v) in SyncConfig::default().list() {
+            d.set(n, v).unwrap();
+        }
+        assert_eq!(d, SyncConfig::default());
+    }
+}
