@@ -80,8 +80,7 @@ fn lab(mode: Mode, tag: &str) -> Lab {
     for (i, rn) in r.iter().enumerate() {
         plug(rn, "r0", &format!("swr{i}"), rs_br);
     }
-    let rules;
-    match mode {
+    let rules = match mode {
         Mode::Nat => {
             sh(&c, "ip addr add 10.77.70.2/24 dev c0");
             for (i, dn) in d.iter().enumerate() {
@@ -103,9 +102,9 @@ fn lab(mode: Mode, tag: &str) -> Lab {
                     ),
                 );
             }
-            rules = "-A -t 10.77.70.100:80 -s rr\n\
-                     -a -t 10.77.70.100:80 -r 10.77.71.21:8080 -m\n\
-                     -a -t 10.77.70.100:80 -r 10.77.71.22:8080 -m\n";
+            "-A -t 10.77.70.100:80 -s rr\n\
+             -a -t 10.77.70.100:80 -r 10.77.71.21:8080 -m\n\
+             -a -t 10.77.70.100:80 -r 10.77.71.22:8080 -m\n"
         }
         Mode::Dr => {
             sh(&c, "ip addr add 10.77.73.2/24 dev c0");
@@ -129,11 +128,11 @@ fn lab(mode: Mode, tag: &str) -> Lab {
                     ),
                 );
             }
-            rules = "-A -t 10.77.73.100:80 -s rr\n\
-                     -a -t 10.77.73.100:80 -r 10.77.73.21 -g\n\
-                     -a -t 10.77.73.100:80 -r 10.77.73.22 -g\n";
+            "-A -t 10.77.73.100:80 -s rr\n\
+             -a -t 10.77.73.100:80 -r 10.77.73.21 -g\n\
+             -a -t 10.77.73.100:80 -r 10.77.73.22 -g\n"
         }
-    }
+    };
     let path = std::env::temp_dir().join(format!("{p}.rules"));
     std::fs::write(&path, rules).unwrap();
     let lab = Lab {

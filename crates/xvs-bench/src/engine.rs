@@ -311,9 +311,10 @@ fn sync_throughput(n: u32, rs: u8) -> Result<()> {
     let now = Time::from_secs(3);
     let t0 = Instant::now();
     let mut applied = 0u64;
+    let rules = backup.engine.snapshot();
     for msg in &mesgs {
         for c in dec.decode(msg).conns {
-            backup.engine.sync_apply(&c, now);
+            backup.engine.sync_apply_in(&rules, &c, now);
             applied += 1;
         }
     }

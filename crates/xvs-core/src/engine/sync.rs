@@ -449,7 +449,11 @@ impl Engine {
 
     /// Applies one received record (see the module documentation).
     pub fn sync_apply(&self, c: &SyncConn, now: Time) -> SyncApply {
-        let snap = self.snapshot();
+        self.sync_apply_in(&self.snapshot(), c, now)
+    }
+
+    /// [`Engine::sync_apply`] with rules the caller took once for many records.
+    pub fn sync_apply_in(&self, snap: &super::Snapshot, c: &SyncConn, now: Time) -> SyncApply {
         let tick = tick_of(now);
         let template = c.flags.is_template();
         if !template && !matches!(c.protocol, proto::TCP | proto::UDP) {
@@ -493,7 +497,7 @@ impl Engine {
                 if c.flags.is_inactive() {
                     return SyncApply::Stale;
                 }
-                self.sync_expire(&snap, &v);
+                self.sync_expire(snap, &v);
                 replaced = true;
             } else {
                 let mut sw = v.sw;
@@ -524,7 +528,7 @@ impl Engine {
                 }
             }
         }
-        let Some((svc, dest)) = self.sync_find_dest(&snap, c, template, masq) else {
+        let Some((svc, dest)) = self.sync_find_dest(snap, c, template, masq) else {
             return SyncApply::NoDest;
         };
         let nc = NewConn {
@@ -602,17 +606,9 @@ impl Engine {
             Af::V6 => crate::service::Af::V6,
         };
         let svc = if c.fwmark != 0 {
-            snap.services().find(|s| {
-                matches!(s.spec.key, ServiceKey::Fwmark { mark, af: a } if mark == c.fwmark && a == af)
-            })
+            snap.service_of_mark(c.fwmark, af)
         } else {
-            let va = Addr::from(vaddr);
-            let p = c.protocol;
-            snap.services()
-                .find(|s| matches!(s.spec.key, ServiceKey::Addr { proto: sp, addr, port } if sp.number() == p && Addr::from(addr) == va && port == c.vport))
-                .or_else(|| {
-                    snap.services().find(|s| matches!(s.spec.key, ServiceKey::Addr { proto: sp, addr, port: 0 } if sp.number() == p && Addr::from(addr) == va))
-                })
+            snap.service_at(c.protocol, &Addr::from(vaddr), c.vport)
         }?;
         let daddr = c.addrs.daddr();
         let port = if c.fwmark != 0 && !masq { 0 } else { c.dport };

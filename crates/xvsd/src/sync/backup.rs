@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xvs_core::engine::sync::SyncApply;
-use xvs_core::engine::Engine;
+use xvs_core::engine::{Engine, Snapshot};
 use xvs_core::time::Time;
 use xvs_ctl::DaemonSpec;
 use xvs_sync::ext::{self, ExtKind};
@@ -152,8 +152,9 @@ impl Backup {
                     );
                     self.stats.add_drops(&d.drops);
                     bump(&self.stats.snapshot_records_recv, d.conns.len() as u64);
+                    let snap = self.engine.snapshot();
                     for c in d.conns {
-                        self.apply(c, cfg);
+                        self.apply(&snap, c, cfg);
                     }
                     false
                 }
@@ -172,15 +173,16 @@ impl Backup {
         bump(&self.stats.recv_mesgs, 1);
         bump(&self.stats.recv_records, d.conns.len() as u64);
         self.stats.add_drops(&d.drops);
+        let snap = self.engine.snapshot();
         for c in d.conns {
-            self.apply(c, cfg);
+            self.apply(&snap, c, cfg);
         }
         false
     }
 
-    fn apply(&mut self, c: SyncConn, cfg: &SyncConfig) {
+    fn apply(&mut self, snap: &Snapshot, c: SyncConn, cfg: &SyncConfig) {
         let now = crate::clock::now();
-        match self.engine.sync_apply(&c, now) {
+        match self.engine.sync_apply_in(snap, &c, now) {
             SyncApply::Created => bump(&self.stats.created, 1),
             SyncApply::Updated => bump(&self.stats.updated, 1),
             SyncApply::Replaced => bump(&self.stats.replaced, 1),
