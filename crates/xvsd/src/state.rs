@@ -609,6 +609,22 @@ mod tests {
     }
 
     #[test]
+    fn sync_knobs_all_or_nothing() {
+        let mut s = state();
+        s.apply(&Op::SetSyncKnob("sync_period".into(), 0)).unwrap();
+        assert_eq!(s.sync_cfg.sync_period, 0);
+        let (i, e) = s
+            .apply_batch(&[
+                Op::SetSyncKnob("sync_period".into(), 100),
+                Op::SetSyncKnob("sync_retries".into(), 9),
+            ])
+            .unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.0.contains("sync_retries"), "{}", e.0);
+        assert_eq!(s.sync_cfg.sync_period, 0, "nothing of the batch applied");
+    }
+
+    #[test]
     fn daemons_and_laddrs() {
         let mut s = state();
         let d = DaemonSpec {
