@@ -47,6 +47,16 @@ pub struct Args {
     /// Scaling: rounds (each measures every thread count once).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// With --only-established: connection sync on (master), as `--start-daemon
+    /// master` turns it on; the queues are emptied after every batch (the
+    /// sync thread's encoding is not counted: it is off the fast path).
+    #[arg(long)]
+    sync: bool,
+    /// Only the sync throughput over this many established connections: the
+    /// master's records encoded into messages, and a backup decoding and
+    /// applying them, in records per second.
+    #[arg(long)]
+    sync_records: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -204,12 +214,37 @@ fn establish(s: &mut Setup, n: u32) -> Result<()> {
 /// Sends `packets` established ACKs over `n` flows in a scattered order; ns/packet.
 fn established(s: &mut Setup, n: u32, packets: u64) -> Result<f64> {
     establish(s, n)?;
-    established_share(&mut s.worker, n, 0, 1, packets)
+    // With sync on, the master thread's queues are emptied after every batch
+    // (the encoding itself is off the fast path and not counted).
+    let queues = s.engine.sync.queues();
+    let master = s.engine.sync.is_master();
+    let mut synced = 0u64;
+    let ns = established_share(&mut s.worker, n, 0, 1, packets, &mut || {
+        if master {
+            for q in &queues {
+                while q.pop().is_some() {
+                    synced += 1;
+                }
+            }
+        }
+    })?;
+    if master {
+        let (_, dropped) = s.engine.sync.queue_totals();
+        println!("sync: {synced} records queued, {dropped} dropped");
+    }
+    Ok(ns)
 }
 
 /// Sends `packets` established ACKs through `w`, over the flows i < n with
 /// i mod `of` = `share` (one RSS queue's share), scattered; ns/packet.
-fn established_share(w: &mut Worker, n: u32, share: u32, of: u32, packets: u64) -> Result<f64> {
+fn established_share(
+    w: &mut Worker,
+    n: u32,
+    share: u32,
+    of: u32,
+    packets: u64,
+    after_batch: &mut dyn FnMut(),
+) -> Result<f64> {
     let tpl = template(false);
     let mut bufs = vec![vec![0u8; HEADROOM + 128]; BATCH];
     // A full-period LCG over a power of two ≥ the share scatters the flows.
@@ -239,6 +274,7 @@ fn established_share(w: &mut Worker, n: u32, share: u32, of: u32, packets: u64) 
             }
         }
         sent += BATCH as u64;
+        after_batch();
     }
     let ns = t0.elapsed().as_nanos() as f64 / sent as f64;
     if tx != sent {
@@ -338,7 +374,7 @@ fn scaling_round(a: &Args, n: usize) -> Result<(f64, f64)> {
     establish(&mut s, FLOWS)?;
     let per = a.packets / n as u64;
     let (secs, _) = parallel(&s.engine, n, |t, w| {
-        established_share(w, FLOWS, t as u32, n as u32, per)
+        established_share(w, FLOWS, t as u32, n as u32, per, &mut || {})
     })?;
     let est = (per * n as u64) as f64 / secs / 1e6;
     drop(s);
@@ -408,12 +444,72 @@ fn scaling(a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Sync throughput: encode every connection of a table, then decode and
+/// apply the messages on a second engine with the same rules.
+fn sync_throughput(n: u32, rs: u8) -> Result<()> {
+    use xvs_sync::{BackupConfig, MesgBuilder, SyncDecoder, SyncVersion};
+    let mut m = setup(n + n / 8 + 64, rs)?;
+    populate(&mut m, n)?;
+    establish(&mut m, n)?;
+    let snap = m.engine.snapshot();
+    let t0 = Instant::now();
+    let mut b = MesgBuilder::new(SyncVersion::V1, 0, 1472);
+    let mut mesgs = Vec::new();
+    let mut recs = 0u64;
+    let mut from = 0;
+    loop {
+        from = m.engine.conns.scan(from, 4096, |v, _| {
+            if let Some(r) = m.engine.sync_record(&snap, &v, None) {
+                recs += 1;
+                if let Ok(Some(full)) = b.push(&r) {
+                    mesgs.push(full);
+                }
+            }
+        });
+        if from == 0 {
+            break;
+        }
+    }
+    mesgs.extend(b.flush());
+    let enc = t0.elapsed().as_secs_f64();
+    let backup = setup(n + n / 8 + 64, rs)?;
+    let mut dec = SyncDecoder::new(BackupConfig { syncid: 0 });
+    let now = Time::from_secs(3);
+    let t0 = Instant::now();
+    let mut applied = 0u64;
+    let rules = backup.engine.snapshot();
+    for msg in &mesgs {
+        for c in dec.decode(msg).conns {
+            backup.engine.sync_apply_in(&rules, &c, now);
+            applied += 1;
+        }
+    }
+    let app = t0.elapsed().as_secs_f64();
+    if backup.engine.conns.live() != n {
+        bail!("backup has {} of {n} conns", backup.engine.conns.live());
+    }
+    println!(
+        "sync: {recs} records in {} messages; master encodes {:.2} M records/s, \
+         backup decodes and applies {:.2} M records/s",
+        mesgs.len(),
+        recs as f64 / enc / 1e6,
+        applied as f64 / app / 1e6
+    );
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
+    if let Some(n) = a.sync_records {
+        return sync_throughput(n, a.rs);
+    }
     if !a.threads.is_empty() {
         return scaling(&a);
     }
     if let Some(n) = a.only_established {
         let mut s = setup(n + n / 8 + 64, a.rs)?;
+        if a.sync {
+            s.engine.sync_set_master(true);
+        }
         populate(&mut s, n)?;
         let ns = established(&mut s, n, a.packets)?;
         println!("{n} flows: {ns:.1} ns/packet");

@@ -24,7 +24,7 @@ pub fn check_op(op: &Op) -> Result<(), String> {
     match op {
         Op::AddService(s) | Op::EditService(s) => check_service(s),
         Op::DelService(k) | Op::Zero(Some(k)) => check_key(k),
-        Op::Clear | Op::Zero(None) | Op::StopDaemon(_) => Ok(()),
+        Op::Clear | Op::Zero(None) | Op::StopDaemon(_) | Op::SetSyncKnob(..) => Ok(()),
         Op::AddDest(k, d) | Op::EditDest(k, d) => {
             check_key(k)?;
             check_dest(k, d)

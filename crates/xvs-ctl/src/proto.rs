@@ -58,6 +58,9 @@ pub enum Op {
     AddMark(MarkSpec),
     DelMark(MarkSpec),
     SetMarks(Vec<MarkSpec>),
+    /// A connection-sync knob (xvs extension, `--sync-knob NAME=VALUE`): the
+    /// kernel's `sync_*` sysctls and xvs's own sync settings.
+    SetSyncKnob(String, u64),
 }
 
 /// A request.
@@ -82,6 +85,8 @@ pub enum Request {
     /// Health checks of `--keepalived-conf`: every virtual server, or the
     /// one configuring this service (xvs extension, `-L --health`).
     GetHealth(Option<ServiceKey>),
+    /// The sync daemons' counters and knobs (xvs extension, `-L --daemon --stats`).
+    GetSyncStats,
 }
 
 /// Counters, rates and state of a dest.
@@ -222,6 +227,8 @@ pub enum Response {
     Laddrs(Vec<(ServiceKey, Vec<IpAddr>)>),
     Marks(Vec<MarkSpec>),
     Health(Vec<crate::health::VsHealth>),
+    /// Counters and knobs of connection sync, by name, in a fixed order.
+    SyncStats(Vec<(String, u64)>),
 }
 
 /// A framing or encoding failure.

@@ -19,6 +19,8 @@
 //! - [`needed`]: the master's "sync this connection now?" (`ip_vs_sync_conn_needed`).
 //! - [`maxlen`]: `sync_maxlen` defaults and clamps.
 //! - [`wire`]: sizes, option types, multicast defaults.
+//! - [`ext`]: xvs's own messages (full-table snapshot for a new backup),
+//!   which a kernel backup ignores.
 //!
 //! ```
 //! use std::net::Ipv4Addr;
@@ -74,6 +76,7 @@
 pub mod conn;
 pub mod decode;
 pub mod encode;
+pub mod ext;
 pub mod flags;
 pub mod maxlen;
 pub mod needed;

@@ -542,6 +542,16 @@ pub fn daemons(list: &[DaemonSpec]) -> String {
     out
 }
 
+/// `-L --daemon --stats` (xvs): after the daemon lines, the sync counters
+/// and knobs, one `name value` per line.
+pub fn sync_stats(counters: &[(String, u64)]) -> String {
+    let mut out = String::from("Connection sync (xvs):\n");
+    for (n, v) in counters {
+        let _ = writeln!(out, "  {n:<32} {v}");
+    }
+    out
+}
+
 /// `-G`, as the FULLNAT ipvsadm forks print local addresses:
 /// `"%-20s %-8s %-20s %-10s %-10s\n"` titles, a `"%-20s %-8u \n"` line per
 /// service (numeric address, number of local addresses) and a

@@ -21,6 +21,11 @@
 //!   lines, so `-S | -C; -R` restores them too.
 //! - `-L [service] --health` (anywhere on the line) lists the health checks
 //!   xvsd runs from `--keepalived-conf` ([`health`]).
+//! - `-L --daemon --stats` prints ipvsadm's daemon lines, then the sync
+//!   counters (sent, received, dropped by reason) and knobs
+//!   ([`format::sync_stats`]); ipvsadm ignores `--stats` there.
+//! - `--sync-knob NAME=VALUE ...` sets connection-sync knobs at run time
+//!   (the kernel's `net.ipv4.vs.sync_*` sysctls, and xvs's own).
 
 #![forbid(unsafe_code)]
 
@@ -187,10 +192,28 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
         }
     };
     let socket = socket.unwrap_or_else(xvs_ctl::default_socket_path);
+    // `--sync-knob` is xvs's: the sysctls of the kernel's sync, as a command.
+    if argv.get(1).is_some_and(|a| a == "--sync-knob") {
+        return sync_knobs(&socket, &argv[2..], &mut io);
+    }
     // `--health` is xvs's: taken out before ipvsadm's grammar sees the line.
     let with_health = argv.iter().skip(1).any(|a| a == "--health");
     let argv: Vec<String> = argv.into_iter().filter(|a| a != "--health").collect();
+    // So is `--stats` with `--daemon` (ipvsadm refuses the pair).
+    let sync_stats = argv.iter().any(|a| a == "--daemon") && argv.iter().any(|a| a == "--stats");
+    let argv: Vec<String> = if sync_stats {
+        argv.into_iter().filter(|a| a != "--stats").collect()
+    } else {
+        argv
+    };
     let cmd = match cmdline::parse(&argv) {
+        Ok(Command::List {
+            what: ListWhat::Daemon,
+            format,
+        }) if sync_stats => Command::List {
+            what: ListWhat::Daemon,
+            format: format | fmt::STATS,
+        },
         Ok(c) => c,
         Err(e) => return io.fail(&e.message, e.exit),
     };
@@ -245,6 +268,39 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
     }
 }
 
+/// `--sync-knob NAME=VALUE ...`: all or nothing.
+fn sync_knobs(socket: &std::path::Path, args: &[String], io: &mut Io) -> i32 {
+    let me = io.me.clone();
+    if args.is_empty() {
+        return io.fail(&format!("{me}: --sync-knob needs NAME=VALUE"), 2);
+    }
+    let mut ops = Vec::new();
+    for a in args {
+        let Some((n, v)) = a.split_once('=') else {
+            return io.fail(&format!("{me}: --sync-knob: `{a}' is not NAME=VALUE"), 2);
+        };
+        let v = match v {
+            "true" | "yes" | "on" => 1,
+            "false" | "no" | "off" => 0,
+            v => match v.parse::<u64>() {
+                Ok(v) => v,
+                Err(_) => return io.fail(&format!("{me}: --sync-knob: bad value `{v}'"), 2),
+            },
+        };
+        ops.push(xvs_ctl::Op::SetSyncKnob(n.to_string(), v));
+    }
+    let mut c = match connect(socket, io) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match call(&mut c, &Request::Batch(ops), io, EXIT_OP) {
+        Ok(Response::Ok) => 0,
+        Ok(Response::Error(e)) => io.fail(&e.message, EXIT_OP),
+        Ok(r) => unexpected(io, &r, EXIT_OP),
+        Err(code) => code,
+    }
+}
+
 fn execute(
     c: &mut Client,
     cmd: Command,
@@ -294,6 +350,15 @@ fn execute(
                     }
                 }
                 (ListWhat::Timeout, Response::Timeouts(a, b, c)) => format::timeouts(a, b, c),
+                (ListWhat::Daemon, Response::Daemons(d)) if format & fmt::STATS != 0 => {
+                    let mut text = format::daemons(&d);
+                    match call(c, &Request::GetSyncStats, io, EXIT_LIST)? {
+                        Response::SyncStats(s) => text.push_str(&format::sync_stats(&s)),
+                        Response::Error(e) => return Err(io.fail(&e.message, EXIT_LIST)),
+                        r => return Err(unexpected(io, &r, EXIT_LIST)),
+                    }
+                    text
+                }
                 (ListWhat::Daemon, Response::Daemons(d)) => format::daemons(&d),
                 (_, r) => return Err(unexpected(io, &r, EXIT_LIST)),
             };

@@ -60,6 +60,9 @@ pub struct Config {
     /// Connection timeouts per TCP state and for UDP (seconds), beyond the
     /// three `xvsadm --set` reaches. Applied at start.
     pub timeouts: Option<TimeoutConfig>,
+    /// Connection sync: the kernel's `sync_*` sysctls and xvs's settings.
+    #[serde(default)]
+    pub sync: Option<crate::sync::SyncConfig>,
 }
 
 /// `[timeouts]`: the kernel's per-state TCP timeouts (which ipvsadm cannot
@@ -195,6 +198,9 @@ impl Config {
                 }
             }
         }
+        if let Some(s) = &self.sync {
+            s.validate().context("in [sync]")?;
+        }
         Ok(())
     }
 }
@@ -278,6 +284,12 @@ mod tests {
         assert_eq!(c.conn_max, Some(1 << 20));
         assert_eq!(c.interfaces.len(), 1);
         assert_eq!(c.knobs, Some(Knobs::default()));
+        assert_eq!(c.sync, Some(crate::sync::SyncConfig::default()));
+        let partial: Config = toml::from_str("[sync]\nsync_period = 0").unwrap();
+        assert_eq!(partial.sync.unwrap().sync_period, 0);
+        assert!(toml::from_str::<Config>("[sync]\nsync_perid = 0").is_err());
+        let bad: Config = toml::from_str("[sync]\nsync_threshold = 60").unwrap();
+        assert!(bad.validate().is_err(), "threshold not below period");
         let partial: Config = toml::from_str("[knobs]\nsloppy_tcp = true").unwrap();
         assert!(partial.knobs.unwrap().sloppy_tcp);
         let partial: Config = toml::from_str("[knobs]\ndrop_entry = 3").unwrap();

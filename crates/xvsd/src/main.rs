@@ -13,6 +13,7 @@ mod dataplane;
 mod health;
 mod metrics;
 mod state;
+mod sync;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -202,11 +203,19 @@ fn run() -> Result<()> {
         None => Arc::new(xvs_core::fib::StaticFib::new()),
     };
     let engine = Engine::new(limits, fib, random_seed());
+    // Before the workers exist: their sync queues take its capacity.
+    let sync_cfg = cfg.sync.unwrap_or_default();
+    let sync = sync::SyncCtl::new(engine.clone(), sync_cfg).context("in [sync]")?;
     let state = Arc::new(Mutex::new(State::new(
         engine.clone(),
         cfg.knobs.unwrap_or_default(),
         cfg.marks.clone(),
     )));
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync = Some(sync.clone());
+        s.sync_cfg = sync_cfg;
+    }
     if args.rules.is_some() && args.keepalived_conf.is_some() {
         anyhow::bail!(
             "--rules and --keepalived-conf both define the virtual services: use one of them"
@@ -253,10 +262,12 @@ fn run() -> Result<()> {
         let e = engine.clone();
         let s = steer.clone();
         let h = health.clone();
+        let sy = sync.clone();
         let extra: Arc<metrics::Extra> = Arc::new(move |out: &mut Vec<_>| {
             if let Some(h) = &h {
                 h.metrics(out);
             }
+            sy.metrics(out);
             if let Some(s) = &s {
                 out.push(metrics::counter(
                     "xvs_steer_failures_total",
@@ -346,6 +357,8 @@ fn run() -> Result<()> {
         h.shutdown();
     }
     stop.store(true, Ordering::Relaxed);
+    sync.stop(xvs_ctl::DaemonState::Master);
+    sync.stop(xvs_ctl::DaemonState::Backup);
     drop(dp);
     Ok(())
 }

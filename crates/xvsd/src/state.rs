@@ -40,6 +40,10 @@ pub struct State {
     /// The data plane's steering map, kept in step with every rule change
     /// (None without data interfaces).
     pub steer: Option<Arc<SteerSync>>,
+    /// The sync daemons (None in a dry run: nothing starts there).
+    pub sync: Option<Arc<crate::sync::SyncCtl>>,
+    /// The sync knobs (kept here too, so that a dry run checks a change).
+    pub sync_cfg: crate::sync::SyncConfig,
 }
 
 fn key_id(k: &ServiceKey) -> String {
@@ -58,6 +62,8 @@ impl State {
             laddrs: BTreeMap::new(),
             engine,
             steer: None,
+            sync: None,
+            sync_cfg: crate::sync::SyncConfig::default(),
         };
         s.publish();
         s
@@ -185,6 +191,9 @@ impl State {
                 if d.mcast_ttl == 0 {
                     d.mcast_ttl = 1;
                 }
+                if let Some(s) = &self.sync {
+                    s.start(&d).map_err(|e| OpError(format!("{e:#}")))?;
+                }
                 self.daemons.push(d);
                 self.daemons.sort_by_key(|d| d.state != DaemonState::Master);
             }
@@ -194,6 +203,18 @@ impl State {
                 if self.daemons.len() == before {
                     return Err(OpError("No daemon is running".into()));
                 }
+                if let Some(s) = &self.sync {
+                    s.stop(*st);
+                }
+            }
+            Op::SetSyncKnob(name, v) => {
+                let mut c = self.sync_cfg;
+                c.set(name, *v).map_err(|e| OpError(format!("{e:#}")))?;
+                if let Some(s) = &self.sync {
+                    s.set_knob(name, *v)
+                        .map_err(|e| OpError(format!("{e:#}")))?;
+                }
+                self.sync_cfg = c;
             }
             Op::AddLaddr(k, a) => {
                 if self.table.get(k).is_none() {
@@ -275,6 +296,8 @@ impl State {
             laddrs: self.laddrs.clone(),
             engine: self.engine.clone(),
             steer: None,
+            sync: None,
+            sync_cfg: self.sync_cfg,
         };
         for (i, op) in ops.iter().enumerate() {
             // Zeroing touches only counters: nothing to validate beyond the key.
@@ -633,6 +656,22 @@ mod tests {
         assert!(s.steer_keys().contains(&rs), "still steered from the trash");
         s.table.purge_trash();
         assert!(!s.steer_keys().contains(&rs), "gone with the trash");
+    }
+
+    #[test]
+    fn sync_knobs_all_or_nothing() {
+        let mut s = state();
+        s.apply(&Op::SetSyncKnob("sync_period".into(), 0)).unwrap();
+        assert_eq!(s.sync_cfg.sync_period, 0);
+        let (i, e) = s
+            .apply_batch(&[
+                Op::SetSyncKnob("sync_period".into(), 100),
+                Op::SetSyncKnob("sync_retries".into(), 9),
+            ])
+            .unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.0.contains("sync_retries"), "{}", e.0);
+        assert_eq!(s.sync_cfg.sync_period, 0, "nothing of the batch applied");
     }
 
     #[test]

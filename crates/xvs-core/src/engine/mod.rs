@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod persist;
 pub mod snapshot;
 pub mod stats;
+pub mod sync;
 pub mod worker;
 mod xmit;
 
@@ -81,6 +82,8 @@ pub struct Engine {
     pub(crate) drop_rate: AtomicU32,
     /// Entries deleted by drop_entry.
     pub(crate) dropped_entries: AtomicU64,
+    /// Connection sync: the master's switch, knobs and per-worker queues.
+    pub sync: sync::SyncHub,
 }
 
 impl std::fmt::Debug for Engine {
@@ -109,6 +112,7 @@ impl Engine {
             secure_on: AtomicBool::new(false),
             drop_rate: AtomicU32::new(0),
             dropped_entries: AtomicU64::new(0),
+            sync: sync::SyncHub::default(),
         })
     }
 

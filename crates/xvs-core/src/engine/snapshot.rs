@@ -309,6 +309,19 @@ impl Snapshot {
             .map(|m| m.mark)
     }
 
+    /// The service of (protocol, address, port), else the port-0 service of
+    /// the address (`ip_vs_service_find` without the mark rules).
+    pub fn service_at(&self, proto: u8, addr: &Addr, port: u16) -> Option<&Arc<Service>> {
+        self.by_tuple
+            .get(&(proto, *addr, port))
+            .or_else(|| self.by_tuple.get(&(proto, *addr, 0)))
+    }
+
+    /// The fwmark service of `mark` for family `af`.
+    pub fn service_of_mark(&self, mark: u32, af: Af) -> Option<&Arc<Service>> {
+        self.by_fwmark.get(&(mark, af))
+    }
+
     /// Every service.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.by_id.iter().flatten()

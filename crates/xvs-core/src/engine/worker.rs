@@ -299,6 +299,12 @@ pub struct Worker {
     icmp_tokens: u32,
     icmp_refill_tick: Tick,
     ip_id: u16,
+    /// Connection sync (master): this worker's queue, the switch and the
+    /// knobs, read once per batch.
+    sync_q: Arc<super::sync::SyncQueue>,
+    sync_on: bool,
+    sync_knobs: xvs_sync::SyncKnobs,
+    sync_knob_gen: u64,
 }
 
 /// Generated ICMP messages a worker may send per second (burst and refill).
@@ -320,6 +326,7 @@ impl Worker {
         let snap = engine.snapshot();
         let workers = engine.limits.workers.max(1);
         Worker {
+            sync_q: engine.sync.new_queue(),
             engine,
             fib,
             snap,
@@ -349,6 +356,9 @@ impl Worker {
             icmp_tokens: ICMP_BURST,
             icmp_refill_tick: 0,
             ip_id: (id as u16).wrapping_mul(7919),
+            sync_on: false,
+            sync_knobs: xvs_sync::SyncKnobs::default(),
+            sync_knob_gen: u64::MAX,
         }
     }
 
@@ -371,6 +381,48 @@ impl Worker {
         if crate::conn::table::tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
             self.icmp_tokens = ICMP_BURST;
             self.icmp_refill_tick = self.tick;
+        }
+        self.sync_on = self.engine.sync.is_master();
+        if self.sync_on && self.engine.sync.knob_gen() != self.sync_knob_gen {
+            self.sync_knob_gen = self.engine.sync.knob_gen();
+            self.sync_knobs = self.engine.sync.knobs();
+        }
+    }
+
+    /// Sync hook after a client packet of conn `v` (its state already
+    /// tracked): the conn, then its template, as `ip_vs_sync_conn` goes.
+    #[cold]
+    fn sync_after(&self, v: &ConnView) {
+        let conns = &self.engine.conns;
+        let sw = conns.sw(v.idx);
+        if sw_gen(sw) == sw_gen(v.sw) {
+            self.engine.sync_consider(
+                &self.sync_q,
+                &self.sync_knobs,
+                &self.snap.timeouts,
+                v,
+                sw,
+                self.now,
+            );
+        }
+        self.sync_template(v.control);
+    }
+
+    /// The template half of [`Worker::sync_after`] (alone for a one-packet conn).
+    #[cold]
+    fn sync_template(&self, control: crate::conn::table::TemplateRef) {
+        let Some(t) = control.idx() else {
+            return;
+        };
+        if let Some(tv) = self.engine.conns.read(t) {
+            self.engine.sync_consider(
+                &self.sync_q,
+                &self.sync_knobs,
+                &self.snap.timeouts,
+                &tv,
+                tv.sw,
+                self.now,
+            );
         }
     }
 
@@ -409,6 +461,7 @@ impl Worker {
 
     /// Processes frame `i` of the batch given to [`Worker::prepare`] (the same
     /// bytes). Falls back to [`Worker::process`] if `i` was not prepared.
+    #[inline]
     pub fn process_prepared(&mut self, i: usize, frame: &mut Frame, rx_port: u16) -> Verdict {
         if i >= self.batch_len {
             return self.process(frame, rx_port);
@@ -619,6 +672,9 @@ impl Worker {
             return self.new_conn(frame, info, rx_port);
         }
         self.track(v, info, Direction::Input);
+        if self.sync_on {
+            self.sync_after(&v);
+        }
         let route = self.route_of(&v);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, true, &route, self.tick);
@@ -799,10 +855,10 @@ impl Worker {
                 expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
                 timeout: 0,
             };
-            if conns.insert(&c).is_err() {
+            let Ok(idx) = conns.insert(&c) else {
                 conns.release(picked.control);
                 return Verdict::Drop(DropReason::ConnTableFull);
-            }
+            };
             dest.bind_conn(false);
             if active {
                 dest.conn_activated();
@@ -811,12 +867,20 @@ impl Worker {
             if state == TcpState::Established && !picked.control.is_none() {
                 conns.assure(picked.control);
             }
+            if self.sync_on {
+                if let Some(v) = conns.read(idx) {
+                    self.sync_after(&v);
+                }
+            }
         } else {
             // One-packet scheduling still makes the connection (ip_vs_conn_new
             // binds it: the upper threshold may set OVERLOAD) and expires it
             // after this packet (ip_vs_unbind_dest: OVERLOAD may stay).
             dest.bind_conn(false);
             dest.unbind_conn(false, false);
+            if self.sync_on {
+                self.sync_template(picked.control);
+            }
             conns.release(picked.control);
         }
         self.stats.conn(route.svc_id, route.dest_id);
