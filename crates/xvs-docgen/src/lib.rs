@@ -182,8 +182,8 @@ fn xvsadm_values(long: &str) -> Option<Vec<String>> {
             .collect(),
         "sched-flags" => SCHED_FLAGS.iter().map(|s| s.to_string()).collect(),
         "start-daemon" | "stop-daemon" => vec!["master".into(), "backup".into()],
-        "tun-type" => vec!["ipip".into(), "gue".into(), "gre".into()],
-        "pe" => vec!["sip".into()],
+        // gue and gre are parsed, but refused by xvs.
+        "tun-type" => vec!["ipip".into()],
         _ => return None,
     })
 }
@@ -216,8 +216,8 @@ pub fn xvsadm_words() -> Vec<String> {
     w
 }
 
-/// The completion script for `xvsadm` (and for the names it is installed
-/// under: `ipvsadm` through the alternative, `xvsadm-save`, ...) in `shell`.
+/// The completion script for `xvsadm`, `xvsadm-save` and `xvsadm-restore`
+/// in `shell`.
 pub fn xvsadm_completion(shell: &str) -> Result<String, String> {
     // Options whose value is a word from a list, and those that take any value.
     let mut valued: Vec<(String, Option<Vec<String>>)> = Vec::new();
@@ -258,7 +258,7 @@ fn bash(words: &str, valued: &[(String, Option<Vec<String>>)]) -> String {
     }
     format!(
         "# bash completion for xvsadm, made from its option table (xvs {VERSION}).\n\
-# Also for the names it is installed under: ipvsadm, ipvsadm-save, ...\n\
+# (ipvsadm's own name keeps the completion bash-completion has for it.)\n\
 _xvsadm() {{\n\
     local cur prev\n\
     cur=\"${{COMP_WORDS[COMP_CWORD]}}\"\n\
@@ -267,7 +267,7 @@ _xvsadm() {{\n\
 {cases}    esac\n\
     COMPREPLY=($(compgen -W '{words}' -- \"$cur\"))\n\
 }}\n\
-complete -F _xvsadm xvsadm xvsadm-save xvsadm-restore ipvsadm ipvsadm-save ipvsadm-restore\n"
+complete -F _xvsadm xvsadm xvsadm-save xvsadm-restore\n"
     )
 }
 
@@ -285,7 +285,7 @@ fn zsh(words: &str, valued: &[(String, Option<Vec<String>>)]) -> String {
         let _ = writeln!(cases, "    {opt}) {action}; return ;;");
     }
     format!(
-        "#compdef xvsadm xvsadm-save xvsadm-restore ipvsadm ipvsadm-save ipvsadm-restore\n\
+        "#compdef xvsadm xvsadm-save xvsadm-restore\n\
 # zsh completion for xvsadm, made from its option table (xvs {VERSION}).\n\
 local prev=${{words[CURRENT-1]}}\n\
 case $prev in\n\
