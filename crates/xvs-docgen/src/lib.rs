@@ -249,7 +249,19 @@ fn bash(words: &str, valued: &[(String, Option<Vec<String>>)]) -> String {
             ("--socket", _) => "COMPREPLY=($(compgen -f -- \"$cur\"))".to_string(),
             (_, Some(v)) => format!("COMPREPLY=($(compgen -W '{}' -- \"$cur\"))", v.join(" ")),
             // Addresses, numbers, interfaces: nothing to offer but hosts.
-            (o, None) if matches!(o, "-t" | "-u" | "-r" | "--tcp-service" | "--udp-service" | "--real-server" | "--sctp-service" | "-z" | "--laddr") => {
+            (o, None)
+                if matches!(
+                    o,
+                    "-t" | "-u"
+                        | "-r"
+                        | "--tcp-service"
+                        | "--udp-service"
+                        | "--real-server"
+                        | "--sctp-service"
+                        | "-z"
+                        | "--laddr"
+                ) =>
+            {
                 "COMPREPLY=($(compgen -A hostname -- \"$cur\"))".to_string()
             }
             (_, None) => "COMPREPLY=()".to_string(),
@@ -277,7 +289,19 @@ fn zsh(words: &str, valued: &[(String, Option<Vec<String>>)]) -> String {
         let action = match (opt.as_str(), vals) {
             ("--socket", _) => "_files".to_string(),
             (_, Some(v)) => format!("compadd -- {}", v.join(" ")),
-            (o, None) if matches!(o, "-t" | "-u" | "-r" | "--tcp-service" | "--udp-service" | "--real-server" | "--sctp-service" | "-z" | "--laddr") => {
+            (o, None)
+                if matches!(
+                    o,
+                    "-t" | "-u"
+                        | "-r"
+                        | "--tcp-service"
+                        | "--udp-service"
+                        | "--real-server"
+                        | "--sctp-service"
+                        | "-z"
+                        | "--laddr"
+                ) =>
+            {
                 "_hosts".to_string()
             }
             (_, None) => "_message value".to_string(),
@@ -330,10 +354,15 @@ mod tests {
         for w in help
             .lines()
             .filter(|l| !l.contains("-j MARK"))
-            .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == '|' || c == '[' || c == ']')
-            .filter(|w| w.starts_with("--") && w.len() > 2))
+            .flat_map(|l| {
+                l.split(|c: char| c.is_whitespace() || c == '|' || c == '[' || c == ']')
+                    .filter(|w| w.starts_with("--") && w.len() > 2)
+            })
         {
-            assert!(words.iter().any(|x| x == w), "{w} is in -h but not completed");
+            assert!(
+                words.iter().any(|x| x == w),
+                "{w} is in -h but not completed"
+            );
         }
         for (w, _) in XVSADM_EXTRA {
             assert!(help.contains(w) || *w == "--socket", "{w} not in -h");

@@ -11,7 +11,13 @@ use std::process::{Command, Stdio};
 
 /// Runs `name` (a symlink to xvsadm in `dir`, found on PATH as a script would
 /// find it) with `args` and `input` on stdin: (status, stdout, stderr).
-fn run_as(dir: &Path, sock: &Path, name: &str, args: &[&str], input: &str) -> (i32, String, String) {
+fn run_as(
+    dir: &Path,
+    sock: &Path,
+    name: &str,
+    args: &[&str],
+    input: &str,
+) -> (i32, String, String) {
     let link = dir.join(name);
     if !link.exists() {
         std::os::unix::fs::symlink(xvsadm_bin(), &link).expect("symlink");
@@ -45,13 +51,19 @@ fn called_as_ipvsadm_it_speaks_as_ipvsadm() {
     let bin = temp_dir();
     let (code, out, _) = run_as(&bin, &d.sock, "ipvsadm", &["-h"], "");
     assert_eq!(code, 0);
-    assert!(out.contains("Usage:\n  ipvsadm -A|E virtual-service"), "{out}");
+    assert!(
+        out.contains("Usage:\n  ipvsadm -A|E virtual-service"),
+        "{out}"
+    );
     assert!(!out.contains("xvsadm"), "{out}");
     // popt's refusal names the program as invoked.
     let (code, _, err) = run_as(&bin, &d.sock, "ipvsadm", &["-t", "1.2.3.4:80"], "");
     assert_eq!(
         (code, err.as_str()),
-        (255, "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n")
+        (
+            255,
+            "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n"
+        )
     );
     // Same listing, same bytes, under either name.
     d.ok("-A -t 10.77.0.100:80 -s rr");
@@ -62,7 +74,10 @@ fn called_as_ipvsadm_it_speaks_as_ipvsadm() {
     let gone = bin.join("nothing.sock");
     let (code, _, err) = run_as(&bin, &gone, "ipvsadm", &["-L", "-n"], "");
     assert_eq!(code, 2);
-    assert!(err.starts_with("ipvsadm: cannot connect to xvsd at "), "{err}");
+    assert!(
+        err.starts_with("ipvsadm: cannot connect to xvsd at "),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&bin);
 }
 

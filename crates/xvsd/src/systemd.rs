@@ -103,7 +103,8 @@ pub fn watch(beats: Arc<Vec<Beat>>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("xvsd-watchdog".into())
         .spawn(move || {
-            let read = || -> Vec<u64> { beats.iter().map(|b| b.0.load(Ordering::Relaxed)).collect() };
+            let read =
+                || -> Vec<u64> { beats.iter().map(|b| b.0.load(Ordering::Relaxed)).collect() };
             let mut last = read();
             let mut stuck_logged = false;
             loop {
