@@ -8,8 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
 # The Debian package and its tests: dpkg-deb/dpkg-shlibdeps build it, strip
 # trims the binaries, man-db renders and indexes the pages, systemd-analyze
-# verifies the unit, setpriv starts xvsd with the unit's capabilities.
-APT_PKGS += dpkg-dev binutils man-db groff-base systemd util-linux xz-utils
+# verifies the unit, setpriv starts xvsd with the unit's capabilities and
+# strace stalls one of its workers (the watchdog test).
+APT_PKGS += dpkg-dev binutils man-db groff-base systemd util-linux xz-utils strace
 
 .PHONY: all deps build test fmt-check clippy unit demo bench clean fuzz loom deb
 
