@@ -461,6 +461,10 @@ fn xvsd_runs_as_the_unit_runs_it() {
         "{text}"
     );
     assert!(
+        text.contains("backend=xdp-native"),
+        "not on native XDP with the unit's capabilities:\n{text}"
+    );
+    assert!(
         !text.contains("raising the worker's priority"),
         "CAP_SYS_NICE had no effect:\n{text}"
     );
@@ -469,4 +473,96 @@ fn xvsd_runs_as_the_unit_runs_it() {
     let _ = reader.join();
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("service test: {:.1}s", t0.elapsed().as_secs_f32());
+}
+
+/// Each capability of the unit is needed: without it xvsd does not come up
+/// on an interface (or, for CAP_SYS_NICE, its workers run at the kernel
+/// threads' priority and it says so).
+#[test]
+fn each_capability_of_the_unit_is_needed() {
+    if !require_root() {
+        return;
+    }
+    let p = format!("{}-caps", test_prefix());
+    let ns = Netns::new(&p).unwrap();
+    sh(
+        &ns,
+        "ip link add v0 type veth peer name v1 && ip addr add 10.77.94.1/24 dev v0 && \
+         ip link set v0 up && ip link set v1 up && ip link set lo up",
+    );
+    let dir = std::env::temp_dir().join(&p);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let xvsd = dir.join("xvsd");
+    std::fs::copy(bin("xvsd"), &xvsd).unwrap();
+    let caps: Vec<String> = unit_value("AmbientCapabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    for missing in &caps {
+        let set: String = std::iter::once("-all".to_string())
+            .chain(
+                caps.iter()
+                    .filter(|c| *c != missing)
+                    .map(|c| format!("+{c}")),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
+        let socket = dir.join(format!("{missing}.sock"));
+        let log_path = dir.join(format!("{missing}.log"));
+        let args = [
+            "setpriv",
+            &format!("--reuid={UID}"),
+            &format!("--regid={UID}"),
+            "--clear-groups",
+            &format!("--inh-caps={set}"),
+            &format!("--ambient-caps={set}"),
+            &format!("--bounding-set={set}"),
+            "--no-new-privs",
+            xvsd.to_str().unwrap(),
+            "-i",
+            "v0",
+            "--conn-max",
+            "4096",
+            "--socket",
+            socket.to_str().unwrap(),
+        ];
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut procs = Procs(vec![ns
+            .spawn(&args, Stdio::null(), Stdio::from(log))
+            .unwrap()]);
+        let child = &mut procs.0[0];
+        let mut exited = None;
+        let up = wait_for(20, || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || socket.exists()
+        });
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(up, "without {missing}: neither up nor gone\n{text}");
+        // Two come up degraded, and say so: the workers at the NAPI
+        // threads' priority, or the slow AF_PACKET path instead of XDP
+        // (the verifier refuses the steering program).
+        let degraded = match missing.as_str() {
+            "sys_nice" => Some("raising the worker's priority"),
+            "perfmon" => Some("backend=af-packet"),
+            _ => None,
+        };
+        if let Some(says) = degraded {
+            assert!(
+                exited.is_none(),
+                "without {missing} xvsd should run:\n{text}"
+            );
+            assert!(
+                text.contains(says),
+                "without {missing}: {says} expected\n{text}"
+            );
+        } else {
+            assert!(
+                exited.is_some_and(|s| !s.success()),
+                "xvsd came up without {missing}:\n{text}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
