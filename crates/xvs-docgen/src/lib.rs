@@ -367,6 +367,58 @@ mod tests {
         assert!(zsh.starts_with("#compdef xvsadm"));
     }
 
+    /// `word` as the written pages spell an option: bold, hyphens escaped.
+    fn roff_option(word: &str) -> String {
+        format!("\\fB{}\\fR", word.replace('-', "\\-"))
+    }
+
+    #[test]
+    fn the_xvsadm_page_names_every_option() {
+        let page = include_str!("../../../packaging/man/xvsadm.8");
+        for w in xvsadm_words() {
+            assert!(page.contains(&roff_option(&w)), "xvsadm(8) lacks {w}");
+        }
+        for s in xvs_core::service::SchedKind::ALL {
+            assert!(
+                page.contains(&format!("\\fB{}\\fR", s.name())),
+                "xvsadm(8) lacks {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_page_names_every_key_of_the_example() {
+        let page = include_str!("../../../packaging/man/xvsd.toml.5");
+        let example = include_str!("../../../configs/xvsd.toml");
+        for line in example.lines() {
+            let l = line.trim_start_matches('#').trim();
+            let key = if let Some(section) = l.strip_prefix('[') {
+                section
+                    .trim_end_matches(']')
+                    .trim_matches(|c| c == '[' || c == ']')
+            } else if let Some((k, _)) = l.split_once(" = ") {
+                k
+            } else {
+                continue;
+            };
+            if key.is_empty() || key.contains(' ') {
+                continue;
+            }
+            let want = if line
+                .trim_start()
+                .trim_start_matches('#')
+                .trim()
+                .starts_with('[')
+            {
+                format!("\"[{}\"", key.replace('-', "\\-"))
+            } else {
+                roff_option(key)
+            };
+            let bare = want.trim_matches('"');
+            assert!(page.contains(bare), "xvsd.toml(5) lacks {key} ({want})");
+        }
+    }
+
     #[derive(clap::Parser)]
     #[command(about = "a test")]
     struct T {
