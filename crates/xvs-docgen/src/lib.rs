@@ -73,6 +73,25 @@ pub fn section(name: &str) -> &'static str {
     }
 }
 
+/// A longer DESCRIPTION than the one-line `about` of the command line.
+fn description(name: &str) -> Option<&'static str> {
+    match name {
+        "xvsd" => Some(
+            "xvsd is the xvs director: it does in userspace what Linux IPVS does in the kernel. \
+An XDP program steers the frames of the virtual services on the given interfaces to \
+AF_XDP sockets (AF_PACKET where XDP cannot be had); one worker per RX queue looks them \
+up in a lock-free connection table, schedules new flows to real servers with the IPVS \
+schedulers, rewrites them for NAT, DR, IPIP tunnel or FULLNAT and transmits them. \
+Everything else goes on to the kernel untouched.
+
+The rules are set with xvsadm(8) over the control socket, loaded from a file in the \
+format of xvsadm -S (--rules), or read with their health checks from a keepalived.conf \
+(--keepalived-conf). Routes and neighbours are mirrored from the kernel over netlink.",
+        ),
+        _ => None,
+    }
+}
+
 /// The hand-written sections that follow the generated ones.
 fn extra(name: &str) -> &'static str {
     match name {
@@ -92,6 +111,14 @@ fn man(cmd: &Command, name: &str) -> std::io::Result<String> {
             .section(section(name))
             .source(format!("xvs {VERSION}"))
             .manual("xvs")
+    };
+    let described;
+    let cmd = match description(name) {
+        Some(text) => {
+            described = cmd.clone().long_about(text);
+            &described
+        }
+        None => cmd,
     };
     let top = page(cmd);
     let mut out = Vec::new();
