@@ -6,8 +6,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build and the tests use: clang/llvm/libbpf-dev build the XDP
 # programs, iproute2/ethtool/nftables/curl drive the namespace tests.
 APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
+# The Debian package and its tests: dpkg-deb/dpkg-shlibdeps build it, strip
+# trims the binaries, man-db renders and indexes the pages, systemd-analyze
+# verifies the unit, setpriv starts xvsd with the unit's capabilities and
+# strace stalls one of its workers (the watchdog test).
+APT_PKGS += dpkg-dev binutils man-db groff-base systemd util-linux xz-utils strace
 
-.PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood
+.PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood deb
 
 all: build
 
@@ -111,3 +116,12 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	cd crates/xvs-core && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run engine -- -max_total_time=$(FUZZ_SECS) -max_len=2048
 	cd crates/xvs-sync && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECS) -max_len=4096
+
+# The Debian package (xvs_VERSION_ARCH.deb in target/deb/) from a release
+# build: binaries, unit, conffile, man pages and completions (generated from
+# the binaries), docs, the ipvsadm alternative. `make test` builds the same
+# package from the debug binaries and installs, checks and purges it
+# (tests/tests/package.rs).
+deb: deps
+	$(CARGO) build --release -p xvsd -p xvsadm -p xvs-lab -p xvs-bench -p xvs-docgen
+	scripts/mkdeb.sh target/release target/deb

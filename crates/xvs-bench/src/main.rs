@@ -53,6 +53,9 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Some(code) = xvs_docgen::generate_if_asked::<Cli>("xvs-bench") {
+        std::process::exit(code);
+    }
     match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a),
         Cmd::Run(a) => run::run(a),

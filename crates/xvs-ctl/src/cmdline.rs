@@ -384,6 +384,40 @@ const OPTS: &[OptDef] = &[
     o("laddr", Some('z'), Arg::Required, Id::Laddr),
 ];
 
+/// Whether an option of [`options`] takes a value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OptArg {
+    None,
+    Required,
+    /// popt's optional argument (`-p [timeout]`): the next word if it is not an option.
+    Optional,
+}
+
+/// An option of the grammar, as the parser knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionInfo {
+    pub long: &'static str,
+    pub short: Option<char>,
+    pub arg: OptArg,
+    /// A command (`-A`, `-L`, ...; `-h` and `-v` included) rather than an option.
+    pub command: bool,
+}
+
+/// Every option of the popt table, in its order: what the shell completions
+/// are generated from, so that they follow the parser.
+pub fn options() -> impl Iterator<Item = OptionInfo> {
+    OPTS.iter().map(|d| OptionInfo {
+        long: d.long,
+        short: d.short,
+        arg: match d.arg {
+            Arg::None => OptArg::None,
+            Arg::Required => OptArg::Required,
+            Arg::Optional => OptArg::Optional,
+        },
+        command: matches!(d.id, Id::Cmd(_) | Id::Help | Id::Version),
+    })
+}
+
 /// One item of the popt-style scan: an option (with the argv word it came
 /// from, which popt names in its errors, and its argument), a bare argument,
 /// or an option popt would refuse.

@@ -68,6 +68,9 @@ enum Cmd {
 }
 
 fn main() {
+    if let Some(code) = xvs_docgen::generate_if_asked::<Args>("xvs-lab") {
+        std::process::exit(code);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

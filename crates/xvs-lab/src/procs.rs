@@ -31,9 +31,14 @@ pub fn bin_dir(opts: &LabOptions) -> PathBuf {
 /// The path of binary `name` in the bin dir, or an error for `step` saying how to get it.
 pub fn find_bin(opts: &LabOptions, name: &str, step: &str) -> Result<PathBuf> {
     let dir = bin_dir(opts);
-    let path = dir.join(name);
-    if path.is_file() {
-        return Ok(path);
+    // Installed from the package, the daemon and xvsadm are in /usr/sbin
+    // while xvs-lab is in /usr/bin.
+    let sbin = (dir == Path::new("/usr/bin")).then(|| PathBuf::from("/usr/sbin"));
+    for d in std::iter::once(&dir).chain(sbin.as_ref()) {
+        let path = d.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
     }
     Err(LabError::new(
         step,

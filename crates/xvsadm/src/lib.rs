@@ -170,9 +170,33 @@ fn unexpected(io: &mut Io, r: &Response, code: i32) -> i32 {
     io.fail(&format!("{me}: unexpected reply from xvsd: {r:?}"), code)
 }
 
+/// The command line as the program it was invoked as would see it. Called
+/// as `NAME-save` or `NAME-restore` (`xvsadm-save`, or `ipvsadm-save` through
+/// the alternative), it does what ipvsadm's scripts of those names do, `NAME
+/// -S`/`NAME -R` with the arguments given, and speaks as `NAME`; any other
+/// name (`ipvsadm` included) is kept as it is, as ipvsadm prints its argv[0].
+pub fn as_invoked(args: &[String]) -> Vec<String> {
+    let Some(first) = args.first() else {
+        return args.to_vec();
+    };
+    let base = std::path::Path::new(first)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (name, cmd) = match (base.strip_suffix("-save"), base.strip_suffix("-restore")) {
+        (Some(n), _) => (n, "-S"),
+        (_, Some(n)) => (n, "-R"),
+        _ => return args.to_vec(),
+    };
+    let mut v = vec![name.to_string(), cmd.to_string()];
+    v.extend(args[1..].iter().cloned());
+    v
+}
+
 /// Runs one xvsadm invocation (`args[0]` is the program name) and returns
 /// its exit status.
 pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let args = &as_invoked(args);
     let prog = args.first().cloned().unwrap_or_else(|| "xvsadm".into());
     let me = std::path::Path::new(&prog)
         .file_name()
@@ -548,6 +572,19 @@ mod tests {
         let (p, rest) = take_socket(&s(&["xvsadm", "--set", "--", "--socket", "x"])).unwrap();
         assert_eq!(p, None);
         assert_eq!(rest, s(&["xvsadm", "--set", "--", "--socket", "x"]));
+    }
+
+    #[test]
+    fn save_and_restore_names() {
+        assert_eq!(
+            as_invoked(&s(&["/usr/sbin/ipvsadm-save", "-n"])),
+            s(&["ipvsadm", "-S", "-n"])
+        );
+        assert_eq!(as_invoked(&s(&["xvsadm-restore"])), s(&["xvsadm", "-R"]));
+        // Other names, paths included, are left as invoked.
+        for v in [&["/usr/sbin/ipvsadm", "-L"][..], &["xvsadm"], &[]] {
+            assert_eq!(as_invoked(&s(v)), s(v));
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! plus the steering keys, kept in step with the rules on every change.
 
 use crate::config::Config;
+use crate::systemd::Beat;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -30,6 +31,8 @@ pub struct DataPlane {
     threads: Vec<JoinHandle<()>>,
     _ifaces: Arc<Vec<Interface>>,
     steer: Option<Arc<SteerSync>>,
+    /// One progress counter per worker, for the systemd watchdog.
+    beats: Arc<Vec<Beat>>,
 }
 
 impl DataPlane {
@@ -38,6 +41,11 @@ impl DataPlane {
     /// rules get their traffic (None without interfaces).
     pub fn steer_sync(&self) -> Option<Arc<SteerSync>> {
         self.steer.clone()
+    }
+
+    /// The workers' heartbeats: each moves on every turn of its worker's loop.
+    pub fn heartbeats(&self) -> Arc<Vec<Beat>> {
+        self.beats.clone()
     }
 }
 
@@ -335,6 +343,7 @@ pub fn start(
             threads: Vec::new(),
             _ifaces: Arc::new(Vec::new()),
             steer: None,
+            beats: Arc::new(Vec::new()),
         });
     }
     let choice = match cfg.backend.as_deref() {
@@ -369,6 +378,7 @@ pub fn start(
     });
     steer.sync_local();
     let mut threads = Vec::new();
+    let beats: Arc<Vec<Beat>> = Arc::new(plan.workers.iter().map(|_| Beat::default()).collect());
     for (w, wp) in plan.workers.iter().enumerate() {
         let wcfg = WorkerConfig {
             busy_poll: cfg.busy_poll,
@@ -378,9 +388,10 @@ pub fn start(
         let (ifs, e, st) = (ifaces.clone(), engine.clone(), stop.clone());
         let (ports, core) = (wp.ports.clone(), wp.core);
         let (tx, rx) = mpsc::channel();
+        let b = beats.clone();
         let t = std::thread::Builder::new()
             .name(format!("xvsd-worker-{w}"))
-            .spawn(move || worker_loop(ifs, ports, w as u32, wcfg, e, st, core, tx, mode))?;
+            .spawn(move || worker_loop(ifs, ports, w as u32, wcfg, e, st, core, tx, mode, b))?;
         // Sockets are opened in the worker thread; wait for its verdict.
         rx.recv()
             .map_err(|_| anyhow!("worker {w} died while starting"))?
@@ -392,6 +403,7 @@ pub fn start(
         threads,
         _ifaces: ifaces,
         steer: Some(steer),
+        beats,
     })
 }
 
@@ -473,6 +485,7 @@ fn worker_loop(
     core: Option<usize>,
     started: mpsc::Sender<Result<()>>,
     mode: Mode,
+    beats: Arc<Vec<Beat>>,
 ) {
     if let Some(c) = core {
         let mut set = nix::sched::CpuSet::new();
@@ -520,7 +533,13 @@ fn worker_loop(
         .iter()
         .map(|&g| local[(g + 1) % ifaces.len()])
         .collect();
+    let beat = &beats[q as usize].0;
+    let mut turns = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        // The watchdog's evidence that this worker goes round: one relaxed
+        // store a turn (a turn is a batch, or a poll timeout when idle).
+        turns = turns.wrapping_add(1);
+        beat.store(turns, Ordering::Relaxed);
         // poll() sleeps when idle; the timeout lets the loop see `stop`.
         match w.poll(Duration::from_millis(100)) {
             Ok(false) => continue,

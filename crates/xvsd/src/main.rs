@@ -14,6 +14,7 @@ mod health;
 mod metrics;
 mod state;
 mod sync;
+mod systemd;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -134,14 +135,20 @@ fn reload(
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Some(code) = xvs_docgen::generate_if_asked::<Args>("xvsd") {
+        std::process::exit(code);
+    }
+    systemd::init();
+    if !systemd::init_journal_logging() {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     if let Err(e) = run() {
         eprintln!("xvsd: {e:#}");
         std::process::exit(1);
@@ -334,8 +341,17 @@ fn run() -> Result<()> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ])?;
+    // Every interface forwards, the socket answers and SIGHUP is handled:
+    // tell systemd, and feed its watchdog while the workers go round.
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=serving {} interface(s) with {} worker(s)",
+        cfg.interfaces.len(),
+        plan.workers.len()
+    ));
+    systemd::watch(dp.heartbeats()).context("starting the watchdog thread")?;
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
+            systemd::notify("RELOADING=1");
             if let Some(h) = &health {
                 if let Err(e) = h.reload() {
                     tracing::error!("keepalived.conf reload failed, nothing changed: {e:#}");
@@ -348,8 +364,10 @@ fn run() -> Result<()> {
             } else if health.is_none() {
                 tracing::info!("SIGHUP: no --rules, --config or --keepalived-conf file to reload");
             }
+            systemd::notify("READY=1");
             continue;
         }
+        systemd::notify("STOPPING=1");
         tracing::info!("shutting down");
         break;
     }
