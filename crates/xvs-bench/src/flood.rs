@@ -17,6 +17,14 @@
 //! The table: xvsd's `xvs_conn_table_entries` from its metrics endpoint;
 //! nftables's connection tracking count, emptied (`conntrack -F`) before each
 //! of its rounds, since its entries outlive the nft table that made them.
+//!
+//! The clients' TSO is off for the figure, so that their packets reach the
+//! director through the receive ring the flood fills, as on a NIC. With TSO
+//! on, a veth hands a local TCP sender's packets to its peer's CPU backlog
+//! instead (`veth_skb_is_eligible_for_gro`), a queue of their own that the
+//! flood never fills: nftables would be measured with its legitimate traffic
+//! beside the flood rather than in it. (xvs's native XDP program turns TSO
+//! off on the peer by itself.)
 
 use crate::gen::{Gen, GenSpec};
 use crate::probe;
@@ -416,6 +424,20 @@ pub fn phase(
     conn_threads: usize,
     mut step: impl FnMut(&str),
 ) -> Result<Vec<SynFlood>> {
+    // Restores the clients' TSO however the phase ends.
+    struct Tso<'a>(&'a Topo);
+    impl Drop for Tso<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.gen.exec(&["ethtool", "-K", "g0", "tso", "on"]);
+        }
+    }
+    if systems.is_empty() {
+        return Ok(Vec::new());
+    }
+    t.gen
+        .exec(&["ethtool", "-K", "g0", "tso", "off"])
+        .context("turning the clients' TSO off")?;
+    let _tso = Tso(t);
     let stop = Arc::new(AtomicBool::new(false));
     let addrs: Vec<SocketAddr> = [RS1, RS2]
         .iter()
@@ -554,7 +576,7 @@ pub fn readme(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "\n**SYN flood** (port {FLOOD_PORT}, the same clients as above): new connections per second without a flood and while the generator (core 0) sends TCP SYNs to the VIP's port as fast as it goes, every one a new flow; {:.1}-s windows, the second starting {:.1} s into the flood; a fresh director each round (xvs's table {XVS_CONN_MAX} entries). Offered: what the generator sent; dropped: the share of it the director's interface refused (its receive ring full; for xvs also its AF_XDP queue). Table: entries at the peak (sampled every {} ms; xvs: `xvs_conn_table_entries`, nftables: `nf_conntrack_count`), of its bound; new flows refused for want of room (xvs: `conn_table_full` drops, conntrack: `drop`) and entries evicted to make room (xvs: `drop_entry`, conntrack: `early_drop`).\n",
+        "\n**SYN flood** (port {FLOOD_PORT}; 32 clients, one HTTP/1.0 request per connection, as in the TCP figure): new connections per second without a flood and while the generator (core 0) sends TCP SYNs to the VIP's port as fast as it goes, every one a new flow (the clients' TSO off, so that their packets share the director's receive ring with the flood, as on a NIC); {:.1}-s windows, the second starting {:.2} s into the flood; a fresh director each round (xvs's table {XVS_CONN_MAX} entries). Offered: what the generator sent; dropped: the share of it the director's interface refused (its receive ring full; for xvs also its AF_XDP queue). Table: entries at the peak (sampled every {} ms; xvs: `xvs_conn_table_entries`, nftables: `nf_conntrack_count`), of its bound; new flows refused for want of room (xvs: `conn_table_full` drops, conntrack: `drop`) and entries evicted to make room (xvs: `drop_entry`, conntrack: `early_drop`).\n",
         r.method.load_secs,
         settle(r.method.load_secs),
         SAMPLE.as_millis()
