@@ -4,8 +4,9 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build and the tests use: clang/llvm/libbpf-dev build the XDP
-# programs, iproute2/ethtool/nftables/curl drive the namespace tests.
-APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping
+# programs, iproute2/ethtool/nftables/curl drive the namespace tests, conntrack
+# empties nftables' connection table between the bench's SYN-flood rounds.
+APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables iputils-ping conntrack
 # The Debian package and its tests: dpkg-deb/dpkg-shlibdeps build it, strip
 # trims the binaries, man-db renders and indexes the pages, systemd-analyze
 # verifies the unit, setpriv starts xvsd with the unit's capabilities and
@@ -72,9 +73,11 @@ demo: deps
 
 # xvs against its ceiling (xvsd's I/O path, pass-through engine), the kernel
 # (ip_forward, nftables DNAT) and HAProxy, in one run: no-drop rates, cycles
-# per packet at a fixed load, TCP conns/s and bulk; 6 interleaved rounds, about
-# 25 minutes. Results in bench/results/. Run it on a quiet machine; BENCH_ARGS
-# to adjust (e.g. BENCH_ARGS="--runs 3 --secs 1" for a quick look).
+# per packet at a fixed load, TCP conns/s and bulk, conns/s under a SYN flood;
+# 6 interleaved rounds, about 28 minutes. Results in bench/results/. Run it on
+# a quiet machine; BENCH_ARGS to adjust (e.g. BENCH_ARGS="--runs 3 --secs 1"
+# for a quick look, BENCH_ARGS="--only xvs-nat,nft-dnat,flood" for the SYN
+# flood figure alone).
 BENCH_ARGS ?=
 bench: bench-deps
 	$(CARGO) build --release -p xvs-bench -p xvsd

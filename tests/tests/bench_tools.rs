@@ -3,7 +3,11 @@
 //! given, and the sink counts them against the right real server.
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use xvs_netns::{test_prefix, veth, Netns};
+
+/// One `xvs-bench run` at a time: each pins work to both cores.
+static RUN: Mutex<()> = Mutex::new(());
 
 #[test]
 fn gen_sends_what_sink_counts_per_rs() {
@@ -113,6 +117,7 @@ fn bench_run_measures_xvs_nat_and_its_ceiling() {
     if !xvs_netns::require_root() {
         return;
     }
+    let _one = RUN.lock().unwrap_or_else(|e| e.into_inner());
     let p = format!("{}-br", test_prefix());
     let out_dir = std::env::temp_dir().join(&p);
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -120,7 +125,8 @@ fn bench_run_measures_xvs_nat_and_its_ceiling() {
         .args([
             "run",
             "--only",
-            "ceiling,xvs-nat",
+            // The UDP figures only (the flood figure has its own test).
+            "ceiling,xvs-nat,udp",
             "--runs",
             "1",
             "--no-tcp",
@@ -182,6 +188,77 @@ fn bench_run_measures_xvs_nat_and_its_ceiling() {
     let md_text = String::from_utf8_lossy(&md.stdout);
     assert!(
         md.status.success() && md_text.contains("| xvs-nat | 64 B | new |"),
+        "{md_text}"
+    );
+    assert!(xvs_netns::list(&p).is_empty(), "namespaces left behind");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// The SYN-flood figure alone (`--only SYSTEMS,flood`), shortened: xvs NAT and
+/// nftables DNAT side by side, each with a rate without and during the
+/// flood, the flood's rate and the table's peak and bound; the text report
+/// and the README generator show it.
+#[test]
+fn bench_run_flood_figure_for_xvs_and_nft() {
+    if !xvs_netns::require_root() {
+        return;
+    }
+    let _one = RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let p = format!("{}-bf", test_prefix());
+    let out_dir = std::env::temp_dir().join(&p);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = Command::new(xvs_e2e::bin("xvs-bench"))
+        .args(["run", "--only", "xvs-nat,nft-dnat,flood", "--runs", "1"])
+        .args(["--load-secs", "0.5", "--prefix", &p, "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SYN flood: new TCP connections/s"), "{text}");
+    let json = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap_or_else(|| panic!("no JSON report: {text}"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Only the figure asked for.
+    assert!(r["throughput"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["tcp"].as_array().unwrap().is_empty(), "{r}");
+    let rows = r["flood"].as_array().unwrap();
+    let systems: Vec<&str> = rows.iter().map(|x| x["system"].as_str().unwrap()).collect();
+    assert_eq!(systems, ["xvs-nat", "nft-dnat"], "{r}");
+    for row in rows {
+        let med = |f: &str| row[f]["median"].as_f64().unwrap();
+        assert!(med("conns_per_sec_without") > 0.0, "{row}");
+        assert!(med("offered_mpps") > 0.0, "{row}");
+        assert!(row["conns_per_sec_during"]["median"].is_number(), "{row}");
+        assert!(row["table_bound"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["table_peak"]["median"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["rounds"].as_array().unwrap().len(), 1, "{row}");
+    }
+    assert!(
+        r["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["metric"] == "conns/s during SYN flood"),
+        "{r}"
+    );
+    let md = Command::new(xvs_e2e::bin("xvs-bench"))
+        .args(["readme", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let md_text = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.status.success()
+            && md_text.contains("**SYN flood**")
+            && md_text.contains("| nft-dnat | "),
         "{md_text}"
     );
     assert!(xvs_netns::list(&p).is_empty(), "namespaces left behind");

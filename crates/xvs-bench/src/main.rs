@@ -4,14 +4,16 @@
 //! established-flow fast path, new connections, the cost per packet as the
 //! connection table grows, and (`--threads`) several workers on one table.
 //! `xvs-bench run` compares xvs with the kernel, HAProxy and its own ceiling
-//! on veths (no-drop rates, cycles per packet, TCP); `readme` and `spread`
-//! turn its JSON into the README's section and compare runs; `gen` and `sink`
-//! are its generator and counter as commands of their own.
+//! on veths (no-drop rates, cycles per packet, TCP, TCP under a SYN flood);
+//! `readme` and `spread` turn its JSON into the README's section and compare
+//! runs; `gen` and `sink` are its generator and counter as commands of their
+//! own.
 
 #![forbid(unsafe_code)]
 
 mod cpu;
 mod engine;
+mod flood;
 mod gen;
 mod probe;
 mod readme;

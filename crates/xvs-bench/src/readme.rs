@@ -142,6 +142,7 @@ pub fn section(r: &Report, json: &Path) -> String {
             );
         }
     }
+    o.push_str(&crate::flood::readme(r));
     // Recomputed from the runs, so that the generator's rules apply to old runs too.
     let ratios = crate::report::ratios(r);
     if !ratios.is_empty() {

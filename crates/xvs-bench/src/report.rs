@@ -87,7 +87,12 @@ fn ratio_text(r: Option<Ci>, distinct: bool) -> String {
     }
 }
 
-fn ratio(metric: &str, group: &str, num: (&str, &Ci, &[f64]), den: (&str, &Ci, &[f64])) -> Ratio {
+pub(crate) fn ratio(
+    metric: &str,
+    group: &str,
+    num: (&str, &Ci, &[f64]),
+    den: (&str, &Ci, &[f64]),
+) -> Ratio {
     let r = paired_ratio(num.2, den.2);
     let distinct = !num.1.overlaps(den.1);
     Ratio {
@@ -186,6 +191,7 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
             ));
         }
     }
+    out.extend(crate::flood::ratios(r));
     out
 }
 
@@ -294,6 +300,7 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    o.push_str(&crate::flood::table(r));
     if !r.ratios.is_empty() {
         let _ = writeln!(
             o,
@@ -313,7 +320,13 @@ pub fn table(r: &Report) -> String {
 const WIDTH: f64 = 920.0;
 
 /// One panel of horizontal bars (median) with interval whiskers.
-fn panel(s: &mut String, y0: f64, title: &str, rows: &[(String, Ci, &str)], prec: usize) -> f64 {
+pub(crate) fn panel(
+    s: &mut String,
+    y0: f64,
+    title: &str,
+    rows: &[(String, Ci, &str)],
+    prec: usize,
+) -> f64 {
     let (w, bar_h, left) = (WIDTH, 18.0, 330.0);
     let max = rows
         .iter()
@@ -352,7 +365,7 @@ fn panel(s: &mut String, y0: f64, title: &str, rows: &[(String, Ci, &str)], prec
     y + 10.0
 }
 
-fn color(system: &str) -> &'static str {
+pub(crate) fn color(system: &str) -> &'static str {
     if system.starts_with("xvs") {
         "#2b7bba"
     } else if system == "ceiling" {
@@ -433,6 +446,7 @@ pub fn svg(r: &Report) -> String {
             .collect();
         y = panel(&mut body, y, "Bulk TCP, Gbps (1500-byte MTU)", &rows, 2);
     }
+    y = crate::flood::svg(r, &mut body, y);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\

@@ -11,6 +11,8 @@
 //! 3. TCP through the VIP: new connections per second (short HTTP/1.0
 //!    exchanges) and bulk throughput (1500-byte MTU), with the director's
 //!    busy time per connection.
+//! 4. SYN flood: the same new connections per second without and during a
+//!    SYN flood, for the NAT systems (`flood.rs`).
 //!
 //! Each phase is repeated `--runs` times in rounds (round r measures every
 //! system once before round r+1 starts), so that the VM's drift over minutes
@@ -60,7 +62,9 @@ pub struct Args {
     load: Option<f64>,
     /// Systems (comma-separated): ceiling, xvs-nat, xvs-dr, xvs-tun,
     /// xvs-fullnat, ip-forward, nft-dnat, haproxy. Default: ceiling, xvs-nat,
-    /// nft-dnat, ip-forward, haproxy.
+    /// nft-dnat, ip-forward, haproxy. Figures may be named among them to
+    /// measure only those: udp (no-drop rate and cost), tcp, flood (SYN
+    /// flood, NAT systems only); default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip the TCP measurements.
@@ -160,9 +164,15 @@ pub struct Report {
     pub method: Method,
     pub throughput: Vec<Throughput>,
     pub tcp: Vec<Tcp>,
+    /// Absent from runs before the SYN-flood figure.
+    #[serde(default)]
+    pub flood: Vec<crate::flood::SynFlood>,
     pub ratios: Vec<crate::report::Ratio>,
     pub wall_secs: f64,
 }
+
+/// The figures `--only` can name.
+const FIGURES: [&str; 3] = ["udp", "tcp", "flood"];
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -189,19 +199,19 @@ fn flows_name(f: Flood) -> &'static str {
 /// an expected length (seconds), scaled by how the run has gone so far.
 struct Progress {
     started: Instant,
-    /// Expected seconds of each search, cost and TCP step.
-    weights: [f64; 3],
+    /// Expected seconds of each search, cost, TCP and SYN-flood step.
+    weights: [f64; 4],
     /// Steps of each kind done, and in all.
-    done: [usize; 3],
-    total: [usize; 3],
+    done: [usize; 4],
+    total: [usize; 4],
 }
 
 impl Progress {
-    fn expected(&self, n: [usize; 3]) -> f64 {
-        (0..3).map(|i| n[i] as f64 * self.weights[i]).sum()
+    fn expected(&self, n: [usize; 4]) -> f64 {
+        (0..4).map(|i| n[i] as f64 * self.weights[i]).sum()
     }
 
-    /// Starts a step of kind `kind` (0 search, 1 cost, 2 TCP).
+    /// Starts a step of kind `kind` (0 search, 1 cost, 2 TCP, 3 SYN flood).
     fn step(&mut self, kind: usize, what: &str) {
         let el = self.started.elapsed().as_secs_f64();
         let done = self.expected(self.done);
@@ -237,13 +247,18 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(f) = a.frames.iter().find(|f| !(64..=1518).contains(*f)) {
         bail!("--frames: {f} is not in 64..=1518");
     }
-    let systems: Vec<System> = if a.only.is_empty() {
+    // --only names systems and figures; naming no figure means all of them.
+    let (figures, names): (Vec<&String>, Vec<&String>) =
+        a.only.iter().partition(|s| FIGURES.contains(&s.as_str()));
+    let wants = |f: &str| figures.is_empty() || figures.iter().any(|x| *x == f);
+    let systems: Vec<System> = if names.is_empty() {
         System::DEFAULT.to_vec()
     } else {
-        a.only
+        names
             .iter()
             .map(|s| System::parse(s))
-            .collect::<Result<_>>()?
+            .collect::<Result<_>>()
+            .with_context(|| format!("--only takes systems and figures ({})", FIGURES.join(", ")))?
     };
     let started = Instant::now();
     let background = crate::cpu::background_busy(2.0)?;
@@ -270,10 +285,20 @@ pub fn run(a: Args) -> Result<()> {
     topo::pin_self(GEN_CPU)?;
     let t = Topo::new(&a.prefix).context("building the bench topology")?;
     systems::preflight(&t, &systems)?;
+    let flood_systems: Vec<System> = if wants("flood") {
+        systems
+            .iter()
+            .copied()
+            .filter(|&s| crate::flood::applies(s))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate::flood::preflight(&flood_systems)?;
     let hz = crate::cpu::cpu_hz();
 
     let mut cases = Vec::new();
-    for &frame in &a.frames {
+    for &frame in a.frames.iter().filter(|_| wants("udp")) {
         for &sys in systems.iter().filter(|s| s.floods()) {
             for new_flows in [false, true] {
                 if new_flows && !sys.stateful() {
@@ -289,7 +314,7 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let tcp_systems: Vec<System> = if a.no_tcp {
+    let tcp_systems: Vec<System> = if a.no_tcp || !wants("tcp") {
         Vec::new()
     } else {
         systems.iter().copied().filter(|s| s.does_tcp()).collect()
@@ -302,18 +327,21 @@ pub fn run(a: Args) -> Result<()> {
             1.0 + (o_secs_half(a.secs)) + 10.0 * (a.secs + 0.8),
             1.0 + 0.5 + a.load_secs + 2.0 * 0.8,
             1.0 + 2.0 * a.load_secs + 1.0,
+            crate::flood::step_secs(a.load_secs),
         ],
-        done: [0; 3],
+        done: [0; 4],
         total: [
             a.runs * cases.len(),
             a.runs * cases.len(),
             a.runs * tcp_systems.len(),
+            a.runs * flood_systems.len(),
         ],
     };
     eprintln!(
-        "xvs-bench run: {} floods and {} TCP systems, {} rounds: about {:.0} minutes",
+        "xvs-bench run: {} floods, {} TCP systems and {} under SYN flood, {} rounds: about {:.0} minutes",
         cases.len(),
         tcp_systems.len(),
+        flood_systems.len(),
         a.runs,
         prog.expected(prog.total) / 60.0
     );
@@ -446,6 +474,15 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         tcp_phase(&t, &tcp_systems, &a, &mut prog)?
     };
+    // 4. SYN flood.
+    let flood = crate::flood::phase(
+        &t,
+        &flood_systems,
+        a.runs,
+        a.load_secs,
+        a.conn_threads,
+        |what| prog.step(3, what),
+    )?;
 
     let (k, coverage) = stats::ci_rank(a.runs);
     let mut report = Report {
@@ -473,6 +510,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         throughput,
         tcp,
+        flood,
         ratios: Vec::new(),
         wall_secs: 0.0,
     };

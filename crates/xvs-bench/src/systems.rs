@@ -1,6 +1,6 @@
 //! The systems under test and how each is set up as the director.
 
-use crate::topo::{Topo, BULK_PORT, DIR_CPU, HTTP_PORT, LIP, RS1, RS2, VIP};
+use crate::topo::{Topo, BULK_PORT, DIR_CPU, FLOOD_PORT, HTTP_PORT, LIP, RS1, RS2, VIP};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -11,6 +11,10 @@ use xvs_netns::Netns;
 /// entries then expire while the table is in use, a steady state like the
 /// kernel's conntrack at its limit, instead of a table that only grows.
 const XVS_UDP_TIMEOUT: u32 = 10;
+
+/// xvsd's metrics endpoint inside the director's namespace (the SYN-flood
+/// figure reads the table's occupancy there).
+pub const XVS_METRICS: &str = "127.0.0.1:9184";
 
 /// One system under test.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -199,7 +203,12 @@ fn xvs_rules(sys: System) -> String {
         _ => "--fullnat",
     };
     let mut rules = format!("--set 0 0 {XVS_UDP_TIMEOUT}\n");
-    for (proto, port) in [("-u", 80), ("-t", HTTP_PORT), ("-t", BULK_PORT)] {
+    for (proto, port) in [
+        ("-u", 80),
+        ("-t", HTTP_PORT),
+        ("-t", BULK_PORT),
+        ("-t", FLOOD_PORT),
+    ] {
         rules.push_str(&format!("-A {proto} {VIP}:{port} -s rr\n"));
         for rs in [RS1, RS2] {
             rules.push_str(&format!("-a {proto} {VIP}:{port} -r {rs}:{port} {fwd}\n"));
@@ -268,7 +277,12 @@ pub fn start(t: &Topo, sys: System, conn_max: u32) -> Result<Director> {
                 "nft add table ip xvsb && \
                  nft add chain ip xvsb pre '{ type nat hook prerouting priority -100; }'",
             );
-            for (proto, port) in [("udp", 80), ("tcp", HTTP_PORT), ("tcp", BULK_PORT)] {
+            for (proto, port) in [
+                ("udp", 80),
+                ("tcp", HTTP_PORT),
+                ("tcp", BULK_PORT),
+                ("tcp", FLOOD_PORT),
+            ] {
                 script.push_str(&format!(
                     " && nft add rule ip xvsb pre ip daddr {VIP} {proto} dport {port} dnat to numgen inc mod 2 map {{ 0 : {RS1}, 1 : {RS2} }}"
                 ));
@@ -301,7 +315,7 @@ pub fn start(t: &Topo, sys: System, conn_max: u32) -> Result<Director> {
             std::fs::write(
                 t.tmp("toml"),
                 format!(
-                    "conn_max = {conn_max}\n[[interface]]\nname = \"d0\"\n[[interface]]\nname = \"d1\"\n"
+                    "conn_max = {conn_max}\nmetrics = \"{XVS_METRICS}\"\n[[interface]]\nname = \"d0\"\n[[interface]]\nname = \"d1\"\n"
                 ),
             )?;
             let sock = t.tmp("sock");

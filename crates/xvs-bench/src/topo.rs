@@ -30,6 +30,9 @@ pub const CLIENT: &str = "10.77.60.2";
 /// TCP ports: short HTTP/1.0 exchanges (conns/s) and bulk streams.
 pub const HTTP_PORT: u16 = 8080;
 pub const BULK_PORT: u16 = 5201;
+/// The SYN-flood figure's service (`flood.rs`): its own port and servers, so
+/// that it does not depend on the TCP figure's.
+pub const FLOOD_PORT: u16 = 8081;
 
 /// The three namespaces and their veths; deleted on drop.
 pub struct Topo {
