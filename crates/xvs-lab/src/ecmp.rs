@@ -11,9 +11,9 @@
 //!   ──┴── bridge 10.77.21.0/24 (namespace -sw) ─────────────────────────────
 //!     │            │             │             │              │
 //!   d1 .11       d2 .12   ...  dN .10+N      rs1 .101  ...  rsM .100+M
-//!   xvsd + BIRD (AS 65001, VIP 10.77.22.100/32      VIP on lo, echo :7, HTTP :80,
-//!   exported while `xvs-lab announce` sees           replies straight to the router
-//!   xvsd answer)                                     (TUN: XDP decapsulation)
+//!   xvsd + BIRD (AS 65001, announces VIP            VIP on lo, echo :7, HTTP :80,
+//!   10.77.22.100/32 while `xvs-lab announce`     replies straight to the router
+//!   sees xvsd answer)                                (TUN: XDP decapsulation)
 //! ```
 //!
 //! Every director runs the same rules (`mh` with `mh-port` by default), its
@@ -521,7 +521,10 @@ impl EcmpLab {
         self.plug(&role)?;
         let ns = self.name(&role);
         addr(&ns, "eth0", director_addr(i).into(), 24)?;
-        addr(&ns, "lo", vip().into(), 32)?;
+        // No VIP on the director itself: while its xvsd is down (before the
+        // health loop withdraws the route) the kernel would answer the
+        // VIP's flows with resets; without it they are dropped and
+        // retransmitted to a director that picks them up.
         route(&ns, "default", router_addr().into())?;
         self.directors.push(Director::default());
         let o = self.opts.as_lab_options();
@@ -578,16 +581,24 @@ impl EcmpLab {
         Ok(i)
     }
 
-    /// Director `i` dies as a machine would: its fabric link goes silent (no
-    /// BGP close reaches the router; BFD has to notice) and every process of
-    /// it is SIGKILLed. Returns when it is done.
+    /// Director `i` dies as a hung machine would: from now on nothing it
+    /// sends leaves it and nothing reaches its stack (netdev ingress and egress
+    /// filters that drop everything, so no BGP close reaches the router and
+    /// BFD has to notice), and every process of it is SIGKILLed. The link
+    /// stays up: a link going down makes the lab's bridge forget the
+    /// director's MAC and flood its frames to every port, where the other
+    /// directors would pick them up before the router has rerouted anything,
+    /// and the figures would not measure BFD. Returns the moment of death.
     pub fn kill_director(&mut self, i: usize) -> Result<Instant> {
         let ns = self.name(&format!("d{i}"));
-        ip(
-            &ns,
-            &format!("cut d{i} off"),
-            &["link", "set", "eth0", "down"],
-        )?;
+        let step = format!("cut d{i} off");
+        let script = "nft -f - <<'EOF'\n\
+            table netdev dead {\n\
+              chain in { type filter hook ingress device eth0 priority -500; policy drop; }\n\
+              chain out { type filter hook egress device eth0 priority -500; policy drop; }\n\
+            }\n\
+            EOF\n";
+        self.ns(&format!("d{i}")).sh(script).step(&step)?;
         let t = Instant::now();
         for c in self.directors[i - 1].children() {
             let _ = c.kill();
