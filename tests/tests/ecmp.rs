@@ -295,7 +295,6 @@ fn scenario(mode: Mode, sched: &str, strict: bool) {
         t_d = Some(t);
         std::thread::sleep(Duration::from_secs(3));
     }
-    let t_d_end = Instant::now();
 
     // (c) a real server leaves every director.
     let gone = "rs1";
@@ -371,12 +370,13 @@ fn scenario(mode: Mode, sched: &str, strict: bool) {
     }
 
     // (a) and (b): nothing broke, nothing was lost.
-    for k in &broke_before_c {
-        let (t, e) = seen[*k].error.as_ref().unwrap();
+    if let Some(&k) = broke_before_c.first() {
+        let (t, e) = seen[k].error.as_ref().unwrap();
         panic!(
-            "flow :{} on {} broke {:?} after the start of (a): {e}",
-            ports[*k],
-            names[*k],
+            "{} flows broke after the start of (a), the first :{} on {} {:?} after it: {e}",
+            broke_before_c.len(),
+            ports[k],
+            names[k],
             t.duration_since(t_a)
         );
     }
@@ -409,7 +409,6 @@ fn scenario(mode: Mode, sched: &str, strict: bool) {
     );
     assert!(health_withdrawn.unwrap() < Duration::from_secs(2));
     assert_eq!(back_d.len(), on_d4.len(), "every flow of d4 came back");
-    let _ = t_d_end;
 
     // (c): exactly the removed server's flows ended.
     let ended: BTreeSet<usize> = (0..CONNS).filter(|&k| seen[k].error.is_some()).collect();
