@@ -12,6 +12,9 @@ APT_PKGS := clang llvm libbpf-dev linux-libc-dev iproute2 ethtool curl nftables 
 # verifies the unit, setpriv starts xvsd with the unit's capabilities and
 # strace stalls one of its workers (the watchdog test).
 APT_PKGS += dpkg-dev binutils man-db groff-base systemd util-linux xz-utils strace
+# The ECMP lab and its tests: BIRD 2 speaks BGP and BFD between the lab's
+# router and directors (bird, birdc).
+APT_PKGS += bird2
 
 .PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood deb
 

@@ -17,6 +17,12 @@
 //! `pick <svc flags> <client/dest addr> <client port> <dest index | ->` lines: what the
 //! kernel's schedule function returned for that packet (`flags` 8 = fallback,
 //! 16 = port, dh ignores both and hashes the address as destination).
+//!
+//! The kernel fills the tables in list order; xvs by default in address order
+//! (`TableOrder::Address`, docs/DEVIATIONS.md). Every fixture is checked with
+//! `TableOrder::List`, which must be the kernel exactly; the address-order
+//! table must be the kernel's for the list sorted by address, which the
+//! fixtures whose list is already sorted check directly against the kernel.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use xvs_core::addr::Addr;
 use xvs_core::sched::dh::DhScheduler;
 use xvs_core::sched::mh::MhScheduler;
 use xvs_core::sched::sh::ShScheduler;
-use xvs_core::sched::{SchedInput, Scheduler};
+use xvs_core::sched::{SchedInput, SchedParams, Scheduler, TableOrder};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{
     Af, Dest, DestSpec, FwdMethod, Protocol, SchedKind, ServiceKey, ServiceSpec, SvcFlags,
@@ -149,42 +155,119 @@ fn input(addr: Addr, port: u16) -> SchedInput {
     }
 }
 
-fn check(name: &str) {
-    let f = load(name);
-    let dests = build_dests(&f);
-    let (table, base): (Vec<Option<usize>>, Box<dyn Scheduler>) = match f.kind.as_str() {
+/// The table of the fixture's kind over `dests`, filled in `order`.
+fn build(
+    f: &Fixture,
+    dests: &[Arc<Dest>],
+    order: TableOrder,
+) -> (Vec<Option<usize>>, Box<dyn Scheduler>) {
+    match f.kind.as_str() {
         "mh" => {
-            let s =
-                MhScheduler::new(SvcFlags::default(), &dests, f.size as u32, Some(f.af)).unwrap();
+            let s = MhScheduler::with_order(
+                SvcFlags::default(),
+                dests,
+                f.size as u32,
+                Some(f.af),
+                order,
+            )
+            .unwrap();
             (s.table().collect(), Box::new(s))
         }
         "sh" => {
-            let s = ShScheduler::new(SvcFlags::default(), &dests);
+            let s = ShScheduler::with_order(SvcFlags::default(), dests, order);
             (s.table().collect(), Box::new(s))
         }
         _ => {
-            let s = DhScheduler::new(&dests);
+            let s = DhScheduler::with_order(dests, order);
             (s.table().collect(), Box::new(s))
         }
-    };
-    assert_eq!(table.len(), f.size, "{name}: table size");
+    }
+}
+
+/// Whether the fixture's list is already in address order (IPv4 first, then
+/// by address and port), so that xvs's default table is the kernel's as is.
+fn sorted(f: &Fixture) -> bool {
+    f.dests
+        .windows(2)
+        .all(|w| (w[0].addr, w[0].port) < (w[1].addr, w[1].port))
+}
+
+/// Checks the fixture in list order (the kernel's) and, when its list is sorted,
+/// in address order too. Returns whether the address order was checked.
+fn check(name: &str) -> bool {
+    let f = load(name);
+    let dests = build_dests(&f);
+    let mut orders = vec![TableOrder::List];
+    if sorted(&f) {
+        orders.push(TableOrder::Address);
+    }
+    for order in &orders {
+        check_order(name, &f, &dests, *order);
+    }
+    address_order_is_the_sorted_list(name, &f, &dests);
+    orders.len() == 2
+}
+
+fn check_order(name: &str, f: &Fixture, dests: &[Arc<Dest>], order: TableOrder) {
+    let (table, base) = build(f, dests, order);
+    assert_eq!(table.len(), f.size, "{name} {order:?}: table size");
     if let Some(want) = &f.table {
         for (i, (got, want)) in table.iter().zip(want).enumerate() {
-            assert_eq!(got, want, "{name}: slot {i}");
+            assert_eq!(got, want, "{name} {order:?}: slot {i}");
         }
     }
-    assert_eq!(fnv(&table), f.digest, "{name}: table digest");
+    assert_eq!(fnv(&table), f.digest, "{name} {order:?}: table digest");
     assert!(!f.picks.is_empty());
     for (flags, addr, port, want) in &f.picks {
         let s = base.with_flags(SvcFlags(*flags));
-        let got = s.schedule(&dests, &input(*addr, *port));
-        assert_eq!(got, *want, "{name}: pick flags {flags} {addr}:{port}");
+        let got = s.schedule(dests, &input(*addr, *port));
+        assert_eq!(
+            got, *want,
+            "{name} {order:?}: pick flags {flags} {addr}:{port}"
+        );
     }
+}
+
+/// The address-order table over the fixture's list is the list-order (kernel)
+/// table over the same dests listed by address, slot for slot.
+fn address_order_is_the_sorted_list(name: &str, f: &Fixture, dests: &[Arc<Dest>]) {
+    let mut by_addr: Vec<usize> = (0..dests.len()).collect();
+    by_addr.sort_by_key(|&i| (dests[i].addr, dests[i].port));
+    let relisted: Vec<Arc<Dest>> = by_addr.iter().map(|&i| dests[i].clone()).collect();
+    let (addr_table, _) = build(f, dests, TableOrder::Address);
+    let (kernel_sorted, _) = build(f, &relisted, TableOrder::List);
+    let mapped: Vec<Option<usize>> = kernel_sorted
+        .iter()
+        .map(|x| x.map(|j| by_addr[j]))
+        .collect();
+    assert!(
+        addr_table == mapped,
+        "{name}: the address-order table is not the kernel's for the sorted list"
+    );
 }
 
 #[test]
 fn mh_4093_weights_3_2_1() {
     check("mh_4093_w3-2-1.txt");
+}
+
+#[test]
+fn address_order_is_checked_against_the_kernel_directly() {
+    // These fixtures list their dests by address: xvs's default table must be
+    // the kernel's as is, for each kind.
+    for name in [
+        "mh_4093_mixed-weights.txt",
+        "mh_251_v6.txt",
+        "mh_32749_w5-10-15.txt",
+        "mh_131071_20dests.txt",
+        "sh_w1-2-3.txt",
+        "sh_mixed.txt",
+        "sh_v6.txt",
+        "dh_3.txt",
+        "dh_v6.txt",
+    ] {
+        assert!(check(name), "{name} is not in address order");
+    }
 }
 
 #[test]
@@ -273,13 +356,25 @@ fn check_via_table(name: &str, sched: SchedKind) {
         addr: vip,
         port: 80,
     };
-    for flags in [
-        0,
-        SvcFlags::SCHED1,
-        SvcFlags::SCHED2,
-        SvcFlags::SCHED1 | SvcFlags::SCHED2,
-    ] {
+    let mut orders = vec![TableOrder::List];
+    if sorted(&f) {
+        orders.push(TableOrder::Address);
+    }
+    for (order, flags) in orders.into_iter().flat_map(|o| {
+        [
+            0,
+            SvcFlags::SCHED1,
+            SvcFlags::SCHED2,
+            SvcFlags::SCHED1 | SvcFlags::SCHED2,
+        ]
+        .map(|f| (o, f))
+    }) {
         let mut t = ServiceTable::new();
+        t.set_sched_params(SchedParams {
+            table_order: order,
+            ..SchedParams::default()
+        })
+        .unwrap();
         let mut spec = ServiceSpec::new(key);
         spec.sched = sched;
         spec.flags = SvcFlags(flags);
@@ -309,7 +404,10 @@ fn check_via_table(name: &str, sched: SchedKind) {
             let got = svc
                 .schedule(&input(*addr, *port))
                 .map(|d| svc.dests.iter().position(|x| Arc::ptr_eq(x, d)).unwrap());
-            assert_eq!(got, *want, "{name} via table: flags {flags} {addr}:{port}");
+            assert_eq!(
+                got, *want,
+                "{name} via table, {order:?}: flags {flags} {addr}:{port}"
+            );
         }
     }
 }

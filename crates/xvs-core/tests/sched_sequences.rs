@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use xvs_core::addr::Addr;
 use xvs_core::sched::lblc::LblcScheduler;
-use xvs_core::sched::{SchedInput, Scheduler};
+use xvs_core::sched::{SchedInput, SchedParams, Scheduler, TableOrder};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{Dest, DestSpec, Protocol, SchedKind, ServiceKey, ServiceSpec, SvcFlags};
 use xvs_core::time::Time;
@@ -49,6 +49,13 @@ impl Lab {
             port: 80,
         };
         let mut t = ServiceTable::new();
+        // The kernel's sequences: sh, dh and mh fill their tables in list order
+        // (xvs's default is address order, see sched_ecmp.rs).
+        t.set_sched_params(SchedParams {
+            table_order: TableOrder::List,
+            ..SchedParams::default()
+        })
+        .unwrap();
         let mut spec = ServiceSpec::new(key);
         spec.sched = sched;
         spec.flags = SvcFlags(flags);

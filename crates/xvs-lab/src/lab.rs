@@ -484,15 +484,30 @@ fn check_options(o: &LabOptions) -> Result<()> {
 }
 
 /// Removes everything a lab with `prefix` made: stops xvsd gracefully, kills
-/// every process in its namespaces, deletes the namespaces and the run dir.
-/// Returns the namespaces it deleted. Silent when there is nothing.
+/// every process in its namespaces (BIRD included), deletes the namespaces
+/// and the run dir. Returns the namespaces it deleted. Silent when there is
+/// nothing.
 pub fn teardown(prefix: &str) -> Vec<String> {
     let names = xvs_netns::list(&format!("{prefix}-"));
-    // xvsd first, with SIGTERM, so it detaches its XDP programs cleanly.
-    let dir = format!("{prefix}-dir");
-    if names.contains(&dir) {
-        procs::stop_pids(&procs::netns_pids(&dir), STOP_GRACE);
-    }
+    // The directors first (`-dir`, or the ECMP lab's `-d1`, `-d2`...), with
+    // SIGTERM, so xvsd detaches its XDP programs cleanly.
+    let directors: Vec<i32> = names
+        .iter()
+        .filter(|n| {
+            n.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|role| {
+                    role == "dir"
+                        || role
+                            .strip_prefix('d')
+                            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+        .flat_map(|n| procs::netns_pids(n))
+        .collect();
+    procs::stop_pids(&directors, STOP_GRACE);
+    // BIRD by its pid files too, should its namespace be gone already.
+    procs::kill_pid_files(&run_dir(prefix), "bird");
     let pids: Vec<i32> = names.iter().flat_map(|n| procs::netns_pids(n)).collect();
     for n in &names {
         xvs_netns::delete(n);

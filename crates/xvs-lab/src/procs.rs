@@ -218,3 +218,28 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// SIGKILLs the processes named in `dir`'s `*.pid` files whose command is
+/// `comm` (a pid file outlives its process; the pid may be someone else's).
+pub fn kill_pid_files(dir: &Path, comm: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "pid") {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours =
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm);
+        if ours && alive(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

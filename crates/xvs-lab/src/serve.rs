@@ -5,7 +5,9 @@
 //! - `GET /bytes?n=N` streams N bytes of [`crate::pattern`];
 //! - `GET /peer` answers the client's address as the server sees it
 //!   (`10.77.1.200:40001\n`: the LIP in FULLNAT, the client in NAT);
-//! - any UDP datagram on the same address is answered with the name.
+//! - any UDP datagram on the same address is answered with the name;
+//! - on the `echo` addresses (TCP), a connection first gets the name as a
+//!   line, then every byte it sends back (long-lived flows of the ECMP lab).
 //!
 //! Keep-alive is supported; every reply carries `X-Served-By: <name>`.
 
@@ -21,6 +23,8 @@ pub struct ServeConfig {
     pub listen: Vec<SocketAddr>,
     /// Also answer UDP datagrams on the listen addresses.
     pub udp: bool,
+    /// TCP echo addresses: the name as a line, then an echo of the stream.
+    pub echo: Vec<SocketAddr>,
 }
 
 /// Longest request line or header line accepted.
@@ -48,36 +52,64 @@ pub fn serve(cfg: &ServeConfig) -> io::Result<()> {
             );
         }
     }
-    tracing::info!(name = %cfg.name, listen = ?cfg.listen, "serving");
+    let mut echoes = Vec::new();
+    for a in &cfg.echo {
+        echoes.push(
+            TcpListener::bind(a)
+                .map_err(|e| io::Error::new(e.kind(), format!("bind echo {a}: {e}")))?,
+        );
+    }
+    tracing::info!(name = %cfg.name, listen = ?cfg.listen, echo = ?cfg.echo, "serving");
     std::thread::scope(|s| {
+        for l in echoes {
+            let name = cfg.name.clone();
+            s.spawn(move || accept_loop(&l, &name, echo));
+        }
         for sock in sockets {
             let name = cfg.name.as_str();
             s.spawn(move || udp_echo(&sock, name));
         }
         for l in listeners {
             let name = cfg.name.clone();
-            s.spawn(move || {
-                for conn in l.incoming() {
-                    match conn {
-                        Ok(c) => {
-                            let name = name.clone();
-                            std::thread::spawn(move || {
-                                if let Err(e) = handle(c, &name) {
-                                    tracing::debug!(error = %e, "connection ended");
-                                }
-                            });
-                        }
-                        // Out of fds or threads: wait and go on rather than exit.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            });
+            s.spawn(move || accept_loop(&l, &name, handle));
         }
     });
     Ok(())
+}
+
+/// Serves each connection of `l` on a thread of its own with `serve_one`.
+fn accept_loop(l: &TcpListener, name: &str, serve_one: fn(TcpStream, &str) -> io::Result<()>) {
+    for conn in l.incoming() {
+        match conn {
+            Ok(c) => {
+                let name = name.to_string();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve_one(c, &name) {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                });
+            }
+            // Out of fds or threads: wait and go on rather than exit.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The echo service: the name as a line, then every byte back, until EOF.
+fn echo(mut conn: TcpStream, name: &str) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    conn.write_all(format!("{name}\n").as_bytes())?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.write_all(&buf[..n])?;
+    }
 }
 
 fn udp_echo(sock: &UdpSocket, name: &str) {
@@ -284,6 +316,7 @@ mod tests {
             name: name.to_string(),
             listen: vec![addr],
             udp: true,
+            echo: vec![],
         };
         std::thread::spawn(move || serve(&cfg).unwrap());
         for _ in 0..500 {
@@ -359,5 +392,35 @@ mod tests {
         let mut buf = [0u8; 16];
         let n = c.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"rs3\n");
+    }
+
+    #[test]
+    fn echo_says_its_name_then_echoes() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let cfg = ServeConfig {
+            name: "rs3".into(),
+            listen: vec![],
+            udp: false,
+            echo: vec![addr],
+        };
+        std::thread::spawn(move || serve(&cfg).unwrap());
+        let mut c = (0..500)
+            .find_map(|_| {
+                TcpStream::connect(addr).ok().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("echo server up");
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "rs3\n");
+        c.write_all(b"0123456789").unwrap();
+        let mut back = [0u8; 10];
+        r.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"0123456789");
     }
 }

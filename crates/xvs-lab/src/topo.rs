@@ -43,13 +43,13 @@ impl Spaces<'_> {
 }
 
 /// `ip -n NS args...` under a step name.
-fn ip(ns: &str, step: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn ip(ns: &str, step: &str, args: &[&str]) -> Result<()> {
     let mut full = vec!["ip", "-n", ns];
     full.extend_from_slice(args);
     xvs_netns::run(&full).step(step).map(drop)
 }
 
-fn sysctl(ns: &Netns, step: &str, settings: &[String]) -> Result<()> {
+pub(crate) fn sysctl(ns: &Netns, step: &str, settings: &[String]) -> Result<()> {
     let mut args = vec!["sysctl", "-q", "-w"];
     args.extend(settings.iter().map(String::as_str));
     ns.exec(&args).step(step).map(drop)
@@ -57,7 +57,7 @@ fn sysctl(ns: &Netns, step: &str, settings: &[String]) -> Result<()> {
 
 /// Adds an address; IPv6 ones skip duplicate address detection so they are
 /// usable at once.
-fn addr(ns: &str, dev: &str, a: IpAddr, plen: u8) -> Result<()> {
+pub(crate) fn addr(ns: &str, dev: &str, a: IpAddr, plen: u8) -> Result<()> {
     let cidr = format!("{a}/{plen}");
     let step = format!("add address {cidr} on {dev} in {ns}");
     match a {
@@ -70,7 +70,7 @@ fn addr(ns: &str, dev: &str, a: IpAddr, plen: u8) -> Result<()> {
     }
 }
 
-fn route(ns: &str, dst: &str, via: IpAddr) -> Result<()> {
+pub(crate) fn route(ns: &str, dst: &str, via: IpAddr) -> Result<()> {
     let family = if via.is_ipv4() { "-4" } else { "-6" };
     let via = via.to_string();
     ip(
@@ -292,22 +292,32 @@ pub(crate) fn decap(s: &Spaces, kernel: bool, run_dir: &Path) -> Result<Decap> {
         }
         return Ok(Decap::Kernel);
     }
+    let rs: Vec<(&str, &str)> =
+        p.rs.iter()
+            .map(|r| (r.name.as_str(), r.ns.as_str()))
+            .collect();
+    attach_decap(&rs, run_dir)
+}
+
+/// Attaches bpf/decap.c to `eth0` of each (name, namespace) in `rs`: natively
+/// where the driver takes it, else (from the first refusal on) in generic mode.
+pub(crate) fn attach_decap(rs: &[(&str, &str)], run_dir: &Path) -> Result<Decap> {
     let obj = run_dir.join("decap.o");
     std::fs::write(&obj, DECAP_OBJ).step(&format!("write {}", obj.display()))?;
     let obj = obj.to_string_lossy().to_string();
     let mut mode = Decap::XdpNative;
-    for r in &p.rs {
-        let step = format!("attach decap XDP on {}", r.name);
+    for &(name, ns) in rs {
+        let step = format!("attach decap XDP on {name}");
         let attach = |how: &str| {
             xvs_netns::run(&[
-                "ip", "-n", &r.ns, "link", "set", "dev", "eth0", how, "obj", &obj, "sec", "xdp",
+                "ip", "-n", ns, "link", "set", "dev", "eth0", how, "obj", &obj, "sec", "xdp",
             ])
         };
         if mode == Decap::XdpNative {
             match attach("xdpdrv") {
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::warn!(rs = %r.name, error = %crate::error::describe(&e), "native XDP refused; using generic XDP");
+                    tracing::warn!(rs = %name, error = %crate::error::describe(&e), "native XDP refused; using generic XDP");
                     mode = Decap::XdpGeneric;
                 }
             }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use xvs_core::conn::state::MAX_TIMEOUT;
 use xvs_core::conn::{TcpState, Timeouts};
 use xvs_core::engine::{Knobs, MarkRule};
+use xvs_core::sched::TableOrder;
 
 /// `[[interface]]`: a data interface.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct Config {
     /// Kernel sysctl equivalents.
     #[serde(default)]
     pub knobs: Option<Knobs>,
+    /// Scheduler settings the kernel takes from Kconfig or its build.
+    #[serde(default)]
+    pub sched: Option<SchedConfig>,
     /// fwmark classification rules.
     #[serde(default, rename = "mark")]
     pub marks: Vec<MarkRule>,
@@ -63,6 +67,18 @@ pub struct Config {
     /// Connection sync: the kernel's `sync_*` sysctls and xvs's settings.
     #[serde(default)]
     pub sync: Option<crate::sync::SyncConfig>,
+}
+
+/// `[sched]`: how the table schedulers are built.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SchedConfig {
+    /// The order sh, dh and mh fill their tables in: "address" (xvs's
+    /// default: every director with the same dests builds the same table,
+    /// whatever order they were added in; what ECMP needs) or "list" (the
+    /// kernel's list order, newest dest first).
+    #[serde(default)]
+    pub table_order: TableOrder,
 }
 
 /// `[timeouts]`: the kernel's per-state TCP timeouts (which ipvsadm cannot
@@ -295,5 +311,9 @@ mod tests {
         let partial: Config = toml::from_str("[knobs]\ndrop_entry = 3").unwrap();
         assert_eq!(partial.knobs.unwrap().drop_entry, 3);
         assert!(toml::from_str::<Config>("[knobs]\nsloppy = true").is_err());
+        assert_eq!(c.sched.unwrap_or_default().table_order, TableOrder::Address);
+        let list: Config = toml::from_str("[sched]\ntable_order = \"list\"").unwrap();
+        assert_eq!(list.sched.unwrap().table_order, TableOrder::List);
+        assert!(toml::from_str::<Config>("[sched]\ntable_order = \"kernel\"").is_err());
     }
 }

@@ -222,6 +222,11 @@ fn run() -> Result<()> {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.sync = Some(sync.clone());
         s.sync_cfg = sync_cfg;
+        let params = xvs_core::sched::SchedParams {
+            table_order: cfg.sched.unwrap_or_default().table_order,
+            ..s.table.sched_params()
+        };
+        s.table.set_sched_params(params).context("in [sched]")?;
     }
     if args.rules.is_some() && args.keepalived_conf.is_some() {
         anyhow::bail!(

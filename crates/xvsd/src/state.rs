@@ -347,6 +347,8 @@ impl State {
             self.engine.limits.max_services,
             self.engine.limits.max_dests,
         );
+        // The parameters were checked when they were set.
+        let _ = t.set_sched_params(self.table.sched_params());
         for s in self.table.services() {
             let _ = t.add_service(s.spec.clone());
             // Kernel order is newest first: add oldest first.

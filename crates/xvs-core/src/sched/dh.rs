@@ -1,9 +1,12 @@
 //! dh, destination hashing (`ip_vs_dh.c`): a 256-bucket table filled by cycling the
 //! list one bucket per dest (weights ignored); the packet's destination address
 //! picks the bucket.
+//!
+//! The kernel cycles the list in its order; xvs cycles it in address order by
+//! default ([`TableOrder`]), so directors with the same dests agree.
 
 use super::hash::hash_32;
-use super::{SchedInput, Scheduler};
+use super::{SchedInput, Scheduler, TableOrder};
 use crate::service::{Dest, SchedKind, ServiceError, SvcFlags};
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ const EMPTY: u32 = u32::MAX;
 /// The bucket table (dest indices).
 #[derive(Clone)]
 pub struct DhScheduler {
+    order: TableOrder,
     buckets: Box<[u32; TAB_SIZE]>,
 }
 
@@ -26,15 +30,22 @@ impl std::fmt::Debug for DhScheduler {
 }
 
 impl DhScheduler {
-    /// Builds the table for `dests` (`ip_vs_dh_reassign`).
+    /// Builds the table for `dests` (`ip_vs_dh_reassign`), cycling them in address order.
     pub fn new(dests: &[Arc<Dest>]) -> Self {
+        Self::with_order(dests, TableOrder::Address)
+    }
+
+    /// [`DhScheduler::new`] cycling the dests in `order` ([`TableOrder::List`]: the
+    /// kernel's table for this list).
+    pub fn with_order(dests: &[Arc<Dest>], order: TableOrder) -> Self {
         let mut buckets = Box::new([EMPTY; TAB_SIZE]);
-        if !dests.is_empty() {
+        let walk = order.positions(dests);
+        if !walk.is_empty() {
             for (i, b) in buckets.iter_mut().enumerate() {
-                *b = (i % dests.len()) as u32;
+                *b = walk[i % walk.len()] as u32;
             }
         }
-        DhScheduler { buckets }
+        DhScheduler { order, buckets }
     }
 
     /// The table as dest indices, `None` for an empty bucket.
@@ -64,7 +75,7 @@ impl Scheduler for DhScheduler {
         dests: &[Arc<Dest>],
         _: SvcFlags,
     ) -> Result<Box<dyn Scheduler>, ServiceError> {
-        Ok(Box::new(DhScheduler::new(dests)))
+        Ok(Box::new(DhScheduler::with_order(dests, self.order)))
     }
 
     fn with_flags(&self, _: SvcFlags) -> Box<dyn Scheduler> {

@@ -2,9 +2,14 @@
 //! fills slots along its own permutation (offset, skip from hsiphash of its address
 //! and port), `turns` slots per round in proportion to its last non-zero weight; the
 //! client address (plus its port with mh-port) picks the slot.
+//!
+//! The kernel walks the dest list in its order to fill the table, so the table
+//! depends on the order the dests were added in; xvs walks it in address order
+//! by default ([`TableOrder`]), which gives every director with the same dests
+//! the same table (mid-flow pickup behind ECMP, docs/ECMP.md).
 
 use super::hash::{fold_dest, hsiphash_1u32, MH_HASH1, MH_HASH2};
-use super::{SchedInput, Scheduler};
+use super::{SchedInput, Scheduler, TableOrder};
 use crate::service::{Af, Dest, SchedKind, ServiceError, SvcFlags};
 use std::sync::Arc;
 
@@ -22,6 +27,7 @@ pub struct MhScheduler {
     flags: SvcFlags,
     af: Option<Af>,
     size: u32,
+    order: TableOrder,
     lookup: Arc<[u32]>,
 }
 
@@ -59,14 +65,27 @@ impl std::fmt::Debug for MhScheduler {
 }
 
 impl MhScheduler {
-    /// Builds the table for `dests` (`ip_vs_mh_init_svc`). `table_size` must be one of
-    /// [`PRIMES`]; more dests than slots is EINVAL, as in the kernel. `af` is the
-    /// service's family, which decides how a dest address is folded for hashing.
+    /// Builds the table for `dests` (`ip_vs_mh_init_svc`), filled in address order.
+    /// `table_size` must be one of [`PRIMES`]; more dests than slots is EINVAL, as in
+    /// the kernel. `af` is the service's family, which decides how a dest address is
+    /// folded for hashing.
     pub fn new(
         flags: SvcFlags,
         dests: &[Arc<Dest>],
         table_size: u32,
         af: Option<Af>,
+    ) -> Result<Self, ServiceError> {
+        Self::with_order(flags, dests, table_size, af, TableOrder::Address)
+    }
+
+    /// [`MhScheduler::new`] with the dests taken in `order` to fill the table
+    /// ([`TableOrder::List`]: exactly the kernel's table for this list).
+    pub fn with_order(
+        flags: SvcFlags,
+        dests: &[Arc<Dest>],
+        table_size: u32,
+        af: Option<Af>,
+        order: TableOrder,
     ) -> Result<Self, ServiceError> {
         let index = PRIMES
             .iter()
@@ -77,11 +96,12 @@ impl MhScheduler {
         }
         // IP_VS_MH_TAB_BITS = CONFIG_IP_VS_MH_TAB_INDEX / 2, the weight shift's reference.
         let bits = (index as u32 + 8) / 2;
-        let lookup = populate(dests, table_size, bits, af).into();
+        let lookup = populate(dests, &order.positions(dests), table_size, bits, af).into();
         Ok(MhScheduler {
             flags,
             af,
             size: table_size,
+            order,
             lookup,
         })
     }
@@ -104,8 +124,10 @@ impl MhScheduler {
     }
 }
 
-/// `ip_vs_mh_permutate` + `ip_vs_mh_populate`.
-fn populate(dests: &[Arc<Dest>], m: u32, bits: u32, af: Option<Af>) -> Vec<u32> {
+/// `ip_vs_mh_permutate` + `ip_vs_mh_populate`, walking `dests` in the order of
+/// `walk` (positions in `dests`; the kernel's walk is 0, 1, 2, ...). The table
+/// holds positions in `dests`.
+fn populate(dests: &[Arc<Dest>], walk: &[usize], m: u32, bits: u32, af: Option<Af>) -> Vec<u32> {
     let mut lookup = vec![EMPTY; m as usize];
     let g = dests
         .iter()
@@ -120,19 +142,22 @@ fn populate(dests: &[Arc<Dest>], m: u32, bits: u32, af: Option<Af>) -> Vec<u32> 
     let rshift = (fls((maxw / g) as u32) as i32 - bits as i32).max(0) as u32;
 
     struct Setup {
+        index: u32,
         skip: u32,
         perm: u32,
         turns: i32,
     }
-    let mut setup: Vec<Setup> = dests
+    let mut setup: Vec<Setup> = walk
         .iter()
-        .map(|d| {
+        .map(|&i| {
+            let d = &dests[i];
             let fold = fold_dest(&d.addr, af);
             let offset = hashkey(fold, d.port, &MH_HASH1, 0) % m;
             let skip = hashkey(fold, d.port, &MH_HASH2, 0) % (m - 1) + 1;
             let lw = d.last_weight();
             let t = (lw / g) >> rshift;
             Setup {
+                index: i as u32,
                 skip,
                 perm: offset,
                 turns: if t != 0 { t } else { (lw != 0) as i32 },
@@ -159,7 +184,7 @@ fn populate(dests: &[Arc<Dest>], m: u32, bits: u32, af: Option<Af>) -> Vec<u32> 
                 }
             }
             taken[ds.perm as usize] = true;
-            lookup[ds.perm as usize] = p as u32;
+            lookup[ds.perm as usize] = ds.index;
             n += 1;
             if n == m {
                 return lookup;
@@ -212,8 +237,8 @@ impl Scheduler for MhScheduler {
         dests: &[Arc<Dest>],
         flags: SvcFlags,
     ) -> Result<Box<dyn Scheduler>, ServiceError> {
-        Ok(Box::new(MhScheduler::new(
-            flags, dests, self.size, self.af,
+        Ok(Box::new(MhScheduler::with_order(
+            flags, dests, self.size, self.af, self.order,
         )?))
     }
 

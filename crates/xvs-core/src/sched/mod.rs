@@ -86,6 +86,38 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The order in which sh, dh and mh fill their tables from the dest list.
+///
+/// The kernel fills them in list order (newest dest first), so two directors
+/// with the same dests added in another order build different tables and send
+/// the same client to different real servers. Behind ECMP a flow that moves to
+/// another director must find the same real server there, so xvs fills the
+/// tables in address order by default (docs/DEVIATIONS.md, docs/ECMP.md); for
+/// a list in address order both give the kernel's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableOrder {
+    /// By (family, address, port): the same table on every director that has
+    /// the same dests and weights, whatever order they were added in.
+    #[default]
+    Address,
+    /// The kernel's: list order, newest dest first.
+    List,
+}
+
+impl TableOrder {
+    /// Positions in `dests` in the order their table is filled.
+    pub fn positions(self, dests: &[Arc<Dest>]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..dests.len()).collect();
+        if self == TableOrder::Address {
+            // IpAddr orders IPv4 before IPv6, then by octets; (addr, port) is
+            // unique within a service.
+            order.sort_by_key(|&i| (dests[i].addr, dests[i].port));
+        }
+        order
+    }
+}
+
 /// Settings the kernel takes from Kconfig or sysctls, fixed when a scheduler is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedParams {
@@ -98,6 +130,8 @@ pub struct SchedParams {
     pub lblc_expiration: u64,
     /// `lblcr_expiration` sysctl, seconds.
     pub lblcr_expiration: u64,
+    /// How sh, dh and mh fill their tables (xvs: by address, see [`TableOrder`]).
+    pub table_order: TableOrder,
 }
 
 impl Default for SchedParams {
@@ -107,6 +141,7 @@ impl Default for SchedParams {
             mh_table_size: mh::DEFAULT_TABLE_SIZE,
             lblc_expiration: lblc::DEFAULT_EXPIRATION_SECS,
             lblcr_expiration: lblc::DEFAULT_EXPIRATION_SECS,
+            table_order: TableOrder::default(),
         }
     }
 }
@@ -138,13 +173,18 @@ pub fn new_scheduler_with(
         SchedKind::Ovf => Box::new(ovf::OvfScheduler),
         SchedKind::Lblc => Box::new(lblc::LblcScheduler::new(params.lblc_expiration)),
         SchedKind::Lblcr => Box::new(lblcr::LblcrScheduler::new(params.lblcr_expiration)),
-        SchedKind::Dh => Box::new(dh::DhScheduler::new(dests)),
-        SchedKind::Sh => Box::new(sh::ShScheduler::new(flags, dests)),
-        SchedKind::Mh => Box::new(mh::MhScheduler::new(
+        SchedKind::Dh => Box::new(dh::DhScheduler::with_order(dests, params.table_order)),
+        SchedKind::Sh => Box::new(sh::ShScheduler::with_order(
+            flags,
+            dests,
+            params.table_order,
+        )),
+        SchedKind::Mh => Box::new(mh::MhScheduler::with_order(
             flags,
             dests,
             params.mh_table_size,
             params.af,
+            params.table_order,
         )?),
     })
 }

@@ -1,9 +1,12 @@
 //! sh, source hashing (`ip_vs_sh.c`): a 256-bucket table filled by cycling the
 //! list, each dest taking `weight` consecutive buckets (at least one); the client
 //! address (plus its port with sh-port) picks the bucket.
+//!
+//! The kernel cycles the list in its order; xvs cycles it in address order by
+//! default ([`TableOrder`]), so directors with the same dests agree.
 
 use super::hash::hash_32;
-use super::{SchedInput, Scheduler};
+use super::{SchedInput, Scheduler, TableOrder};
 use crate::service::{Dest, SchedKind, ServiceError, SvcFlags};
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ const EMPTY: u32 = u32::MAX;
 #[derive(Clone)]
 pub struct ShScheduler {
     flags: SvcFlags,
+    order: TableOrder,
     buckets: Box<[u32; TAB_SIZE]>,
 }
 
@@ -42,21 +46,34 @@ impl std::fmt::Debug for ShScheduler {
 }
 
 impl ShScheduler {
-    /// Builds the table for `dests` (`ip_vs_sh_reassign`), using their current weights.
+    /// Builds the table for `dests` (`ip_vs_sh_reassign`), using their current weights,
+    /// cycling them in address order.
     pub fn new(flags: SvcFlags, dests: &[Arc<Dest>]) -> Self {
+        Self::with_order(flags, dests, TableOrder::Address)
+    }
+
+    /// [`ShScheduler::new`] cycling the dests in `order` ([`TableOrder::List`]: the
+    /// kernel's table for this list).
+    pub fn with_order(flags: SvcFlags, dests: &[Arc<Dest>], order: TableOrder) -> Self {
         let mut buckets = Box::new([EMPTY; TAB_SIZE]);
-        if !dests.is_empty() {
+        let walk = order.positions(dests);
+        if !walk.is_empty() {
             let (mut p, mut count) = (0, 0);
             for b in buckets.iter_mut() {
-                *b = p as u32;
+                let d = walk[p];
+                *b = d as u32;
                 count += 1;
-                if count >= dests[p].weight() {
-                    p = (p + 1) % dests.len();
+                if count >= dests[d].weight() {
+                    p = (p + 1) % walk.len();
                     count = 0;
                 }
             }
         }
-        ShScheduler { flags, buckets }
+        ShScheduler {
+            flags,
+            order,
+            buckets,
+        }
     }
 
     /// The table as dest indices, `None` for an empty bucket.
@@ -110,12 +127,13 @@ impl Scheduler for ShScheduler {
         dests: &[Arc<Dest>],
         flags: SvcFlags,
     ) -> Result<Box<dyn Scheduler>, ServiceError> {
-        Ok(Box::new(ShScheduler::new(flags, dests)))
+        Ok(Box::new(ShScheduler::with_order(flags, dests, self.order)))
     }
 
     fn with_flags(&self, flags: SvcFlags) -> Box<dyn Scheduler> {
         Box::new(ShScheduler {
             flags,
+            order: self.order,
             buckets: self.buckets.clone(),
         })
     }

@@ -153,6 +153,11 @@ impl ServiceTable {
         Ok(())
     }
 
+    /// The scheduler settings in force.
+    pub fn sched_params(&self) -> SchedParams {
+        self.params
+    }
+
     /// `-A`.
     pub fn add_service(&mut self, spec: ServiceSpec) -> Result<(), ServiceError> {
         check_service(&spec)?;

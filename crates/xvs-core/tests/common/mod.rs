@@ -268,7 +268,7 @@ impl Lab {
         self.engine.publish(&r);
     }
 
-    /// Runs xvsadm-like commands: "-A -t|-u VIP:port|-f MARK -s rr [-p [T]] [-o]", "-a -t VIP:port -r RIP:port -m|-g|-i|--fullnat [-w W] [-x U] [-y L]".
+    /// Runs xvsadm-like commands: "-A -t|-u VIP:port|-f MARK -s rr [-p [T]] [-o] [-b FLAGS]", "-a -t VIP:port -r RIP:port -m|-g|-i|--fullnat [-w W] [-x U] [-y L]".
     pub fn cmd(&mut self, line: &str) {
         crate::common::apply(&mut self.table, line);
         self.publish();
@@ -392,6 +392,16 @@ pub fn apply(table: &mut ServiceTable, line: &str) {
                         i += 1;
                     }
                     "-o" => spec.flags.0 |= SvcFlags::ONEPACKET,
+                    "-b" => {
+                        for f in t[i + 1].split(',') {
+                            spec.flags.0 |= match f {
+                                "sh-fallback" | "mh-fallback" => SvcFlags::SCHED1,
+                                "sh-port" | "mh-port" => SvcFlags::SCHED2,
+                                o => panic!("scheduler flag {o}"),
+                            };
+                        }
+                        i += 1;
+                    }
                     o => panic!("option {o}"),
                 }
                 i += 1;
