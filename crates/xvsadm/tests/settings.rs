@@ -75,3 +75,131 @@ fn a_bad_mh_table_size_is_refused_at_start() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-L --knobs` of a daemon started with `[knobs]`, as `NAME VALUE` lines.
+fn knobs(d: &Daemon) -> Vec<(String, i64)> {
+    let o = d.run(&["-L", "--knobs"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    o.stdout
+        .lines()
+        .map(|l| {
+            let (n, v) = l.split_once(' ').expect("NAME VALUE");
+            (n.to_string(), v.trim().parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn knob(d: &Daemon, name: &str) -> i64 {
+    knobs(d)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
+        .1
+}
+
+/// `--knob NAME=VALUE ...` sets the DoS/behaviour knobs at run time, all or
+/// nothing, with the ranges of the kernel's sysctl handlers; `-L --knobs`
+/// lists them as they are in force, starting from the config's `[knobs]`.
+#[test]
+fn knobs_are_set_at_run_time_and_listed() {
+    let d = Daemon::start_with_config("[knobs]\nsecure_tcp = 1\nam_droprate = 20\n");
+    let o = d.run(&["-L", "--knobs"]);
+    assert_eq!(
+        o.stdout,
+        "expire_nodest_conn         0\n\
+         expire_quiescent_template  0\n\
+         conn_reuse_mode            1\n\
+         sloppy_tcp                 0\n\
+         secure_tcp                 1\n\
+         drop_entry                 0\n\
+         drop_packet                0\n\
+         am_droprate                20\n\
+         amemthresh                 1024\n"
+    );
+    assert_eq!(d.run(&["-l", "-n", "--knobs"]).stdout, o.stdout);
+
+    d.ok("--knob sloppy_tcp=1 drop_entry=2 net.ipv4.vs.amemthresh=5000 expire_nodest_conn=on");
+    assert_eq!(knob(&d, "sloppy_tcp"), 1);
+    assert_eq!(knob(&d, "drop_entry"), 2);
+    assert_eq!(knob(&d, "amemthresh"), 5000);
+    assert_eq!(knob(&d, "expire_nodest_conn"), 1);
+    // Any non-zero int is on, as the kernel reads these; listed as 1.
+    d.ok("--knob expire_quiescent_template=7");
+    assert_eq!(knob(&d, "expire_quiescent_template"), 1);
+
+    // Out of range, unknown, malformed: refused by xvsadm, nothing changes.
+    let before = knobs(&d);
+    for (args, want) in [
+        (
+            &["--knob", "sloppy_tcp=0", "drop_entry=4"][..],
+            "xvsadm: --knob drop_entry=4: Invalid argument: drop_entry takes 0 to 3, not 4\n",
+        ),
+        (
+            &["--knob", "amemthresh=-1"],
+            "xvsadm: --knob amemthresh=-1: Invalid argument: amemthresh takes 0 to 2147483647, not -1\n",
+        ),
+        (&["--knob", "sloppy=1"], "xvsadm: --knob sloppy=1: unknown knob `sloppy'"),
+        (&["--knob", "sloppy_tcp"], "xvsadm: --knob: `sloppy_tcp' is not NAME=VALUE\n"),
+        (&["--knob", "drop_entry=two"], "xvsadm: --knob: bad value `two' for drop_entry\n"),
+        (&["--knob"], "xvsadm: --knob needs NAME=VALUE"),
+        (&["-L", "-c", "--knobs"], "--knobs goes with -L (and -n) only\n"),
+    ] {
+        let o = d.run(args);
+        assert_eq!(o.code, 2, "{args:?}: {o:?}");
+        assert!(o.stderr.starts_with(want), "{args:?}: {}", o.stderr);
+    }
+    assert_eq!(knobs(&d), before);
+
+    // A client that skips xvsadm gets the same checks from xvsd, and a
+    // batch with one bad value applies nothing.
+    let mut c = xvs_ctl::Client::connect(&d.sock).unwrap();
+    let r = c
+        .call(&xvs_ctl::Request::Batch(vec![
+            xvs_ctl::Op::SetKnob("sloppy_tcp".into(), 0),
+            xvs_ctl::Op::SetKnob("secure_tcp".into(), 9),
+        ]))
+        .unwrap();
+    match r {
+        xvs_ctl::Response::Error(e) => {
+            assert_eq!(e.index, Some(1));
+            assert_eq!(
+                e.message,
+                "Invalid argument: secure_tcp takes 0 to 3, not 9"
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(knobs(&d), before, "nothing of the batch applied");
+}
+
+/// SIGHUP reads the config's `[[mark]]` rules again, not its `[knobs]`:
+/// what `--knob` set stays in force (as a sysctl stays until it is written
+/// again), and the file's values return at the next start.
+#[test]
+fn sighup_keeps_the_knobs_set_at_run_time() {
+    let d = Daemon::start_with_config("[knobs]\nsecure_tcp = 1\n");
+    d.ok("--knob secure_tcp=3 sloppy_tcp=1");
+    let log = d.dir.join("xvsd.log");
+    let loaded = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("rules loaded")
+            .count()
+    };
+    let n = loaded();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t0 = std::time::Instant::now();
+    while loaded() == n {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "no reload logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(knob(&d, "secure_tcp"), 3);
+    assert_eq!(knob(&d, "sloppy_tcp"), 1);
+}

@@ -191,6 +191,23 @@ fn mark_line(text: &str, n: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// The line of `key = ...` in table `[section]` of `text`, if found.
+fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            inside = l.trim_end().split('#').next().map(str::trim) == Some(&format!("[{section}]"));
+        } else if inside
+            && l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 impl Config {
     /// Reads and checks the file. Errors name `file:line` where the file
     /// says where (a syntax error, an unknown key, a bad `[[mark]]` rule), so
@@ -206,6 +223,12 @@ impl Config {
             if let Err(e) = xvs_ctl::MarkSpec::from_rule(m).check() {
                 let at = mark_line(&text, i).unwrap_or(1);
                 bail!("{}:{at}: [[mark]] rule {}: {e}", path.display(), i + 1);
+            }
+        }
+        if let Some(k) = &c.knobs {
+            if let Err((key, e)) = xvs_ctl::knobs::validate(k) {
+                let at = key_line(&text, "knobs", key).unwrap_or(1);
+                bail!("{}:{at}: [knobs] {e}", path.display());
             }
         }
         c.validate()
@@ -307,6 +330,40 @@ mod tests {
             let e = format!("{:#}", Config::load(&p).unwrap_err());
             assert!(e.starts_with(&format!("{}{want}", p.display())), "{e}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `[knobs]` takes what the kernel's sysctl handlers take; a value the
+    /// types let through but the kernel would refuse names its line.
+    #[test]
+    fn knobs_out_of_range_say_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("xvsd-config-knobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        let text = "[sched]\ndrop_entry = 1\n\n[knobs]\nsloppy_tcp = true\n  drop_entry= 4 # no\n";
+        assert!(
+            toml::from_str::<Config>(text).is_err(),
+            "drop_entry is not a [sched] key"
+        );
+        let text = "[knobs]\nsloppy_tcp = true\n\n  drop_entry= 4 # no\n";
+        std::fs::write(&p, text).unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "{}:4: [knobs] Invalid argument: drop_entry takes 0 to 3, not 4",
+                p.display()
+            )
+        );
+        std::fs::write(&p, "[knobs]\namemthresh = 3000000000\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(
+            e.starts_with(&format!("{}:2: [knobs] ", p.display())),
+            "{e}"
+        );
+        std::fs::write(&p, "[knobs]\nsecure_tcp = 3\ndrop_packet = 2\n").unwrap();
+        let k = Config::load(&p).unwrap().knobs.unwrap();
+        assert_eq!((k.secure_tcp, k.drop_packet), (3, 2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

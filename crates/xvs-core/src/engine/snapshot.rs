@@ -20,8 +20,8 @@ pub struct Knobs {
     pub expire_quiescent_template: bool,
     /// Non-zero: a SYN for a conn in TIME_WAIT/CLOSE (bit 1: also FIN_WAIT
     /// with no reply seen) not controlled by a template expires it and is
-    /// scheduled afresh.
-    pub conn_reuse_mode: u8,
+    /// scheduled afresh. (An int in the kernel; xvs takes 0..=i32::MAX.)
+    pub conn_reuse_mode: u32,
     /// 1: any TCP segment may create a connection, not only a SYN.
     pub sloppy_tcp: bool,
     /// 0 off, 1 automatic, 2 automatic and on, 3 always on: the secure TCP table.
