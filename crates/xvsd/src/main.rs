@@ -277,7 +277,9 @@ fn run() -> Result<()> {
         let s = steer.clone();
         let h = health.clone();
         let sy = sync.clone();
+        let counters = dp.steer_counters();
         let extra: Arc<metrics::Extra> = Arc::new(move |out: &mut Vec<_>| {
+            out.extend(counters.families());
             if let Some(h) = &h {
                 h.metrics(out);
             }
