@@ -3,7 +3,7 @@
 //! the method measured; `xvs-bench spread`: the key ratios of several runs
 //! side by side (do separate invocations agree?).
 
-use crate::run::Report;
+use crate::report::Report;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

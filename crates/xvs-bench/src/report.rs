@@ -1,12 +1,94 @@
 //! Results of `xvs-bench run`: ratios with their intervals, the terminal
 //! tables, a JSON file and an SVG plot under the results directory.
 
-use crate::run::Report;
 use crate::stats::{paired_ratio, Ci};
+use crate::trial::Search;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// A flood's figures for one system.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Throughput {
+    pub system: String,
+    pub frame_bytes: usize,
+    /// "1024" or "new".
+    pub flows: String,
+    pub no_drop_mpps: Ci,
+    pub cycles_per_packet_at_load: Ci,
+    /// The same counting only the director's own threads (NAPI, its
+    /// process, ksoftirqd): robust to other work on the core.
+    pub own_cycles_per_packet_at_load: Ci,
+    /// The offered load of the cost runs.
+    pub load_mpps: f64,
+    /// What it delivered when overdriven (the search's warm-up).
+    pub overdriven_mpps: Ci,
+    /// Per round, for paired ratios.
+    pub no_drop_runs: Vec<f64>,
+    pub cycles_runs: Vec<f64>,
+    pub own_cycles_runs: Vec<f64>,
+    pub loss_at_load_runs: Vec<f64>,
+    pub searches: Vec<Search>,
+}
+
+/// TCP figures for one system.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Tcp {
+    pub system: String,
+    pub conns_per_sec: Ci,
+    /// Director core busy time per connection, µs.
+    pub director_us_per_conn: Ci,
+    /// The same counting only the director's own threads.
+    pub own_us_per_conn: Ci,
+    pub conn_p99_us: Ci,
+    pub conn_errors: u64,
+    pub bulk_gbps: Ci,
+    /// Director core busy share during the bulk transfer.
+    pub bulk_director_busy: Ci,
+    pub conns_runs: Vec<f64>,
+    pub us_per_conn_runs: Vec<f64>,
+    pub own_us_per_conn_runs: Vec<f64>,
+    pub bulk_runs: Vec<f64>,
+}
+
+/// Whether the machine was quiet, as measured before the run.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Quiet {
+    /// Busy share of each core over 2 s before the bench started.
+    pub background_busy: Vec<f64>,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// Every core under 5 % busy before the run.
+    pub quiet: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Method {
+    pub runs: usize,
+    pub trial_secs: f64,
+    pub load_secs: f64,
+    pub loss_threshold: f64,
+    pub resolution: f64,
+    pub ci: String,
+    /// Coverage of the intervals with this many runs.
+    pub ci_coverage: f64,
+    pub cycles: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub cpu_hz: f64,
+    pub command: String,
+    pub quiet: Quiet,
+    pub method: Method,
+    pub throughput: Vec<Throughput>,
+    pub tcp: Vec<Tcp>,
+    pub ratios: Vec<Ratio>,
+    pub wall_secs: f64,
+}
 
 /// One system's figure over another's.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -191,7 +273,7 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
 
 /// How busy the director's core was during the cost runs (from the cycles
 /// per packet at the offered load, which was delivered).
-pub fn core_busy_at_load(t: &crate::run::Throughput, hz: f64) -> f64 {
+pub fn core_busy_at_load(t: &Throughput, hz: f64) -> f64 {
     t.cycles_per_packet_at_load.median * t.load_mpps * 1e6 / hz
 }
 
@@ -369,7 +451,7 @@ fn color(system: &str) -> &'static str {
 pub fn svg(r: &Report) -> String {
     let mut body = String::new();
     let mut y = 40.0;
-    let label = |t: &crate::run::Throughput| {
+    let label = |t: &Throughput| {
         format!(
             "{} ({} B, {})",
             t.system,

@@ -3,7 +3,7 @@
 //! VM or container stack would hand it over) arrives under generic XDP as a
 //! chain of AF_XDP descriptors (or one, below a chunk) and under AF_PACKET in
 //! one ring slot; the handler sees the segments that `xvs_core::wire::gso`
-//! makes of it, not prepared (index NOT_PREPARED), and they are transmitted.
+//! makes of it, not prepared (no burst index), and they are transmitted.
 //! A UDP super-frame is dropped and counted. Native XDP with the multi-buffer
 //! program takes a jumbo MTU, and a jumbo frame above a chunk is cut too.
 
@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use xvs_core::addr::Addr;
 use xvs_core::frame::Frame;
 use xvs_core::wire::gso;
-use xvs_xdp::worker::NOT_PREPARED;
 use xvs_xdp::{
-    Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
-    WorkerConfig, L4,
+    Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,
+    Worker, WorkerConfig, L4,
 };
 
 const C4: [u8; 4] = [10, 77, 12, 1];
@@ -122,14 +121,14 @@ fn inject(ifname: &str, f: &[u8], gso_type: u8, gso_size: u16) {
 /// Records every frame with the index it came with; sends it back out.
 #[derive(Default)]
 struct Rec {
-    got: Vec<(usize, Vec<u8>)>,
+    got: Vec<(Option<usize>, Vec<u8>)>,
 }
 
 impl BatchHandler for Rec {
-    fn prepare(&mut self, _: usize, frames: &mut dyn Iterator<Item = &[u8]>) {
+    fn prepare(&mut self, _: PortId, frames: &mut dyn Iterator<Item = &[u8]>) {
         for _ in frames {}
     }
-    fn handle(&mut self, port: usize, i: usize, frame: &mut Frame) -> Disposition {
+    fn handle(&mut self, port: PortId, i: Option<usize>, frame: &mut Frame) -> Disposition {
         self.got.push((i, frame.data().to_vec()));
         Disposition::Tx(port)
     }
@@ -222,8 +221,8 @@ fn cut_and_count(tag: &str, backend: Backend) {
     }
     // Segments are not in the prepared burst; the plain frame is.
     let n = want.len();
-    assert!(h.got[..n - 1].iter().all(|g| g.0 == NOT_PREPARED));
-    assert_ne!(h.got[n - 1].0, NOT_PREPARED);
+    assert!(h.got[..n - 1].iter().all(|g| g.0.is_none()));
+    assert!(h.got[n - 1].0.is_some());
     assert!(got.iter().all(|g| g.len() <= 1514));
     let s = *w.stats();
     assert_eq!(
@@ -241,7 +240,7 @@ fn cut_and_count(tag: &str, backend: Backend) {
         let k = x.kernel_stats()[0];
         assert_eq!((k.rx_dropped, k.tx_invalid_descs), (0, 0), "{k:?}");
     }
-    let mine = xvs_xdp::worker::published_stats();
+    let mine = xvs_xdp::published_stats();
     assert!(
         mine.iter()
             .any(|p| p.counters.contains(&("superframes", 3))),
