@@ -124,10 +124,7 @@ impl PacketWorker {
         let slot_size = cfg.chunk_size as usize;
         let headroom = HEADROOM + cfg.headroom as usize;
         if headroom + 1518 + 4 > slot_size {
-            return Err(Error::Invalid(format!(
-                "headroom {} leaves no room for a frame",
-                cfg.headroom
-            )));
+            return Err(Error::PacketHeadroom(cfg.headroom));
         }
         let pollfds = ports
             .iter()
@@ -494,8 +491,8 @@ unsafe fn status<'a>(block: *mut u8) -> &'a AtomicU32 {
 fn open(iface: &Interface, queue: u32, mtus: &sys::MtuReader) -> Result<PacketPort> {
     let name = iface.name();
     let what = |s: &str| format!("AF_PACKET {name}: {s}");
-    let filter = iface.filter_fd().ok_or_else(|| {
-        Error::Invalid(what("interface is not attached with the AF_PACKET backend"))
+    let filter = iface.filter_fd().ok_or_else(|| Error::NotAfPacket {
+        iface: name.to_string(),
     })?;
     // Protocol 0: receive nothing until bound.
     let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, &what("socket"))?;

@@ -76,7 +76,7 @@ impl XdpWorker {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Invalid("no bind mode".into())))
+        Err(last.unwrap_or(Error::NothingToTry("bind mode")))
     }
 
     /// Builds with XDP_USE_SG, so that frames larger than a chunk arrive as

@@ -139,10 +139,10 @@ fn mark_groups(rules: &[MarkRule]) -> Result<Vec<MarkGroup<'_>>> {
         }
     }
     if prefixes.len() > MARK_GROUPS as usize {
-        return Err(crate::Error::Invalid(format!(
-            "{} destination prefixes in the mark rules; at most {MARK_GROUPS}",
-            prefixes.len()
-        )));
+        return Err(crate::Error::MarkPrefixes {
+            count: prefixes.len(),
+            max: MARK_GROUPS,
+        });
     }
     let contains = |outer: &(Addr, u8), inner: &(Addr, u8)| {
         outer.1 <= inner.1
@@ -156,12 +156,12 @@ fn mark_groups(rules: &[MarkRule]) -> Result<Vec<MarkGroup<'_>>> {
             .filter(|r| r.addr.is_ipv4() == p.0.is_v4() && contains(&r.dst_prefix(), &p))
             .collect();
         if members.len() > MARK_GROUP_RULES {
-            return Err(crate::Error::Invalid(format!(
-                "{} mark rules apply to {}/{}; at most {MARK_GROUP_RULES} may overlap",
-                members.len(),
-                p.0,
-                if p.0.is_v4() { p.1 - 96 } else { p.1 }
-            )));
+            return Err(crate::Error::MarkOverlap {
+                count: members.len(),
+                prefix: p.0.to_ip(),
+                len: if p.0.is_v4() { p.1 - 96 } else { p.1 },
+                max: MARK_GROUP_RULES,
+            });
         }
         out.push((p, members));
     }

@@ -34,18 +34,14 @@ impl Worker {
     /// among workers), so an interface listed with several queues gets one.
     pub fn with_ports(ports: &[(&Interface, u32)], cfg: &WorkerConfig) -> Result<Worker> {
         if ports.is_empty() {
-            return Err(Error::Invalid(
-                "a worker needs at least one interface".into(),
-            ));
+            return Err(Error::NoPorts);
         }
         if ports.len() > usize::from(PortId::MAX) + 1 {
-            return Err(Error::Invalid("a worker has at most 65536 ports".into()));
+            return Err(Error::TooManyPorts);
         }
         let xdp = ports[0].0.backend().is_xdp();
         if ports.iter().any(|(i, _)| i.backend().is_xdp() != xdp) {
-            return Err(Error::Invalid(
-                "a worker's interfaces must all use XDP or all AF_PACKET (one UMEM)".into(),
-            ));
+            return Err(Error::MixedBackends);
         }
         if xdp {
             XdpWorker::new(ports, cfg).map(Worker::Xdp)

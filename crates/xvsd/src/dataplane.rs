@@ -145,17 +145,17 @@ impl SteerSync {
     pub fn prepare(&self, want: &HashSet<SteerKey>, marks: &[MarkRule]) -> Result<()> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let new: Vec<SteerKey> = want.difference(&st.rules).copied().collect();
-        let refuse = |e: &dyn std::fmt::Display| {
+        let refuse = |e: xvs_xdp::Error| {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("steering update refused: {e}");
-            anyhow!("{e}")
+            anyhow::Error::new(e)
         };
-        self.steering.add_all(&new).map_err(|e| refuse(&e))?;
+        self.steering.add_all(&new).map_err(refuse)?;
         if let Err(e) = self.steering.set_marks(marks) {
             for k in &new {
                 let _ = self.steering.remove(*k);
             }
-            return Err(refuse(&e));
+            return Err(refuse(e));
         }
         Ok(())
     }
@@ -257,7 +257,6 @@ pub fn plan(cfg: &Config) -> Result<Plan> {
     let mut served = Vec::new();
     for i in &cfg.interfaces {
         let dev = xvs_xdp::sys::rx_queues(&i.name)
-            .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("counting the RX queues of {}", i.name))?;
         let q = match i.queues {
             Some(q) if q > dev => anyhow::bail!(
@@ -348,7 +347,7 @@ pub fn start(
     }
     let choice = match cfg.backend.as_deref() {
         None | Some("auto") => BackendChoice::Auto,
-        Some(b) => BackendChoice::Force(b.parse::<Backend>().map_err(|e| anyhow!("{e}"))?),
+        Some(b) => BackendChoice::Force(b.parse::<Backend>()?),
     };
     let steering = Steering::with_capacity(cfg.steer_keys.unwrap_or(xvs_xdp::DEFAULT_KEYS))
         .context("creating the steering map")?;
@@ -505,7 +504,7 @@ fn worker_loop(
     let mut w = match Worker::with_ports(&refs, &wcfg) {
         Ok(w) => w,
         Err(e) => {
-            let _ = started.send(Err(anyhow!("{e}")));
+            let _ = started.send(Err(anyhow::Error::new(e)));
             return;
         }
     };
