@@ -51,6 +51,9 @@ pub fn check_op(op: &Op) -> Result<(), String> {
 fn check_key(k: &ServiceKey) -> Result<(), String> {
     match k {
         ServiceKey::Fwmark { mark: 0, .. } => Err("invalid fwmark value `0' specified".into()),
+        ServiceKey::Addr { proto, .. } if !proto.is_service() => {
+            Err(format!("{proto} services are not supported"))
+        }
         _ => Ok(()),
     }
 }

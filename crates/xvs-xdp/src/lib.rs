@@ -15,7 +15,7 @@ pub mod iface;
 pub mod steer;
 
 pub use iface::{Backend, BackendChoice, Interface, SteerStats};
-pub use steer::{SteerKey, Steering, DEFAULT_KEYS, L4};
+pub use steer::{SteerKey, Steering, DEFAULT_KEYS};
 pub mod afpacket;
 pub mod afxdp;
 pub mod backend;

@@ -9,23 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use xvs_core::addr::Addr;
 use xvs_core::engine::MarkRule;
-
-/// A layer-4 protocol xvs balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            L4::Tcp => 6,
-            L4::Udp => 17,
-        }
-    }
-}
+use xvs_core::wire::IpProtocol;
 
 /// What xvs takes from the wire. IPv4 non-first fragments and ICMP errors are
 /// owned when their outer destination is the address of a `Vip` or a
@@ -34,11 +18,19 @@ impl L4 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SteerKey {
     /// Frames to a virtual service: destination VIP:port/proto.
-    Vip { addr: Addr, port: u16, proto: L4 },
+    Vip {
+        addr: Addr,
+        port: u16,
+        proto: IpProtocol,
+    },
     /// Frames to a FULLNAT local address, any protocol and port.
     LocalAddr(Addr),
     /// NAT replies: source = a real server's address:port/proto.
-    RealServer { addr: Addr, port: u16, proto: L4 },
+    RealServer {
+        addr: Addr,
+        port: u16,
+        proto: IpProtocol,
+    },
     /// One of the host's own addresses: NAT replies addressed to it belong to
     /// the host's own connections (health checks, an operator's curl), not to xvs.
     Local(Addr),
@@ -417,7 +409,7 @@ mod tests {
         let k = SteerKey::Vip {
             addr: Addr::v4([10, 77, 0, 100]),
             port: 80,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         };
         let (r, d) = k.raw();
         assert_eq!(&r[..4], &[K_VIP, 6, 0, 80]);

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use xvs_core::addr::Addr;
 use xvs_core::frame::Frame;
 use xvs_core::wire::gso;
+use xvs_core::wire::IpProtocol;
 use xvs_xdp::{
     Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,
-    Worker, WorkerConfig, L4,
+    Worker, WorkerConfig,
 };
 
 const C4: [u8; 4] = [10, 77, 12, 1];
@@ -77,7 +78,7 @@ fn frame(v6: bool, udp: bool, payload: usize, smac: [u8; 6], dmac: [u8; 6]) -> V
 
 /// Sends `f` out of `ifname` (in the calling thread's namespace) through an
 /// AF_PACKET socket with a virtio-net header: `gso_type` 0 for a plain frame,
-/// 1 TCPv4, 4 TCPv6, 5 UDP (L4).
+/// 1 TCPv4, 4 TCPv6, 5 UDP.
 fn inject(ifname: &str, f: &[u8], gso_type: u8, gso_size: u16) {
     const PACKET_VNET_HDR: i32 = 15;
     let ifindex = xvs_xdp::sys::ifindex(ifname).unwrap();
@@ -168,9 +169,9 @@ fn setup(d: &xvs_netns::Netns, backend: Backend) -> (Steering, Interface, Worker
     d.run(|| {
         let steer = Steering::new().unwrap();
         for (addr, proto, port) in [
-            (Addr::v4(VIP4), L4::Tcp, 5001),
-            (Addr::v6(VIP6), L4::Tcp, 5001),
-            (Addr::v4(VIP4), L4::Udp, 5000),
+            (Addr::v4(VIP4), IpProtocol::Tcp, 5001),
+            (Addr::v6(VIP6), IpProtocol::Tcp, 5001),
+            (Addr::v4(VIP4), IpProtocol::Udp, 5000),
         ] {
             steer.add(SteerKey::Vip { addr, port, proto }).unwrap();
         }

@@ -17,7 +17,7 @@ use xvs_core::service::table::Service;
 use xvs_core::service::{Af, FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
     Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,
-    Worker, WorkerConfig, L4,
+    Worker, WorkerConfig,
 };
 
 /// Nice value of the workers: above the NAPI threads that feed them, so that
@@ -58,13 +58,6 @@ impl Drop for DataPlane {
     }
 }
 
-fn l4(p: Protocol) -> L4 {
-    match p {
-        Protocol::Tcp => L4::Tcp,
-        Protocol::Udp => L4::Udp,
-    }
-}
-
 /// The keys a rule set needs: VIPs (port 0: every port), the marks of fwmark
 /// services, FULLNAT local addresses, and the real servers of NAT dests
 /// (their replies; port 0: from any port).
@@ -79,11 +72,12 @@ pub fn rule_keys<'a>(
                 keys.insert(SteerKey::Vip {
                     addr: addr.into(),
                     port,
-                    proto: l4(proto),
+                    proto,
                 });
-                match proto {
-                    Protocol::Tcp => &[Protocol::Tcp],
-                    Protocol::Udp => &[Protocol::Udp],
+                if proto == Protocol::Udp {
+                    &[Protocol::Udp]
+                } else {
+                    &[Protocol::Tcp]
                 }
             }
             ServiceKey::Fwmark { mark, af } => {
@@ -100,7 +94,7 @@ pub fn rule_keys<'a>(
                     keys.insert(SteerKey::RealServer {
                         addr: d.addr.into(),
                         port: d.port,
-                        proto: l4(proto),
+                        proto,
                     });
                 }
             }
