@@ -108,10 +108,10 @@ impl TestObject {
 /// returned. For XDP and tc programs (the frame starts at Ethernet).
 pub fn run_once(prog: &impl AsRawFd, frame: &[u8]) -> Result<u32> {
     if frame.len() < 14 || frame.len() > 65535 {
-        return Err(Error::Invalid(format!(
-            "test-run frame of {} bytes: must be 14..=65535",
-            frame.len()
-        )));
+        return Err(Error::TestRunFrame {
+            len: frame.len(),
+            max: 65535,
+        });
     }
     let mut a = sys::TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -163,10 +163,10 @@ pub fn start_live(
     opts: &TestRunOpts,
 ) -> Result<TestRunHandle> {
     if frame.len() < 14 || frame.len() > 3500 {
-        return Err(Error::Invalid(format!(
-            "test-run frame of {} bytes: must be 14..=3500",
-            frame.len()
-        )));
+        return Err(Error::TestRunFrame {
+            len: frame.len(),
+            max: 3500,
+        });
     }
     install_handler();
     // SAFETY: dup of a valid fd; the copy is owned by the thread below.
@@ -234,9 +234,7 @@ pub fn start_live(
             r
         })
         .map_err(|e| os("spawn test-run thread", e))?;
-    let tid = rx
-        .recv()
-        .map_err(|_| Error::Invalid("test-run thread died".into()))?;
+    let tid = rx.recv().map_err(|_| Error::TestRunThreadDied)?;
     Ok(TestRunHandle {
         thread: Some(thread),
         tid,
@@ -269,7 +267,7 @@ impl TestRunHandle {
         match t.join() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(os("BPF_PROG_RUN (live frames)", e)),
-            Err(_) => Err(Error::Invalid("test-run thread panicked".into())),
+            Err(_) => Err(Error::TestRunThreadPanicked),
         }
     }
 }
