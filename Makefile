@@ -16,7 +16,7 @@ APT_PKGS += dpkg-dev binutils man-db groff-base systemd util-linux xz-utils stra
 # router and directors (bird, birdc).
 APT_PKGS += bird2
 
-.PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood deb
+.PHONY: all deps bench-deps build test fmt-check clippy unit demo bench bench-readme clean fuzz loom soak flood deb sched-fixtures
 
 all: build
 
@@ -55,7 +55,7 @@ unit: deps
 	$(CARGO) test --workspace
 
 # The README's test command: formatting, lints, then every test.
-test: deps fmt-check clippy unit
+test: deps fmt-check clippy sched-fixtures unit
 
 clean:
 	$(CARGO) clean
@@ -67,6 +67,12 @@ loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 	$(CARGO) test -p xvs-core --release --lib conn::table::loom_tests
+
+# The scheduler fixtures (crates/xvs-core/tests/fixtures/sched) re-derived by the
+# kernel's sh/dh/mh code compiled in user space; fails if one differs from the
+# committed file. The script's --write replaces them.
+sched-fixtures:
+	crates/xvs-core/tests/fixtures/sched/harness/regen.sh
 
 # The README's demo command: NAT lab on veths, 10 HTTP requests through the VIP,
 # the listings, teardown (scripts/demo.sh says each step as it goes).

@@ -11,9 +11,11 @@
 
 #![forbid(unsafe_code)]
 
+mod chart;
 mod cpu;
 mod engine;
 mod flood;
+mod floodfig;
 mod gen;
 mod probe;
 mod readme;

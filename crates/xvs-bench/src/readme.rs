@@ -3,7 +3,7 @@
 //! the method measured; `xvs-bench spread`: the key ratios of several runs
 //! side by side (do separate invocations agree?).
 
-use crate::run::Report;
+use crate::report::Report;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -142,7 +142,7 @@ pub fn section(r: &Report, json: &Path) -> String {
             );
         }
     }
-    o.push_str(&crate::flood::readme(r));
+    o.push_str(&crate::floodfig::readme(&r.flood, r.method.load_secs));
     // Recomputed from the runs, so that the generator's rules apply to old runs too.
     let ratios = crate::report::ratios(r);
     if !ratios.is_empty() {

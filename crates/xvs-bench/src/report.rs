@@ -1,28 +1,98 @@
 //! Results of `xvs-bench run`: ratios with their intervals, the terminal
 //! tables, a JSON file and an SVG plot under the results directory.
 
-use crate::run::Report;
-use crate::stats::{paired_ratio, Ci};
+pub use crate::chart::Ratio;
+use crate::chart::{color, panel, ratio, WIDTH};
+use crate::stats::Ci;
+use crate::trial::Search;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// One system's figure over another's.
+/// A flood's figures for one system.
 #[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Ratio {
-    /// "no-drop Mpps", "cycles/packet at load", "TCP conns/s", ...
-    pub metric: String,
-    /// "64 B, 1024 flows", "64 B, new flows" or "TCP".
-    pub group: String,
-    pub num: String,
-    pub den: String,
-    /// Median of the per-round ratios with its interval.
-    pub ratio: Option<Ci>,
-    /// The two systems' intervals do not overlap.
-    pub distinct: bool,
-    /// What the tables print: the ratio with its interval, or "no difference".
-    pub text: String,
+pub struct Throughput {
+    pub system: String,
+    pub frame_bytes: usize,
+    /// "1024" or "new".
+    pub flows: String,
+    pub no_drop_mpps: Ci,
+    pub cycles_per_packet_at_load: Ci,
+    /// The same counting only the director's own threads (NAPI, its
+    /// process, ksoftirqd): robust to other work on the core.
+    pub own_cycles_per_packet_at_load: Ci,
+    /// The offered load of the cost runs.
+    pub load_mpps: f64,
+    /// What it delivered when overdriven (the search's warm-up).
+    pub overdriven_mpps: Ci,
+    /// Per round, for paired ratios.
+    pub no_drop_runs: Vec<f64>,
+    pub cycles_runs: Vec<f64>,
+    pub own_cycles_runs: Vec<f64>,
+    pub loss_at_load_runs: Vec<f64>,
+    pub searches: Vec<Search>,
+}
+
+/// TCP figures for one system.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Tcp {
+    pub system: String,
+    pub conns_per_sec: Ci,
+    /// Director core busy time per connection, µs.
+    pub director_us_per_conn: Ci,
+    /// The same counting only the director's own threads.
+    pub own_us_per_conn: Ci,
+    pub conn_p99_us: Ci,
+    pub conn_errors: u64,
+    pub bulk_gbps: Ci,
+    /// Director core busy share during the bulk transfer.
+    pub bulk_director_busy: Ci,
+    pub conns_runs: Vec<f64>,
+    pub us_per_conn_runs: Vec<f64>,
+    pub own_us_per_conn_runs: Vec<f64>,
+    pub bulk_runs: Vec<f64>,
+}
+
+/// Whether the machine was quiet, as measured before the run.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Quiet {
+    /// Busy share of each core over 2 s before the bench started.
+    pub background_busy: Vec<f64>,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// Every core under 5 % busy before the run.
+    pub quiet: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Method {
+    pub runs: usize,
+    pub trial_secs: f64,
+    pub load_secs: f64,
+    pub loss_threshold: f64,
+    pub resolution: f64,
+    pub ci: String,
+    /// Coverage of the intervals with this many runs.
+    pub ci_coverage: f64,
+    pub cycles: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub cpu_hz: f64,
+    pub command: String,
+    pub quiet: Quiet,
+    pub method: Method,
+    pub throughput: Vec<Throughput>,
+    pub tcp: Vec<Tcp>,
+    /// Absent from runs before the SYN-flood figure.
+    #[serde(default)]
+    pub flood: Vec<crate::floodfig::SynFlood>,
+    pub ratios: Vec<Ratio>,
+    pub wall_secs: f64,
 }
 
 /// Seconds since the epoch as (YYYY-MM-DD, HHMMSS), UTC.
@@ -76,34 +146,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// "1.23× [1.10–1.40]", or "no difference" when the systems' intervals overlap.
-fn ratio_text(r: Option<Ci>, distinct: bool) -> String {
-    match r {
-        None => "-".into(),
-        Some(_) if !distinct => "no difference".into(),
-        Some(c) => format!("{:.2}× [{:.2}–{:.2}]", c.median, c.lo, c.hi),
-    }
-}
-
-pub(crate) fn ratio(
-    metric: &str,
-    group: &str,
-    num: (&str, &Ci, &[f64]),
-    den: (&str, &Ci, &[f64]),
-) -> Ratio {
-    let r = paired_ratio(num.2, den.2);
-    let distinct = !num.1.overlaps(den.1);
-    Ratio {
-        metric: metric.into(),
-        group: group.into(),
-        num: num.0.into(),
-        den: den.0.into(),
-        ratio: r,
-        distinct,
-        text: ratio_text(r, distinct),
-    }
 }
 
 fn group_name(frame: usize, flows: &str) -> String {
@@ -191,13 +233,13 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
             ));
         }
     }
-    out.extend(crate::flood::ratios(r));
+    out.extend(crate::floodfig::ratios(&r.flood));
     out
 }
 
 /// How busy the director's core was during the cost runs (from the cycles
 /// per packet at the offered load, which was delivered).
-pub fn core_busy_at_load(t: &crate::run::Throughput, hz: f64) -> f64 {
+pub fn core_busy_at_load(t: &Throughput, hz: f64) -> f64 {
     t.cycles_per_packet_at_load.median * t.load_mpps * 1e6 / hz
 }
 
@@ -300,7 +342,7 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
-    o.push_str(&crate::flood::table(r));
+    o.push_str(&crate::floodfig::table(&r.flood));
     if !r.ratios.is_empty() {
         let _ = writeln!(
             o,
@@ -317,72 +359,12 @@ pub fn table(r: &Report) -> String {
     o
 }
 
-const WIDTH: f64 = 920.0;
-
-/// One panel of horizontal bars (median) with interval whiskers.
-pub(crate) fn panel(
-    s: &mut String,
-    y0: f64,
-    title: &str,
-    rows: &[(String, Ci, &str)],
-    prec: usize,
-) -> f64 {
-    let (w, bar_h, left) = (WIDTH, 18.0, 330.0);
-    let max = rows
-        .iter()
-        .map(|r| r.1.hi.max(r.1.median))
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
-    let scale = (w - left - 190.0) / max;
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"{:.0}\" font-size=\"14\" font-weight=\"bold\">{title}</text>",
-        y0 + 16.0
-    );
-    let mut y = y0 + 26.0;
-    for (label, c, color) in rows {
-        let _ = writeln!(
-            s,
-            "<text x=\"10\" y=\"{:.0}\">{label}</text>\
-             <rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\
-             <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\" stroke-width=\"1.5\"/>\
-             <text x=\"{:.1}\" y=\"{:.0}\">{:.p$} [{:.p$}–{:.p$}]</text>",
-            y + 13.0,
-            c.median * scale,
-            left + c.lo * scale,
-            left + c.hi * scale,
-            y + bar_h / 2.0,
-            y + bar_h / 2.0,
-            left + c.hi.max(c.median) * scale + 6.0,
-            y + 13.0,
-            c.median,
-            c.lo,
-            c.hi,
-            p = prec
-        );
-        y += bar_h + 6.0;
-    }
-    y + 10.0
-}
-
-pub(crate) fn color(system: &str) -> &'static str {
-    if system.starts_with("xvs") {
-        "#2b7bba"
-    } else if system == "ceiling" {
-        "#999999"
-    } else if system == "haproxy" {
-        "#7a5195"
-    } else {
-        "#d0702c"
-    }
-}
-
 /// The plots: no-drop Mpps and cycles/packet per flood, TCP conns/s and bulk
 /// Gbps; bars are medians, whiskers the 95 % intervals.
 pub fn svg(r: &Report) -> String {
     let mut body = String::new();
     let mut y = 40.0;
-    let label = |t: &crate::run::Throughput| {
+    let label = |t: &Throughput| {
         format!(
             "{} ({} B, {})",
             t.system,
@@ -446,7 +428,7 @@ pub fn svg(r: &Report) -> String {
             .collect();
         y = panel(&mut body, y, "Bulk TCP, Gbps (1500-byte MTU)", &rows, 2);
     }
-    y = crate::flood::svg(r, &mut body, y);
+    y = crate::floodfig::svg(&r.flood, &mut body, y);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\

@@ -20,12 +20,12 @@
 //! figure is a median with its order-statistic 95 % interval (`stats.rs`).
 
 use crate::probe;
-use crate::stats::{self, median_ci, Ci};
+use crate::report::{Method, Quiet, Report, Tcp, Throughput};
+use crate::stats::{self, median_ci};
 use crate::systems::{self, System};
 use crate::topo::{self, Topo, BULK_PORT, DIR_CPU, GEN_CPU, HTTP_PORT, RS1, RS2};
 use crate::trial::{self, Bench, Flood, Search, SearchOpts};
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,91 +84,6 @@ pub struct Args {
     /// Names of the namespaces (PREFIX-gen, -dir, -sink) and of the temp files.
     #[arg(long, default_value = "xvs-bench")]
     prefix: String,
-}
-
-/// A flood's figures for one system.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Throughput {
-    pub system: String,
-    pub frame_bytes: usize,
-    /// "1024" or "new".
-    pub flows: String,
-    pub no_drop_mpps: Ci,
-    pub cycles_per_packet_at_load: Ci,
-    /// The same counting only the director's own threads (NAPI, its
-    /// process, ksoftirqd): robust to other work on the core.
-    pub own_cycles_per_packet_at_load: Ci,
-    /// The offered load of the cost runs.
-    pub load_mpps: f64,
-    /// What it delivered when overdriven (the search's warm-up).
-    pub overdriven_mpps: Ci,
-    /// Per round, for paired ratios.
-    pub no_drop_runs: Vec<f64>,
-    pub cycles_runs: Vec<f64>,
-    pub own_cycles_runs: Vec<f64>,
-    pub loss_at_load_runs: Vec<f64>,
-    pub searches: Vec<Search>,
-}
-
-/// TCP figures for one system.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Tcp {
-    pub system: String,
-    pub conns_per_sec: Ci,
-    /// Director core busy time per connection, µs.
-    pub director_us_per_conn: Ci,
-    /// The same counting only the director's own threads.
-    pub own_us_per_conn: Ci,
-    pub conn_p99_us: Ci,
-    pub conn_errors: u64,
-    pub bulk_gbps: Ci,
-    /// Director core busy share during the bulk transfer.
-    pub bulk_director_busy: Ci,
-    pub conns_runs: Vec<f64>,
-    pub us_per_conn_runs: Vec<f64>,
-    pub own_us_per_conn_runs: Vec<f64>,
-    pub bulk_runs: Vec<f64>,
-}
-
-/// Whether the machine was quiet, as measured before the run.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Quiet {
-    /// Busy share of each core over 2 s before the bench started.
-    pub background_busy: Vec<f64>,
-    pub loadavg_start: String,
-    pub loadavg_end: String,
-    /// Every core under 5 % busy before the run.
-    pub quiet: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Method {
-    pub runs: usize,
-    pub trial_secs: f64,
-    pub load_secs: f64,
-    pub loss_threshold: f64,
-    pub resolution: f64,
-    pub ci: String,
-    /// Coverage of the intervals with this many runs.
-    pub ci_coverage: f64,
-    pub cycles: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Report {
-    pub date: String,
-    pub machine: String,
-    pub cpu_hz: f64,
-    pub command: String,
-    pub quiet: Quiet,
-    pub method: Method,
-    pub throughput: Vec<Throughput>,
-    pub tcp: Vec<Tcp>,
-    /// Absent from runs before the SYN-flood figure.
-    #[serde(default)]
-    pub flood: Vec<crate::flood::SynFlood>,
-    pub ratios: Vec<crate::report::Ratio>,
-    pub wall_secs: f64,
 }
 
 /// The figures `--only` can name.

@@ -1,8 +1,26 @@
 //! A 16-byte address that holds IPv4 (as `::ffff:a.b.c.d`) or IPv6, for compact
-//! fixed-size keys in the connection table and the hot path.
+//! fixed-size keys in the connection table and the hot path, and the address
+//! family.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Af {
+    V4,
+    V6,
+}
+
+impl Af {
+    pub fn of(addr: &IpAddr) -> Af {
+        match addr {
+            IpAddr::V4(_) => Af::V4,
+            IpAddr::V6(_) => Af::V6,
+        }
+    }
+}
 
 /// An IPv4 or IPv6 address in 16 bytes, network order. IPv4 is stored v4-mapped.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -5,13 +5,14 @@
 //! neighbours; tests and benchmarks use [`StaticFib`].
 
 use crate::addr::Addr;
+use crate::frame::PortId;
 use std::collections::HashMap;
 
 /// How to reach a next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextHop {
     /// Egress port (the daemon's index of the interface).
-    pub port: u16,
+    pub port: PortId,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     /// MTU of the egress interface.

@@ -1,6 +1,11 @@
 //! A frame inside a larger buffer, with headroom in front so a rewrite can grow
 //! the frame at its start (tunnel encapsulation) without copying the payload.
 
+/// The index of a port, where a frame comes in or goes out: in the engine, the
+/// daemon's interface; in an I/O worker (xvs-xdp), one of its sockets. One type
+/// for both, so a verdict's port and a worker's disposition read the same.
+pub type PortId = u16;
+
 /// Why a frame could not be grown or shrunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {

@@ -1,14 +1,14 @@
 //! sh, dh and mh lookup tables (and picks) identical to the Linux kernel's.
 //!
 //! Ground truth in `tests/fixtures/sched/*.txt` does not come from xvs: it is the
-//! output of a throw-away C harness (never committed) that transcribes, from
+//! output of `tests/fixtures/sched/harness/harness.c`, which transcribes, from
 //! torvalds/linux, `ip_vs_mh.c` (hashkey, permutate, populate, get, get_fallback,
 //! gcd/shift weight), `ip_vs_sh.c` (hashkey, reassign, get, get_fallback),
 //! `ip_vs_dh.c` (hashkey, reassign, schedule), `lib/siphash.c` (the 64-bit
 //! `__hsiphash_unaligned`, i.e. SipHash-1-3, checked against the SipHash-2-4 reference
 //! vectors with the same rounds) and `include/linux/hash.h` (`hash_32`), over a real
-//! `struct list_head` dest list, compiled with gcc on x86-64 and run as
-//! `harness <mh|sh|dh> <CONFIG_IP_VS_MH_TAB_INDEX> <af> <npicks> <seed> < dests`.
+//! `struct list_head` dest list. `make sched-fixtures` compiles it and re-derives
+//! every fixture from its inputs (dests and clients), byte for byte.
 //!
 //! Fixture format: `dest <addr> <port> <weight> <last_weight> <overloaded> <unavailable>`
 //! lines in kernel list order (index 0 = list head), `digest` = FNV-1a 64 over the

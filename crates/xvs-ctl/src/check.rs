@@ -8,12 +8,13 @@
 //! produce at all (an empty sync interface name) get the message ipvsadm prints
 //! for the kernel's EINVAL.
 
-use crate::cmdline::MAX_TIMEOUT;
 use crate::proto::{DaemonSpec, Op};
 use std::net::IpAddr;
 use xvs_core::service::{Af, FwdMethod, Protocol, ServiceError, ServiceKey, ServiceSpec};
 use xvs_core::service::{DestSpec, MAX_WEIGHT};
 
+/// Longest timeout ipvsadm accepts (31 days).
+pub const MAX_TIMEOUT: u32 = 86400 * 31;
 /// Largest `--sync-maxlen` (an IPv4 datagram's payload: 65535 - 20 - 8).
 pub const MAX_SYNC_MAXLEN: u16 = 65535 - 20 - 8;
 /// Longest interface name (the kernel's IFNAMSIZ - 1).
@@ -51,6 +52,9 @@ pub fn check_op(op: &Op) -> Result<(), String> {
 fn check_key(k: &ServiceKey) -> Result<(), String> {
     match k {
         ServiceKey::Fwmark { mark: 0, .. } => Err("invalid fwmark value `0' specified".into()),
+        ServiceKey::Addr { proto, .. } if !proto.is_service() => {
+            Err(format!("{proto} services are not supported"))
+        }
         _ => Ok(()),
     }
 }

@@ -9,10 +9,12 @@
 //! iface.rs): packet taps run before tc ingress, so the socket still sees
 //! them.
 
+use crate::backend::{
+    BatchHandler, Disposition, PortId, PortInfo, Published, WorkerConfig, WorkerStats,
+};
 use crate::error::{last_os, Error, Result};
 use crate::iface::{Backend, Interface};
 use crate::sys::{self, Mmap};
-use crate::worker::{Disposition, PortInfo, Published, WorkerConfig, WorkerStats, NOT_PREPARED};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -122,10 +124,7 @@ impl PacketWorker {
         let slot_size = cfg.chunk_size as usize;
         let headroom = HEADROOM + cfg.headroom as usize;
         if headroom + 1518 + 4 > slot_size {
-            return Err(Error::Invalid(format!(
-                "headroom {} leaves no room for a frame",
-                cfg.headroom
-            )));
+            return Err(Error::PacketHeadroom(cfg.headroom));
         }
         let pollfds = ports
             .iter()
@@ -238,13 +237,13 @@ impl PacketWorker {
         Ok(self.rx_ready())
     }
 
-    pub(crate) fn process_batch<H: crate::worker::BatchHandler>(&mut self, h: &mut H) -> usize {
+    pub(crate) fn process_batch<H: BatchHandler>(&mut self, h: &mut H) -> usize {
         let nports = self.ports.len();
         let mut slot = 0usize;
         let mut total = 0usize;
         for p in 0..nports {
             // Frames are copied out of the ring one at a time: nothing to show up front.
-            h.prepare(p, &mut std::iter::empty());
+            h.prepare(p as PortId, &mut std::iter::empty());
             let mut taken = 0u32;
             while taken < self.batch && slot < self.slots {
                 let port = &mut self.ports[p];
@@ -354,7 +353,7 @@ impl PacketWorker {
                     snap
                 };
                 let mut frame = Frame::new(buf, head, flen);
-                let disp = h.handle(p, taken as usize - 1, &mut frame);
+                let disp = h.handle(p as PortId, Some(taken as usize - 1), &mut frame);
                 let (fh, fl) = (frame.head(), frame.len());
                 if self.dispose(disp, slot, fh, fl) {
                     slot += 1;
@@ -370,8 +369,8 @@ impl PacketWorker {
     #[inline(always)]
     fn dispose(&mut self, disp: Disposition, slot: usize, head: usize, len: usize) -> bool {
         match disp {
-            Disposition::Tx(out) if out < self.ports.len() => {
-                self.ports[out].tx.push((slot, head, len));
+            Disposition::Tx(out) if usize::from(out) < self.ports.len() => {
+                self.ports[usize::from(out)].tx.push((slot, head, len));
                 true
             }
             Disposition::Tx(_) => {
@@ -390,7 +389,7 @@ impl PacketWorker {
     /// segment) into slots from `slot` on, through the handler and out;
     /// sends what is queued whenever the slots run out. Returns the next
     /// free slot.
-    fn send_segments<H: crate::worker::BatchHandler>(
+    fn send_segments<H: BatchHandler>(
         &mut self,
         h: &mut H,
         p: usize,
@@ -419,7 +418,7 @@ impl PacketWorker {
             }
             self.stats.segments += 1;
             let mut frame = Frame::new(buf, head, n + skip);
-            let disp = h.handle(p, NOT_PREPARED, &mut frame);
+            let disp = h.handle(p as PortId, None, &mut frame);
             let (fh, fl) = (frame.head(), frame.len());
             if self.dispose(disp, slot, fh, fl) {
                 slot += 1;
@@ -492,8 +491,8 @@ unsafe fn status<'a>(block: *mut u8) -> &'a AtomicU32 {
 fn open(iface: &Interface, queue: u32, mtus: &sys::MtuReader) -> Result<PacketPort> {
     let name = iface.name();
     let what = |s: &str| format!("AF_PACKET {name}: {s}");
-    let filter = iface.filter_fd().ok_or_else(|| {
-        Error::Invalid(what("interface is not attached with the AF_PACKET backend"))
+    let filter = iface.filter_fd().ok_or_else(|| Error::NotAfPacket {
+        iface: name.to_string(),
     })?;
     // Protocol 0: receive nothing until bound.
     let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, &what("socket"))?;

@@ -48,9 +48,7 @@ impl std::str::FromStr for Backend {
             "xdp-native" | "native" | "xdp" => Ok(Backend::XdpNative),
             "xdp-generic" | "generic" | "skb" => Ok(Backend::XdpGeneric),
             "af-packet" | "afpacket" | "packet" => Ok(Backend::AfPacket),
-            _ => Err(Error::Invalid(format!(
-                "unknown backend {s:?} (xdp-native, xdp-generic, af-packet)"
-            ))),
+            _ => Err(Error::UnknownBackend(s.to_string())),
         }
     }
 }
@@ -169,7 +167,7 @@ impl Interface {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Invalid("no backend".into())))
+        Err(last.unwrap_or(Error::NothingToTry("backend")))
     }
 
     fn try_attach(
@@ -280,15 +278,14 @@ impl Interface {
 
     /// Puts AF_XDP socket `fd` in the slot of RX queue `queue`.
     pub(crate) fn register_socket(&self, queue: u32, fd: RawFd) -> Result<()> {
-        let xsks = self
-            .xsks
-            .as_ref()
-            .ok_or_else(|| Error::Invalid(format!("{}: not an XDP backend", self.name)))?;
+        let xsks = self.xsks.as_ref().ok_or_else(|| Error::NotXdp {
+            iface: self.name.clone(),
+        })?;
         if queue >= xsks.def.max_entries {
-            return Err(Error::Invalid(format!(
-                "{}: queue {queue} beyond the socket map",
-                self.name
-            )));
+            return Err(Error::QueueBeyondMap {
+                iface: self.name.clone(),
+                queue,
+            });
         }
         xsks.update(
             &queue.to_ne_bytes(),

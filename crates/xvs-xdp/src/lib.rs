@@ -15,10 +15,14 @@ pub mod iface;
 pub mod steer;
 
 pub use iface::{Backend, BackendChoice, Interface, SteerStats};
-pub use steer::{SteerKey, Steering, DEFAULT_KEYS, L4};
+pub use steer::{SteerKey, Steering, DEFAULT_KEYS};
 pub mod afpacket;
+pub mod afxdp;
+pub mod backend;
 pub mod worker;
 
-pub use worker::{
-    BatchHandler, Disposition, PortInfo, Worker, WorkerConfig, WorkerStats, ZeroCopy,
+pub use backend::{
+    published_stats, BatchHandler, Disposition, PortId, PortInfo, PublishedStats, WorkerConfig,
+    WorkerStats, ZeroCopy,
 };
+pub use worker::Worker;

@@ -48,9 +48,11 @@ impl<T: Copy> Ring<T> {
             || !fits(off.flags, 4, 4)
             || !fits(off.desc, desc_bytes, std::mem::align_of::<T>() as u64)
         {
-            return Err(Error::Invalid(format!(
-                "ring layout {off:?} with {size} entries does not fit a {len}-byte mapping"
-            )));
+            return Err(Error::RingLayout {
+                offsets: *off,
+                size,
+                len,
+            });
         }
         let base = map.as_ptr();
         // SAFETY: every offset was checked to lie inside the mapping (with

@@ -9,23 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use xvs_core::addr::Addr;
 use xvs_core::engine::MarkRule;
-
-/// A layer-4 protocol xvs balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            L4::Tcp => 6,
-            L4::Udp => 17,
-        }
-    }
-}
+use xvs_core::wire::IpProtocol;
 
 /// What xvs takes from the wire. IPv4 non-first fragments and ICMP errors are
 /// owned when their outer destination is the address of a `Vip` or a
@@ -34,11 +18,19 @@ impl L4 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SteerKey {
     /// Frames to a virtual service: destination VIP:port/proto.
-    Vip { addr: Addr, port: u16, proto: L4 },
+    Vip {
+        addr: Addr,
+        port: u16,
+        proto: IpProtocol,
+    },
     /// Frames to a FULLNAT local address, any protocol and port.
     LocalAddr(Addr),
     /// NAT replies: source = a real server's address:port/proto.
-    RealServer { addr: Addr, port: u16, proto: L4 },
+    RealServer {
+        addr: Addr,
+        port: u16,
+        proto: IpProtocol,
+    },
     /// One of the host's own addresses: NAT replies addressed to it belong to
     /// the host's own connections (health checks, an operator's curl), not to xvs.
     Local(Addr),
@@ -139,10 +131,10 @@ fn mark_groups(rules: &[MarkRule]) -> Result<Vec<MarkGroup<'_>>> {
         }
     }
     if prefixes.len() > MARK_GROUPS as usize {
-        return Err(crate::Error::Invalid(format!(
-            "{} destination prefixes in the mark rules; at most {MARK_GROUPS}",
-            prefixes.len()
-        )));
+        return Err(crate::Error::MarkPrefixes {
+            count: prefixes.len(),
+            max: MARK_GROUPS,
+        });
     }
     let contains = |outer: &(Addr, u8), inner: &(Addr, u8)| {
         outer.1 <= inner.1
@@ -156,12 +148,12 @@ fn mark_groups(rules: &[MarkRule]) -> Result<Vec<MarkGroup<'_>>> {
             .filter(|r| r.addr.is_ipv4() == p.0.is_v4() && contains(&r.dst_prefix(), &p))
             .collect();
         if members.len() > MARK_GROUP_RULES {
-            return Err(crate::Error::Invalid(format!(
-                "{} mark rules apply to {}/{}; at most {MARK_GROUP_RULES} may overlap",
-                members.len(),
-                p.0,
-                if p.0.is_v4() { p.1 - 96 } else { p.1 }
-            )));
+            return Err(crate::Error::MarkOverlap {
+                count: members.len(),
+                prefix: p.0.to_ip(),
+                len: if p.0.is_v4() { p.1 - 96 } else { p.1 },
+                max: MARK_GROUP_RULES,
+            });
         }
         out.push((p, members));
     }
@@ -417,7 +409,7 @@ mod tests {
         let k = SteerKey::Vip {
             addr: Addr::v4([10, 77, 0, 100]),
             port: 80,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         };
         let (r, d) = k.raw();
         assert_eq!(&r[..4], &[K_VIP, 6, 0, 80]);

@@ -6,8 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The index of interface `name` in the current network namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
-    let c =
-        CString::new(name).map_err(|_| Error::Invalid(format!("bad interface name {name:?}")))?;
+    let c = CString::new(name).map_err(|_| Error::BadIfName(name.to_string()))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
@@ -27,7 +26,7 @@ pub fn rx_queues(name: &str) -> Result<u32> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
         .count();
     if n == 0 {
-        return Err(Error::Invalid(format!("{dir}: no RX queue listed")));
+        return Err(Error::NoRxQueues { dir });
     }
     Ok(n as u32)
 }
@@ -58,7 +57,7 @@ fn mtu_on(fd: RawFd, name: &str) -> Result<u32> {
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
-        return Err(Error::Invalid(format!("bad interface name {name:?}")));
+        return Err(Error::BadIfName(name.to_string()));
     }
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
@@ -71,7 +70,10 @@ fn mtu_on(fd: RawFd, name: &str) -> Result<u32> {
     }
     // SAFETY: after a successful SIOCGIFMTU the union holds ifru_mtu.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    u32::try_from(mtu).map_err(|_| Error::Invalid(format!("{name}: MTU {mtu}")))
+    u32::try_from(mtu).map_err(|_| Error::BadMtu {
+        iface: name.to_string(),
+        mtu,
+    })
 }
 
 /// The Ethernet address of interface `name` (SIOCGIFHWADDR, in the calling
@@ -82,7 +84,7 @@ pub fn hw_addr(name: &str) -> Result<Option<[u8; 6]>> {
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
-        return Err(Error::Invalid(format!("bad interface name {name:?}")));
+        return Err(Error::BadIfName(name.to_string()));
     }
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
@@ -183,12 +185,9 @@ pub fn possible_cpus() -> Result<usize> {
 fn cpus_in_file(path: &std::path::Path) -> Result<usize> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| crate::error::os(format!("reading {}", path.display()), e))?;
-    parse_cpu_list(&s).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{}: malformed CPU list {:?}",
-            path.display(),
-            s.trim()
-        ))
+    parse_cpu_list(&s).ok_or_else(|| Error::BadCpuList {
+        path: path.to_path_buf(),
+        text: s.trim().to_string(),
     })
 }
 

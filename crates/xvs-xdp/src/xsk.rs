@@ -28,14 +28,13 @@ impl Umem {
     /// frame in addition to XDP_PACKET_HEADROOM.
     pub fn new(chunks: u32, chunk_size: u32, headroom: u32) -> Result<Umem> {
         if !chunk_size.is_power_of_two() || !(2048..=4096).contains(&chunk_size) {
-            return Err(Error::Invalid(format!(
-                "UMEM chunk size {chunk_size}: must be 2048 or 4096"
-            )));
+            return Err(Error::ChunkSize(chunk_size));
         }
         if headroom + XDP_PACKET_HEADROOM + 1500 > chunk_size {
-            return Err(Error::Invalid(format!(
-                "UMEM headroom {headroom} leaves no room for a 1500-byte frame in a {chunk_size}-byte chunk"
-            )));
+            return Err(Error::UmemHeadroom {
+                headroom,
+                chunk_size,
+            });
         }
         let len = chunks as usize * chunk_size as usize;
         let map = Mmap::new(len, None, 0, "UMEM")?;
@@ -220,9 +219,12 @@ impl XskSocket {
             (libc::XDP_TX_RING, sizes.tx, "tx ring size"),
         ] {
             if !n.is_power_of_two() {
-                return Err(Error::Invalid(what(&format!(
-                    "{name} {n} is not a power of two"
-                ))));
+                return Err(Error::RingSize {
+                    iface: ifname.to_string(),
+                    queue,
+                    ring: name,
+                    size: n,
+                });
             }
             sys::setsockopt(&fd, libc::SOL_XDP, opt, &n, &what(name))?;
         }

@@ -18,10 +18,11 @@ use xvs_core::engine::{Engine, Limits, MarkRule, RuleSet, StaticFib};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{Af, DestSpec, FwdMethod, Protocol, ServiceKey, ServiceSpec, SvcFlags};
 use xvs_core::wire::parse::{parse, Frag, ParseError, PROTO_TCP, PROTO_UDP};
+use xvs_core::wire::IpProtocol;
 use xvs_xdp::bpf::sys::{BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, BPF_TCX_INGRESS};
 use xvs_xdp::bpf::testrun::{run_on, RunOn, TestObject};
 use xvs_xdp::iface::write_if_mac;
-use xvs_xdp::{SteerKey, Steering, L4};
+use xvs_xdp::{SteerKey, Steering};
 
 /// The MAC of the interface the fixtures arrive on (eth()'s destination).
 const OWN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -298,12 +299,12 @@ fn keys() -> Vec<SteerKey> {
         SteerKey::Vip {
             addr: addr(VIP0),
             port: 0,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
         SteerKey::RealServer {
             addr: addr(RS0),
             port: 0,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
         SteerKey::Mark { mark: 1, v6: false },
         SteerKey::Mark { mark: 2, v6: false },
@@ -311,22 +312,22 @@ fn keys() -> Vec<SteerKey> {
         SteerKey::Vip {
             addr: addr(VIP),
             port: 80,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
         SteerKey::Vip {
             addr: addr(VIP),
             port: 53,
-            proto: L4::Udp,
+            proto: IpProtocol::Udp,
         },
         SteerKey::Vip {
             addr: addr(VIP6),
             port: 80,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
         SteerKey::RealServer {
             addr: addr(RS),
             port: 8080,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
         SteerKey::LocalAddr(addr(LIP)),
         SteerKey::Local(addr(DIRECTOR)),

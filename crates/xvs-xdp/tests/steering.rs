@@ -8,8 +8,9 @@ use common::*;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 use xvs_core::addr::Addr;
+use xvs_core::wire::IpProtocol;
 use xvs_xdp::{
-    Backend, BackendChoice, Disposition, Interface, SteerKey, Steering, Worker, WorkerConfig, L4,
+    Backend, BackendChoice, Disposition, Interface, SteerKey, Steering, Worker, WorkerConfig,
 };
 
 const VIP4: &str = "10.77.10.100";
@@ -34,17 +35,17 @@ fn keys() -> [SteerKey; 3] {
         SteerKey::Vip {
             addr: v4,
             port: 5000,
-            proto: L4::Udp,
+            proto: IpProtocol::Udp,
         },
         SteerKey::Vip {
             addr: v6,
             port: 5000,
-            proto: L4::Udp,
+            proto: IpProtocol::Udp,
         },
         SteerKey::Vip {
             addr: v4,
             port: 5001,
-            proto: L4::Tcp,
+            proto: IpProtocol::Tcp,
         },
     ]
 }

@@ -3,7 +3,7 @@
 //! VM or container stack would hand it over) arrives under generic XDP as a
 //! chain of AF_XDP descriptors (or one, below a chunk) and under AF_PACKET in
 //! one ring slot; the handler sees the segments that `xvs_core::wire::gso`
-//! makes of it, not prepared (index NOT_PREPARED), and they are transmitted.
+//! makes of it, not prepared (no burst index), and they are transmitted.
 //! A UDP super-frame is dropped and counted. Native XDP with the multi-buffer
 //! program takes a jumbo MTU, and a jumbo frame above a chunk is cut too.
 
@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use xvs_core::addr::Addr;
 use xvs_core::frame::Frame;
 use xvs_core::wire::gso;
-use xvs_xdp::worker::NOT_PREPARED;
+use xvs_core::wire::IpProtocol;
 use xvs_xdp::{
-    Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
-    WorkerConfig, L4,
+    Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,
+    Worker, WorkerConfig,
 };
 
 const C4: [u8; 4] = [10, 77, 12, 1];
@@ -78,7 +78,7 @@ fn frame(v6: bool, udp: bool, payload: usize, smac: [u8; 6], dmac: [u8; 6]) -> V
 
 /// Sends `f` out of `ifname` (in the calling thread's namespace) through an
 /// AF_PACKET socket with a virtio-net header: `gso_type` 0 for a plain frame,
-/// 1 TCPv4, 4 TCPv6, 5 UDP (L4).
+/// 1 TCPv4, 4 TCPv6, 5 UDP.
 fn inject(ifname: &str, f: &[u8], gso_type: u8, gso_size: u16) {
     const PACKET_VNET_HDR: i32 = 15;
     let ifindex = xvs_xdp::sys::ifindex(ifname).unwrap();
@@ -122,14 +122,14 @@ fn inject(ifname: &str, f: &[u8], gso_type: u8, gso_size: u16) {
 /// Records every frame with the index it came with; sends it back out.
 #[derive(Default)]
 struct Rec {
-    got: Vec<(usize, Vec<u8>)>,
+    got: Vec<(Option<usize>, Vec<u8>)>,
 }
 
 impl BatchHandler for Rec {
-    fn prepare(&mut self, _: usize, frames: &mut dyn Iterator<Item = &[u8]>) {
+    fn prepare(&mut self, _: PortId, frames: &mut dyn Iterator<Item = &[u8]>) {
         for _ in frames {}
     }
-    fn handle(&mut self, port: usize, i: usize, frame: &mut Frame) -> Disposition {
+    fn handle(&mut self, port: PortId, i: Option<usize>, frame: &mut Frame) -> Disposition {
         self.got.push((i, frame.data().to_vec()));
         Disposition::Tx(port)
     }
@@ -169,9 +169,9 @@ fn setup(d: &xvs_netns::Netns, backend: Backend) -> (Steering, Interface, Worker
     d.run(|| {
         let steer = Steering::new().unwrap();
         for (addr, proto, port) in [
-            (Addr::v4(VIP4), L4::Tcp, 5001),
-            (Addr::v6(VIP6), L4::Tcp, 5001),
-            (Addr::v4(VIP4), L4::Udp, 5000),
+            (Addr::v4(VIP4), IpProtocol::Tcp, 5001),
+            (Addr::v6(VIP6), IpProtocol::Tcp, 5001),
+            (Addr::v4(VIP4), IpProtocol::Udp, 5000),
         ] {
             steer.add(SteerKey::Vip { addr, port, proto }).unwrap();
         }
@@ -222,8 +222,8 @@ fn cut_and_count(tag: &str, backend: Backend) {
     }
     // Segments are not in the prepared burst; the plain frame is.
     let n = want.len();
-    assert!(h.got[..n - 1].iter().all(|g| g.0 == NOT_PREPARED));
-    assert_ne!(h.got[n - 1].0, NOT_PREPARED);
+    assert!(h.got[..n - 1].iter().all(|g| g.0.is_none()));
+    assert!(h.got[n - 1].0.is_some());
     assert!(got.iter().all(|g| g.len() <= 1514));
     let s = *w.stats();
     assert_eq!(
@@ -241,7 +241,7 @@ fn cut_and_count(tag: &str, backend: Backend) {
         let k = x.kernel_stats()[0];
         assert_eq!((k.rx_dropped, k.tx_invalid_descs), (0, 0), "{k:?}");
     }
-    let mine = xvs_xdp::worker::published_stats();
+    let mine = xvs_xdp::published_stats();
     assert!(
         mine.iter()
             .any(|p| p.counters.contains(&("superframes", 3))),

@@ -62,10 +62,12 @@ fn truncate(mut s: String, n: usize) -> String {
     s
 }
 
+/// The /etc/services protocol of a service (TCP or UDP, table-checked).
 fn proto_lookup_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
+    if p == Protocol::Udp {
+        "udp"
+    } else {
+        "tcp"
     }
 }
 
@@ -180,10 +182,7 @@ pub fn service_name(key: &ServiceKey, format: u32, names: &dyn Names) -> String 
                 names,
             );
             if rule {
-                let opt = match proto {
-                    Protocol::Tcp => "-t",
-                    Protocol::Udp => "-u",
-                };
+                let opt = if proto == Protocol::Udp { "-u" } else { "-t" };
                 format!("{opt} {vname}")
             } else {
                 let s = format!("{:<4} {vname}", proto.name());

@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 use std::net::IpAddr;
-use xvs_core::service::{Af, Protocol, ServiceKey};
+use xvs_core::service::{Af, ServiceKey};
 
 /// glibc's `msort_with_tmp` with an `int`-returning comparator.
 pub fn glibc_qsort<T: Clone>(v: &mut [T], cmp: &dyn Fn(&T, &T) -> i32) {
@@ -81,11 +81,7 @@ fn af_num(af: Af) -> i32 {
 fn svc_fields(k: &ServiceKey) -> (u32, Af, i32, IpAddr, u16) {
     match *k {
         ServiceKey::Addr { proto, addr, port } => {
-            let p = match proto {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            };
-            (0, Af::of(&addr), p, addr, port)
+            (0, Af::of(&addr), proto.number() as i32, addr, port)
         }
         ServiceKey::Fwmark { mark, af } => {
             let zero = match af {
@@ -138,6 +134,7 @@ pub fn ordering(r: i32) -> Ordering {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use xvs_core::service::Protocol;
 
     fn tcp(a: [u8; 4], port: u16) -> ServiceKey {
         ServiceKey::Addr {

@@ -16,8 +16,8 @@ use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
 use xvs_core::service::table::Service;
 use xvs_core::service::{Af, FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
-    Backend, BackendChoice, BatchHandler, Disposition, Interface, SteerKey, Steering, Worker,
-    WorkerConfig, L4,
+    Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,
+    Worker, WorkerConfig,
 };
 
 /// Nice value of the workers: above the NAPI threads that feed them, so that
@@ -118,13 +118,6 @@ impl SteerCounters {
     }
 }
 
-fn l4(p: Protocol) -> L4 {
-    match p {
-        Protocol::Tcp => L4::Tcp,
-        Protocol::Udp => L4::Udp,
-    }
-}
-
 /// The keys a rule set needs: VIPs (port 0: every port), the marks of fwmark
 /// services, FULLNAT local addresses, and the real servers of NAT dests
 /// (their replies; port 0: from any port).
@@ -139,11 +132,12 @@ pub fn rule_keys<'a>(
                 keys.insert(SteerKey::Vip {
                     addr: addr.into(),
                     port,
-                    proto: l4(proto),
+                    proto,
                 });
-                match proto {
-                    Protocol::Tcp => &[Protocol::Tcp],
-                    Protocol::Udp => &[Protocol::Udp],
+                if proto == Protocol::Udp {
+                    &[Protocol::Udp]
+                } else {
+                    &[Protocol::Tcp]
                 }
             }
             ServiceKey::Fwmark { mark, af } => {
@@ -160,7 +154,7 @@ pub fn rule_keys<'a>(
                     keys.insert(SteerKey::RealServer {
                         addr: d.addr.into(),
                         port: d.port,
-                        proto: l4(proto),
+                        proto,
                     });
                 }
             }
@@ -205,17 +199,17 @@ impl SteerSync {
     pub fn prepare(&self, want: &HashSet<SteerKey>, marks: &[MarkRule]) -> Result<()> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let new: Vec<SteerKey> = want.difference(&st.rules).copied().collect();
-        let refuse = |e: &dyn std::fmt::Display| {
+        let refuse = |e: xvs_xdp::Error| {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("steering update refused: {e}");
-            anyhow!("{e}")
+            anyhow::Error::new(e)
         };
-        self.steering.add_all(&new).map_err(|e| refuse(&e))?;
+        self.steering.add_all(&new).map_err(refuse)?;
         if let Err(e) = self.steering.set_marks(marks) {
             for k in &new {
                 let _ = self.steering.remove(*k);
             }
-            return Err(refuse(&e));
+            return Err(refuse(e));
         }
         Ok(())
     }
@@ -317,7 +311,6 @@ pub fn plan(cfg: &Config) -> Result<Plan> {
     let mut served = Vec::new();
     for i in &cfg.interfaces {
         let dev = xvs_xdp::sys::rx_queues(&i.name)
-            .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("counting the RX queues of {}", i.name))?;
         let q = match i.queues {
             Some(q) if q > dev => anyhow::bail!(
@@ -408,7 +401,7 @@ pub fn start(
     }
     let choice = match cfg.backend.as_deref() {
         None | Some("auto") => BackendChoice::Auto,
-        Some(b) => BackendChoice::Force(b.parse::<Backend>().map_err(|e| anyhow!("{e}"))?),
+        Some(b) => BackendChoice::Force(b.parse::<Backend>()?),
     };
     let steering = Steering::with_capacity(cfg.steer_keys.unwrap_or(xvs_xdp::DEFAULT_KEYS))
         .context("creating the steering map")?;
@@ -595,7 +588,7 @@ fn worker_loop(
     let mut w = match Worker::with_ports(&refs, &wcfg) {
         Ok(w) => w,
         Err(e) => {
-            let _ = started.send(Err(anyhow!("{e}")));
+            let _ = started.send(Err(anyhow::Error::new(e)));
             return;
         }
     };
@@ -613,13 +606,13 @@ fn worker_loop(
     let _ = started.send(Ok(()));
     // Engine port → this worker's first port on that interface (any of its
     // queues' sockets can transmit).
-    let mut local = vec![usize::MAX; ifaces.len()];
+    let mut local: Vec<Option<PortId>> = vec![None; ifaces.len()];
     for (l, &g) in global.iter().enumerate().rev() {
-        local[g] = l;
+        local[g] = Some(l as PortId);
     }
     let mut ew = engine.worker(q);
     // Pass-through: the first port of the next interface, by engine port.
-    let next: Vec<usize> = global
+    let next: Vec<Option<PortId>> = global
         .iter()
         .map(|&g| local[(g + 1) % ifaces.len()])
         .collect();
@@ -666,22 +659,31 @@ struct Burst<'a> {
     ew: &'a mut xvs_core::engine::Worker,
     /// This worker's port → the engine's (global interface index).
     global: &'a [usize],
-    /// The engine's port → this worker's.
-    local: &'a [usize],
+    /// The engine's port → this worker's (`None`: it has no socket there).
+    local: &'a [Option<PortId>],
 }
 
 impl BatchHandler for Burst<'_> {
     #[inline]
-    fn prepare(&mut self, _port: usize, frames: &mut dyn Iterator<Item = &[u8]>) {
+    fn prepare(&mut self, _port: PortId, frames: &mut dyn Iterator<Item = &[u8]>) {
         self.ew.prepare(frames);
     }
 
     #[inline]
-    fn handle(&mut self, port: usize, i: usize, frame: &mut xvs_core::frame::Frame) -> Disposition {
-        let rx = self.global.get(port).copied().unwrap_or(0) as u16;
-        match self.ew.process_prepared(i, frame, rx) {
-            Verdict::Tx(p) => match self.local.get(p as usize) {
-                Some(&l) if l != usize::MAX => Disposition::Tx(l),
+    fn handle(
+        &mut self,
+        port: PortId,
+        i: Option<usize>,
+        frame: &mut xvs_core::frame::Frame,
+    ) -> Disposition {
+        let rx = self.global.get(usize::from(port)).copied().unwrap_or(0) as PortId;
+        let verdict = match i {
+            Some(i) => self.ew.process_prepared(i, frame, rx),
+            None => self.ew.process(frame, rx),
+        };
+        match verdict {
+            Verdict::Tx(p) => match self.local.get(usize::from(p)) {
+                Some(&Some(l)) => Disposition::Tx(l),
                 _ => Disposition::Drop,
             },
             // A redirected frame cannot go back to the kernel: counted, dropped.
@@ -692,19 +694,19 @@ impl BatchHandler for Burst<'_> {
 
 /// The ceiling's engine: MACs swapped, out of the next interface.
 struct PassThrough<'a> {
-    /// This worker's port → the port it forwards to (usize::MAX: none).
-    next: &'a [usize],
+    /// This worker's port → the port it forwards to.
+    next: &'a [Option<PortId>],
 }
 
 impl BatchHandler for PassThrough<'_> {
     #[inline]
-    fn prepare(&mut self, _port: usize, _frames: &mut dyn Iterator<Item = &[u8]>) {}
+    fn prepare(&mut self, _port: PortId, _frames: &mut dyn Iterator<Item = &[u8]>) {}
 
     #[inline]
     fn handle(
         &mut self,
-        port: usize,
-        _i: usize,
+        port: PortId,
+        _i: Option<usize>,
         frame: &mut xvs_core::frame::Frame,
     ) -> Disposition {
         let d = frame.data_mut();
@@ -715,8 +717,8 @@ impl BatchHandler for PassThrough<'_> {
         mac.copy_from_slice(&d[0..6]);
         d.copy_within(6..12, 0);
         d[6..12].copy_from_slice(&mac);
-        match self.next.get(port) {
-            Some(&p) if p != usize::MAX => Disposition::Tx(p),
+        match self.next.get(usize::from(port)) {
+            Some(&Some(p)) => Disposition::Tx(p),
             _ => Disposition::Drop,
         }
     }

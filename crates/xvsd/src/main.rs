@@ -111,7 +111,8 @@ fn reload(
             let op = xvs_ctl::cmdline::parse(&argv)
                 .map_err(|e| e.message.trim_end().to_string())
                 .and_then(|c| c.to_op().ok_or_else(|| "not a rule command".to_string()))
-                .map_err(|e| anyhow::anyhow!("{}:{n}: {e}", path.display()))?;
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{}:{n}", path.display()))?;
             ops.push(op);
             lines.push(n);
         }

@@ -40,7 +40,7 @@ pub const INF_BUCKET: f64 = f64::MAX;
 /// Every family of a scrape, in order.
 fn gather(engine: &Engine, extra: &Extra) -> Vec<Family> {
     let mut out = xvs_core::engine::metrics::families(engine);
-    out.extend(io_families(&xvs_xdp::worker::published_stats()));
+    out.extend(io_families(&xvs_xdp::published_stats()));
     extra(&mut out);
     out
 }
@@ -261,7 +261,7 @@ fn io_metric(name: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// The I/O workers' counters, labelled by queue.
-fn io_families(workers: &[xvs_xdp::worker::PublishedStats]) -> Vec<Family> {
+fn io_families(workers: &[xvs_xdp::PublishedStats]) -> Vec<Family> {
     let mut out = Vec::new();
     let Some(first) = workers.first() else {
         return out;
@@ -314,7 +314,7 @@ mod tests {
             superframe_not_tcp: 1,
             ..Default::default()
         };
-        let w = xvs_xdp::worker::PublishedStats {
+        let w = xvs_xdp::PublishedStats {
             queue: 2,
             counters: s.named(),
         };

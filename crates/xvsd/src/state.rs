@@ -13,6 +13,7 @@ use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
 use xvs_core::service::table::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
 use xvs_core::time::Time;
+use xvs_core::wire::IpProtocol;
 use xvs_ctl::MarkSpec;
 use xvs_ctl::{ConnInfo, DaemonSpec, DaemonState, DestInfo, ErrorReply, Op, Response, ServiceInfo};
 use xvs_xdp::SteerKey;
@@ -102,13 +103,13 @@ impl State {
             if d.fwd() != xvs_core::service::FwdMethod::Masq {
                 continue;
             }
-            let protos: &[xvs_xdp::L4] = match k {
+            let protos: &[IpProtocol] = match k {
                 ServiceKey::Addr {
                     proto: xvs_core::service::Protocol::Tcp,
                     ..
-                } => &[xvs_xdp::L4::Tcp],
-                ServiceKey::Addr { .. } => &[xvs_xdp::L4::Udp],
-                ServiceKey::Fwmark { .. } => &[xvs_xdp::L4::Tcp, xvs_xdp::L4::Udp],
+                } => &[IpProtocol::Tcp],
+                ServiceKey::Addr { .. } => &[IpProtocol::Udp],
+                ServiceKey::Fwmark { .. } => &[IpProtocol::Tcp, IpProtocol::Udp],
             };
             for &proto in protos {
                 keys.insert(SteerKey::RealServer {
@@ -653,7 +654,7 @@ mod tests {
         let rs = SteerKey::RealServer {
             addr: d.addr.into(),
             port: 8080,
-            proto: xvs_xdp::L4::Tcp,
+            proto: IpProtocol::Tcp,
         };
         assert!(s.steer_keys().contains(&rs));
         s.apply(&Op::DelDest(key(80), d.addr, 8080)).unwrap();

@@ -18,7 +18,7 @@ use crate::conn::table::{
 };
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
-use crate::frame::Frame;
+use crate::frame::{Frame, PortId};
 use crate::service::{Dest, FwdMethod};
 use crate::time::Time;
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
@@ -30,7 +30,7 @@ use crate::wire::parse::{PROTO_TCP, PROTO_UDP};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Transmit the (rewritten) frame on this port.
-    Tx(u16),
+    Tx(PortId),
     /// Not ours: hand it to the kernel unchanged.
     Pass,
     /// Dropped, and counted under this reason.

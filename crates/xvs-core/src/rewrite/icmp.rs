@@ -1,12 +1,12 @@
 //! ICMP / ICMPv6: translating errors that quote a NAT'ed packet, and building
 //! errors in place (port unreachable, fragmentation needed / packet too big).
 
-use super::{addr_bytes, addr_off, set_macs, End};
-use crate::addr::Addr;
+use super::set_macs;
+use crate::addr::{Addr, Af};
 use crate::frame::Frame;
-use crate::service::Af;
 use crate::wire::checksum::{checksum, fold, pseudo, sum};
-use crate::wire::parse::{Frag, PacketInfo, PROTO_ICMP, PROTO_ICMPV6};
+use crate::wire::parse::{Frag, PacketInfo};
+use crate::wire::{icmp, ipv4, ipv6, IcmpPacket, IpProtocol, Ipv4Packet, Ipv6Packet};
 
 /// What to change in an ICMP error: the outer addresses and the quoted packet's
 /// source or destination address + port.
@@ -25,67 +25,87 @@ pub struct IcmpRewrite<'a> {
 pub fn translate(data: &mut [u8], info: &PacketInfo, rw: &IcmpRewrite) {
     let Some(ic) = info.icmp else { return };
     let af = info.af;
-    let n = if af == Af::V4 { 4 } else { 16 };
-    let end = info.l3_off as usize + info.l3_len as usize;
+    let (l3, l4) = (info.l3_off as usize, info.l4_off as usize);
+    let end = l3 + info.l3_len as usize;
     if end > data.len() {
         return;
     }
-    for (addr, e) in [(rw.outer_src, End::Src), (rw.outer_dst, End::Dst)] {
-        if let Some(a) = addr {
-            let off = addr_off(info, e);
-            data[off..off + n].copy_from_slice(addr_bytes(a, af));
+    let (il3, il4) = (ic.inner_l3_off as usize, ic.inner_l4_off as usize);
+    match af {
+        Af::V4 => {
+            // The parse read both headers whole: the views fit.
+            let mut outer = Ipv4Packet::new_unchecked(&mut data[l3..end]);
+            if let Some(a) = rw.outer_src {
+                outer.set_src_addr(a.v4_octets());
+            }
+            if let Some(a) = rw.outer_dst {
+                outer.set_dst_addr(a.v4_octets());
+            }
+            if let Some(Ok(mut inner)) = data.get_mut(il3..end).map(Ipv4Packet::new_checked) {
+                if let Some((a, _)) = rw.inner_src {
+                    inner.set_src_addr(a.v4_octets());
+                }
+                if let Some((a, _)) = rw.inner_dst {
+                    inner.set_dst_addr(a.v4_octets());
+                }
+            }
+        }
+        Af::V6 => {
+            let mut outer = Ipv6Packet::new_unchecked(&mut data[l3..end]);
+            if let Some(a) = rw.outer_src {
+                outer.set_src_addr(&a.0);
+            }
+            if let Some(a) = rw.outer_dst {
+                outer.set_dst_addr(&a.0);
+            }
+            if let Some(Ok(mut inner)) = data.get_mut(il3..end).map(Ipv6Packet::new_checked) {
+                if let Some((a, _)) = rw.inner_src {
+                    inner.set_src_addr(&a.0);
+                }
+                if let Some((a, _)) = rw.inner_dst {
+                    inner.set_dst_addr(&a.0);
+                }
+            }
         }
     }
-    let il3 = ic.inner_l3_off as usize;
-    let il4 = ic.inner_l4_off as usize;
-    let (isrc, idst) = match af {
-        Af::V4 => (il3 + 12, il3 + 16),
-        Af::V6 => (il3 + 8, il3 + 24),
-    };
-    for (x, aoff, poff) in [(rw.inner_src, isrc, il4), (rw.inner_dst, idst, il4 + 2)] {
-        if let Some((a, p)) = x {
-            if aoff + n <= end {
-                data[aoff..aoff + n].copy_from_slice(addr_bytes(a, af));
-            }
+    // The quoted ports: source then destination, as in TCP and UDP.
+    for (x, poff) in [(rw.inner_src, il4), (rw.inner_dst, il4 + 2)] {
+        if let Some((_, p)) = x {
             if poff + 2 <= end {
                 data[poff..poff + 2].copy_from_slice(&p.to_be_bytes());
             }
         }
     }
     if af == Af::V4 {
-        let ihl = ((data[il3] & 0x0f) as usize) * 4;
-        if il3 + ihl <= end {
-            data[il3 + 10..il3 + 12].copy_from_slice(&[0, 0]);
-            let ck = checksum(&data[il3..il3 + ihl]);
-            data[il3 + 10..il3 + 12].copy_from_slice(&ck.to_be_bytes());
+        if let Some(Ok(mut inner)) = data.get_mut(il3..end).map(Ipv4Packet::new_checked) {
+            if inner.header_len() <= end - il3 {
+                inner.fill_checksum();
+            }
         }
-        let l3 = info.l3_off as usize;
-        let ihl = ((data[l3] & 0x0f) as usize) * 4;
-        data[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-        let ck = checksum(&data[l3..l3 + ihl]);
-        data[l3 + 10..l3 + 12].copy_from_slice(&ck.to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut data[l3..end]).fill_checksum();
     }
-    icmp_checksum(data, info.l3_off as usize, info.l4_off as usize, end, af);
+    icmp_checksum(data, l3, l4, end, af);
 }
 
 /// Recomputes the ICMP (v4) or ICMPv6 (with pseudo-header) checksum of the
 /// message at `l4..end`.
 fn icmp_checksum(data: &mut [u8], l3: usize, l4: usize, end: usize, af: Af) {
-    data[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    IcmpPacket::new_unchecked(&mut data[l4..end]).set_checksum(0);
     let msg = &data[l4..end];
     let ck = match af {
         Af::V4 => checksum(msg),
         Af::V6 => {
+            let ip = Ipv6Packet::new_unchecked(&data[l3..l4]);
             let ps = pseudo(
-                &data[l3 + 8..l3 + 24],
-                &data[l3 + 24..l3 + 40],
-                PROTO_ICMPV6,
+                &ip.src_addr(),
+                &ip.dst_addr(),
+                IpProtocol::Icmpv6.number(),
                 msg.len() as u32,
             );
             !fold(sum(msg, ps))
         }
     };
-    data[l4 + 2..l4 + 4].copy_from_slice(&ck.to_be_bytes());
+    IcmpPacket::new_unchecked(&mut data[l4..end]).set_checksum(ck);
 }
 
 /// Largest ICMP error: IPv4 576 bytes (RFC 1812), IPv6 1280 (RFC 4443).
@@ -120,11 +140,11 @@ fn build_error(
         return false;
     }
     let l3 = info.l3_off as usize;
-    let (iph, max, proto) = match info.af {
-        Af::V4 => (20usize, MAX_ERR_V4, PROTO_ICMP),
-        Af::V6 => (40usize, MAX_ERR_V6, PROTO_ICMPV6),
+    let (iph, max) = match info.af {
+        Af::V4 => (ipv4::HEADER_LEN, MAX_ERR_V4),
+        Af::V6 => (ipv6::HEADER_LEN, MAX_ERR_V6),
     };
-    let hdr = iph + 8;
+    let hdr = iph + icmp::HEADER_LEN;
     let quote = (info.l3_len as usize).min(max - hdr);
     if frame.push_front(hdr).is_err() {
         return false;
@@ -141,32 +161,37 @@ fn build_error(
     src_mac.copy_from_slice(&d[0..6]);
     set_macs(d, &src_mac, &dst_mac);
     let ip_len = hdr + quote;
+    let l4 = l3 + iph;
     match info.af {
         Af::V4 => {
-            let h = &mut d[l3..l3 + 20];
-            h.copy_from_slice(&[
-                0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
-            h[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            h[12..16].copy_from_slice(&src.0[12..16]);
-            h[16..20].copy_from_slice(&s.0[12..16]);
-            let ck = checksum(h);
-            h[10..12].copy_from_slice(&ck.to_be_bytes());
+            let mut h = Ipv4Packet::new_unchecked(&mut d[l3..l4]);
+            h.set_version_and_header_len(iph);
+            // Precedence "internetwork control", as the kernel's icmp_send.
+            h.set_dscp_ecn(0xc0);
+            h.set_total_len(ip_len as u16);
+            h.set_ident(0);
+            h.set_unfragmented(false);
+            h.set_ttl(64);
+            h.set_protocol(IpProtocol::Icmp);
+            h.set_src_addr(src.v4_octets());
+            h.set_dst_addr(s.v4_octets());
+            h.fill_checksum();
         }
         Af::V6 => {
-            let h = &mut d[l3..l3 + 40];
-            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, PROTO_ICMPV6, 64]);
-            h[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-            h[8..24].copy_from_slice(&src.0);
-            h[24..40].copy_from_slice(&s.0);
+            let mut h = Ipv6Packet::new_unchecked(&mut d[l3..l4]);
+            h.set_version_class_flow(0, 0);
+            h.set_payload_len((ip_len - iph) as u16);
+            h.set_next_header(IpProtocol::Icmpv6);
+            h.set_hop_limit(64);
+            h.set_src_addr(&src.0);
+            h.set_dst_addr(&s.0);
         }
     }
-    let l4 = l3 + iph;
-    d[l4] = ty;
-    d[l4 + 1] = code;
-    d[l4 + 4..l4 + 8].copy_from_slice(&word.to_be_bytes());
+    let mut m = IcmpPacket::new_unchecked(&mut d[l4..total]);
+    m.set_msg_type(ty);
+    m.set_msg_code(code);
+    m.set_rest(word);
     icmp_checksum(d, l3, l4, total, info.af);
-    let _ = proto;
     true
 }
 

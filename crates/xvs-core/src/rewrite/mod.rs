@@ -8,10 +8,10 @@
 pub mod icmp;
 pub mod tunnel;
 
-use crate::addr::Addr;
-use crate::service::Af;
+use crate::addr::{Addr, Af};
 use crate::wire::checksum::{fold, sum, update, update16};
 use crate::wire::parse::{Frag, PacketInfo, PROTO_TCP, PROTO_UDP};
+use crate::wire::{ipv4, ipv6, Ipv4Packet, Ipv6Packet};
 
 /// Which end of the packet to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,27 +26,6 @@ pub fn set_macs(data: &mut [u8], src: &[u8; 6], dst: &[u8; 6]) {
     if data.len() >= 12 {
         data[0..6].copy_from_slice(dst);
         data[6..12].copy_from_slice(src);
-    }
-}
-
-/// The address bytes of `a` in the family of the packet (4 or 16 bytes).
-#[inline]
-pub(crate) fn addr_bytes(a: &Addr, af: Af) -> &[u8] {
-    match af {
-        Af::V4 => &a.0[12..16],
-        Af::V6 => &a.0[..],
-    }
-}
-
-/// Offset of the source (or destination) address in the IP header.
-#[inline]
-pub(crate) fn addr_off(info: &PacketInfo, end: End) -> usize {
-    let l3 = info.l3_off as usize;
-    match (info.af, end) {
-        (Af::V4, End::Src) => l3 + 12,
-        (Af::V4, End::Dst) => l3 + 16,
-        (Af::V6, End::Src) => l3 + 8,
-        (Af::V6, End::Dst) => l3 + 24,
     }
 }
 
@@ -111,18 +90,24 @@ pub fn complete_partial(data: &mut [u8], info: &PacketInfo) -> bool {
     // check runs on every forwarded packet, the completion only on partial ones.
     let ps = match info.af {
         Af::V4 => {
-            let Some(ip) = data.get(l3..l3 + 20) else {
+            let Some(ip) = data.get(l3..l3 + ipv4::HEADER_LEN) else {
                 return false;
             };
-            let ip: &[u8; 20] = ip.try_into().expect("20 bytes");
-            w(ip[12], ip[13]) + w(ip[14], ip[15]) + w(ip[16], ip[17]) + w(ip[18], ip[19])
+            let ip: &[u8; ipv4::HEADER_LEN] = ip.try_into().expect("20 bytes");
+            let ip = Ipv4Packet::new_unchecked(ip);
+            let (s, d) = (ip.src_addr(), ip.dst_addr());
+            w(s[0], s[1]) + w(s[2], s[3]) + w(d[0], d[1]) + w(d[2], d[3])
         }
         Af::V6 => {
-            let Some(ip) = data.get(l3 + 8..l3 + 40) else {
+            let Some(ip) = data.get(l3..l3 + ipv6::HEADER_LEN) else {
                 return false;
             };
-            let ip: &[u8; 32] = ip.try_into().expect("32 bytes");
-            (0..16).map(|i| w(ip[2 * i], ip[2 * i + 1])).sum()
+            let ip: &[u8; ipv6::HEADER_LEN] = ip.try_into().expect("40 bytes");
+            let ip = Ipv6Packet::new_unchecked(ip);
+            let (s, d) = (ip.src_addr(), ip.dst_addr());
+            (0..8)
+                .map(|i| w(s[2 * i], s[2 * i + 1]) + w(d[2 * i], d[2 * i + 1]))
+                .sum()
         }
     } + info.proto as u32
         + l4_len as u32;
@@ -169,22 +154,21 @@ pub fn rewrite_end(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, po
     if info.af == Af::V4 {
         return rewrite_end_v4(data, info, end, addr, port);
     }
-    let aoff = addr_off(info, end);
-    let new = addr_bytes(addr, info.af);
-    let n = new.len();
-    if aoff + n > data.len() {
+    let l3 = info.l3_off as usize;
+    let Some(h) = data.get_mut(l3..l3 + ipv6::HEADER_LEN) else {
         return;
-    }
-    let mut old = [0u8; 16];
-    old[..n].copy_from_slice(&data[aoff..aoff + n]);
-    data[aoff..aoff + n].copy_from_slice(new);
-    if info.af == Af::V4 {
-        let c = info.l3_off as usize + 10;
-        let ck = update(get16(data, c), &old[..4], new);
-        put16(data, c, ck);
+    };
+    let mut ip = Ipv6Packet::new_unchecked(h);
+    let old = match end {
+        End::Src => ip.src_addr(),
+        End::Dst => ip.dst_addr(),
+    };
+    match end {
+        End::Src => ip.set_src_addr(&addr.0),
+        End::Dst => ip.set_dst_addr(&addr.0),
     }
     if let Some(c) = l4_csum_off(data, info) {
-        let mut ck = update(get16(data, c), &old[..n], new);
+        let mut ck = update(get16(data, c), &old, &addr.0);
         let poff = info.l4_off as usize + if end == End::Src { 0 } else { 2 };
         let oldp = get16(data, poff);
         ck = update16(ck, oldp, port);
@@ -216,21 +200,27 @@ fn rewrite_end_v4(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, por
         (PROTO_UDP, false) => Some(6),
         _ => None,
     };
-    let Some(ip) = data.get_mut(l3..l3 + 20) else {
+    let Some(ip) = data.get_mut(l3..l3 + ipv4::HEADER_LEN) else {
         return;
     };
-    let ip: &mut [u8; 20] = ip.try_into().expect("20 bytes");
-    let a = if end == End::Src { 12 } else { 16 };
+    let ip: &mut [u8; ipv4::HEADER_LEN] = ip.try_into().expect("20 bytes");
+    let mut ip = Ipv4Packet::new_unchecked(ip);
     let w = |x: u8, y: u8| u16::from_be_bytes([x, y]) as u32;
-    let new = &addr.0[12..16];
+    let old = match end {
+        End::Src => ip.src_addr(),
+        End::Dst => ip.dst_addr(),
+    };
+    let new = addr.v4_octets();
     // ~old + new for the two address words, shared by both checksums.
-    let delta = (0xffff - w(ip[a], ip[a + 1]))
-        + (0xffff - w(ip[a + 2], ip[a + 3]))
+    let delta = (0xffff - w(old[0], old[1]))
+        + (0xffff - w(old[2], old[3]))
         + w(new[0], new[1])
         + w(new[2], new[3]);
-    ip[a..a + 4].copy_from_slice(new);
-    let ipck = !fold((0xffff - w(ip[10], ip[11])) + delta);
-    ip[10..12].copy_from_slice(&ipck.to_be_bytes());
+    match end {
+        End::Src => ip.set_src_addr(new),
+        End::Dst => ip.set_dst_addr(new),
+    }
+    ip.set_checksum(!fold((0xffff - ip.checksum() as u32) + delta));
     let Some(ck_at) = ck_at else { return };
     // The L4 header up to and including its checksum field (8 bytes UDP, 18 TCP).
     let Some(l4h) = data.get_mut(l4..l4 + ck_at + 2) else {
@@ -276,20 +266,29 @@ pub fn decrement_ttl(data: &mut [u8], info: &PacketInfo) -> bool {
     let l3 = info.l3_off as usize;
     match info.af {
         Af::V4 => {
-            if l3 + 20 > data.len() || data[l3 + 8] <= 1 {
+            let Some(h) = data.get_mut(l3..l3 + ipv4::HEADER_LEN) else {
+                return false;
+            };
+            let mut ip = Ipv4Packet::new_unchecked(h);
+            let ttl = ip.ttl();
+            if ttl <= 1 {
                 return false;
             }
-            let old = get16(data, l3 + 8);
-            data[l3 + 8] -= 1;
-            let ck = update16(get16(data, l3 + 10), old, get16(data, l3 + 8));
-            put16(data, l3 + 10, ck);
+            let old = ip.ttl_protocol_word();
+            ip.set_ttl(ttl - 1);
+            ip.set_checksum(update16(ip.checksum(), old, ip.ttl_protocol_word()));
             true
         }
         Af::V6 => {
-            if l3 + 40 > data.len() || data[l3 + 7] <= 1 {
+            let Some(h) = data.get_mut(l3..l3 + ipv6::HEADER_LEN) else {
+                return false;
+            };
+            let mut ip = Ipv6Packet::new_unchecked(h);
+            let hops = ip.hop_limit();
+            if hops <= 1 {
                 return false;
             }
-            data[l3 + 7] -= 1;
+            ip.set_hop_limit(hops - 1);
             true
         }
     }

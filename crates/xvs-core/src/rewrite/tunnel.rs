@@ -2,11 +2,10 @@
 //! headroom: the L2 header moves forward, the outer IP header goes in between,
 //! the packet itself is not copied.
 
-use crate::addr::Addr;
+use crate::addr::{Addr, Af};
 use crate::frame::Frame;
-use crate::service::Af;
-use crate::wire::checksum::checksum;
 use crate::wire::parse::PacketInfo;
+use crate::wire::{ipv4, ipv6, IpProtocol, Ipv4Packet, Ipv6Packet};
 
 /// Why a packet was not encapsulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +32,10 @@ pub fn encap(
     id: u16,
 ) -> Result<(), EncapError> {
     let outer_af = if dst.is_v4() { Af::V4 } else { Af::V6 };
-    let hdr = if outer_af == Af::V4 { 20 } else { 40 };
+    let hdr = match outer_af {
+        Af::V4 => ipv4::HEADER_LEN,
+        Af::V6 => ipv6::HEADER_LEN,
+    };
     let l3 = info.l3_off as usize;
     let inner_len = info.l3_len as usize;
     if inner_len + hdr > mtu as usize {
@@ -51,62 +53,42 @@ pub fn encap(
     let d = frame.data_mut();
     d.copy_within(hdr..hdr + l3, 0);
     let inner = l3 + hdr;
-    let inner_proto = if info.af == Af::V4 { 4u8 } else { 41u8 };
+    let inner_proto = match info.af {
+        Af::V4 => IpProtocol::IpIp,
+        Af::V6 => IpProtocol::Ipv6,
+    };
+    // TOS / traffic class, copied to the outer header.
     let tos = match info.af {
-        Af::V4 => d[inner + 1],
-        Af::V6 => (d[inner] << 4) | (d[inner + 1] >> 4),
+        Af::V4 => Ipv4Packet::new_unchecked(&d[inner..]).dscp_ecn(),
+        Af::V6 => Ipv6Packet::new_unchecked(&d[inner..]).traffic_class(),
     };
     let total = inner_len + hdr;
     match outer_af {
         Af::V4 => {
             d[l3 - 2..l3].copy_from_slice(&0x0800u16.to_be_bytes());
-            let df = if info.af == Af::V6 || info.df {
-                0x40
-            } else {
-                0
-            };
-            let h = &mut d[l3..l3 + 20];
-            h.copy_from_slice(&[
-                0x45,
-                tos,
-                0,
-                0,
-                0,
-                0,
-                df,
-                0,
-                64,
-                inner_proto,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ]);
-            h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            h[4..6].copy_from_slice(&id.to_be_bytes());
-            h[12..16].copy_from_slice(&src.0[12..16]);
-            h[16..20].copy_from_slice(&dst.0[12..16]);
-            let ck = checksum(h);
-            h[10..12].copy_from_slice(&ck.to_be_bytes());
+            let mut h = Ipv4Packet::new_unchecked(&mut d[l3..l3 + hdr]);
+            h.set_version_and_header_len(hdr);
+            h.set_dscp_ecn(tos);
+            h.set_total_len(total as u16);
+            h.set_ident(id);
+            // DF as the inner packet's; always for IPv6 inside (never fragmented
+            // on the way).
+            h.set_unfragmented(info.af == Af::V6 || info.df);
+            h.set_ttl(64);
+            h.set_protocol(inner_proto);
+            h.set_src_addr(src.v4_octets());
+            h.set_dst_addr(dst.v4_octets());
+            h.fill_checksum();
         }
         Af::V6 => {
             d[l3 - 2..l3].copy_from_slice(&0x86ddu16.to_be_bytes());
-            let h = &mut d[l3..l3 + 40];
-            h[0] = 0x60 | (tos >> 4);
-            h[1] = tos << 4;
-            h[2] = 0;
-            h[3] = 0;
-            h[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
-            h[6] = inner_proto;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&src.0);
-            h[24..40].copy_from_slice(&dst.0);
+            let mut h = Ipv6Packet::new_unchecked(&mut d[l3..l3 + hdr]);
+            h.set_version_class_flow(tos, 0);
+            h.set_payload_len(inner_len as u16);
+            h.set_next_header(inner_proto);
+            h.set_hop_limit(64);
+            h.set_src_addr(&src.0);
+            h.set_dst_addr(&dst.0);
         }
     }
     Ok(())

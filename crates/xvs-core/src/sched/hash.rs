@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(hash_32(0x0a4d_0101, 10), 0x14e);
     }
 
-    /// Value printed by the throw-away C harness (kernel lib/siphash.c transcription)
+    /// Value printed by tests/fixtures/sched/harness/harness.c (its lib/siphash.c transcription)
     /// for `hsiphash(&v, 4, {2654435761, 2654435761})` with v = 0x0a4d0101 + 80.
     #[test]
     fn hsiphash_matches_the_kernel_transcription() {

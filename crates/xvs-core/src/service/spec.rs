@@ -7,46 +7,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 
-/// Transport protocol of a service (SCTP is not supported).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
+/// The protocol of a service: TCP or UDP (the table refuses any other; SCTP
+/// is not supported). The same type the parse and the steering keys use.
+pub use crate::wire::ip::IpProtocol as Protocol;
 
-impl Protocol {
-    /// IP protocol number.
-    pub const fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-
-    /// Name as ipvsadm prints it (`TCP`, `UDP`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-}
-
-/// Address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Af {
-    V4,
-    V6,
-}
-
-impl Af {
-    pub fn of(addr: &IpAddr) -> Af {
-        match addr {
-            IpAddr::V4(_) => Af::V4,
-            IpAddr::V6(_) => Af::V6,
-        }
-    }
-}
+/// Address family (of a service, a dest, a packet).
+pub use crate::addr::Af;
 
 /// What identifies a virtual service: protocol + VIP + port, or a firewall mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,10 +52,8 @@ impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServiceKey::Addr { proto, addr, port } => {
-                let opt = match proto {
-                    Protocol::Tcp => "-t",
-                    Protocol::Udp => "-u",
-                };
+                // A service is TCP or UDP (checked by the table).
+                let opt = if *proto == Protocol::Udp { "-u" } else { "-t" };
                 match addr {
                     IpAddr::V4(a) => write!(f, "{opt} {a}:{port}"),
                     IpAddr::V6(a) => write!(f, "{opt} [{a}]:{port}"),

@@ -418,6 +418,10 @@ fn check_service(spec: &ServiceSpec) -> Result<(), ServiceError> {
         return Err(ServiceError::Invalid);
     }
     if let ServiceKey::Addr { proto, port, .. } = spec.key {
+        // The kernel's EPROTONOSUPPORT: TCP and UDP only.
+        if !proto.is_service() {
+            return Err(ServiceError::Invalid);
+        }
         // "Zero port specified for non-persistent service"
         if port == 0 && !flags.persistent() {
             return Err(ServiceError::Invalid);

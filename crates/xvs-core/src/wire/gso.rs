@@ -30,9 +30,10 @@
 //! No allocation: the caller provides one output buffer per segment. Every read
 //! is bounds-checked; hostile input yields an error, never a panic.
 
-use super::checksum::{checksum, fold, pseudo, sum_wide};
+use super::checksum::{fold, pseudo, sum_wide};
 use super::parse::PROTO_TCP;
-use crate::service::Af;
+use super::{ipv6, Ipv4Packet, Ipv6Packet};
+use crate::addr::Af;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -285,29 +286,16 @@ pub fn segment(frame: &[u8], plan: &Plan, k: usize, out: &mut [u8]) -> Result<us
     let tcp_len = len - p.l4;
     let ps = match p.af {
         Af::V4 => {
-            let h = p.l3;
-            out[h + 2..h + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            let id = u16::from_be_bytes([out[h + 4], out[h + 5]]).wrapping_add(k as u16);
-            out[h + 4..h + 6].copy_from_slice(&id.to_be_bytes());
-            out[h + 10..h + 12].copy_from_slice(&[0, 0]);
-            let ck = checksum(&out[h..p.l4]);
-            out[h + 10..h + 12].copy_from_slice(&ck.to_be_bytes());
-            pseudo(
-                &out[h + 12..h + 16],
-                &out[h + 16..h + 20],
-                PROTO_TCP,
-                tcp_len as u32,
-            )
+            let mut ip = Ipv4Packet::new_unchecked(&mut out[p.l3..p.l4]);
+            ip.set_total_len(ip_len as u16);
+            ip.set_ident(ip.ident().wrapping_add(k as u16));
+            ip.fill_checksum();
+            pseudo(&ip.src_addr(), &ip.dst_addr(), PROTO_TCP, tcp_len as u32)
         }
         Af::V6 => {
-            let h = p.l3;
-            out[h + 4..h + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-            pseudo(
-                &out[h + 8..h + 24],
-                &out[h + 24..h + 40],
-                PROTO_TCP,
-                tcp_len as u32,
-            )
+            let mut ip = Ipv6Packet::new_unchecked(&mut out[p.l3..p.l4]);
+            ip.set_payload_len((ip_len - ipv6::HEADER_LEN) as u16);
+            pseudo(&ip.src_addr(), &ip.dst_addr(), PROTO_TCP, tcp_len as u32)
         }
     };
     let t = p.l4;

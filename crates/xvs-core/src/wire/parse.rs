@@ -5,8 +5,8 @@
 //! Every read is bounds-checked; any input yields `Ok` or a [`ParseError`],
 //! never a panic.
 
-use crate::addr::Addr;
-use crate::service::Af;
+use crate::addr::{Addr, Af};
+use crate::wire::ip::IpProtocol;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -15,10 +15,11 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// VLAN tags read before the IP header (802.1ad + 802.1Q: QinQ). The steering
 /// program reads the same number (bpf/classify.h).
 const MAX_VLAN_TAGS: usize = 2;
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
+// The numbers `PacketInfo::proto` holds (raw: the conn table keys on it).
+pub const PROTO_ICMP: u8 = IpProtocol::Icmp.number();
+pub const PROTO_TCP: u8 = IpProtocol::Tcp.number();
+pub const PROTO_UDP: u8 = IpProtocol::Udp.number();
+pub const PROTO_ICMPV6: u8 = IpProtocol::Icmpv6.number();
 /// IPv6 extension headers walked before giving up.
 const MAX_EXT_HEADERS: usize = 8;
 

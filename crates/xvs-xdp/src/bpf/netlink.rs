@@ -92,7 +92,9 @@ fn request(msg: &[u8], what: &str) -> Result<Vec<u8>> {
     }
     buf.truncate(n as usize);
     if buf.len() < 16 {
-        return Err(Error::Invalid(format!("{what}: short netlink reply")));
+        return Err(Error::NetlinkShort {
+            what: what.to_string(),
+        });
     }
     let ty = u16::from_ne_bytes([buf[4], buf[5]]);
     if ty == NLMSG_ERROR {
@@ -130,9 +132,7 @@ pub fn xdp_query(ifindex: u32) -> Result<Option<XdpInfo>> {
     let reply = request(&message(RTM_GETLINK, 0, ifindex, &[]), &what)?;
     let ty = u16::from_ne_bytes([reply[4], reply[5]]);
     if ty != RTM_NEWLINK || reply.len() < 32 {
-        return Err(Error::Invalid(format!(
-            "{what}: unexpected reply type {ty}"
-        )));
+        return Err(Error::NetlinkReplyType { what, ty });
     }
     let mlen = (u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize).min(reply.len());
     let mut mode = None;

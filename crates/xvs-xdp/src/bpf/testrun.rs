@@ -146,10 +146,10 @@ struct SkbCtx {
 /// where `on` says.
 pub fn run_on(prog: &impl AsRawFd, frame: &[u8], on: RunOn, repeat: u32) -> Result<RunResult> {
     if frame.len() < 14 || frame.len() > 65535 {
-        return Err(Error::Invalid(format!(
-            "test-run frame of {} bytes: must be 14..=65535",
-            frame.len()
-        )));
+        return Err(Error::TestRunFrame {
+            len: frame.len(),
+            max: 65535,
+        });
     }
     let xdp = XdpMd {
         data_end: frame.len() as u32,
@@ -229,10 +229,10 @@ pub fn start_live(
     opts: &TestRunOpts,
 ) -> Result<TestRunHandle> {
     if frame.len() < 14 || frame.len() > 3500 {
-        return Err(Error::Invalid(format!(
-            "test-run frame of {} bytes: must be 14..=3500",
-            frame.len()
-        )));
+        return Err(Error::TestRunFrame {
+            len: frame.len(),
+            max: 3500,
+        });
     }
     install_handler();
     // SAFETY: dup of a valid fd; the copy is owned by the thread below.
@@ -300,9 +300,7 @@ pub fn start_live(
             r
         })
         .map_err(|e| os("spawn test-run thread", e))?;
-    let tid = rx
-        .recv()
-        .map_err(|_| Error::Invalid("test-run thread died".into()))?;
+    let tid = rx.recv().map_err(|_| Error::TestRunThreadDied)?;
     Ok(TestRunHandle {
         thread: Some(thread),
         tid,
@@ -335,7 +333,7 @@ impl TestRunHandle {
         match t.join() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(os("BPF_PROG_RUN (live frames)", e)),
-            Err(_) => Err(Error::Invalid("test-run thread panicked".into())),
+            Err(_) => Err(Error::TestRunThreadPanicked),
         }
     }
 }

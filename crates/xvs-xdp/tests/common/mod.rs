@@ -45,7 +45,7 @@ pub fn mac_str(m: [u8; 6]) -> String {
 pub fn pump(
     w: &mut Worker,
     mut done: impl FnMut() -> bool,
-    mut f: impl FnMut(usize, &mut xvs_core::frame::Frame) -> Disposition,
+    mut f: impl FnMut(xvs_xdp::PortId, &mut xvs_core::frame::Frame) -> Disposition,
 ) {
     let end = Instant::now() + Duration::from_secs(20);
     while !done() && Instant::now() < end {

@@ -22,7 +22,7 @@ pub mod logic;
 mod probe;
 
 use crate::state::State;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use logic::Retry;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -143,7 +143,8 @@ impl Health {
             let mut g = lock(&inner);
             let (vss, checkers, spawn) = g.plan(conf, false);
             g.commit(vss, checkers, &[])
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                .map_err(anyhow::Error::msg)
+                .with_context(|| path.display().to_string())?;
             g.spawn(spawn, true);
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -176,7 +177,8 @@ impl Health {
             .collect();
         let (vss, checkers, spawn) = g.plan(conf, true);
         g.commit(vss, checkers, &old_keys)
-            .map_err(|e| anyhow!("{}: {e}", self.0.path.display()))?;
+            .map_err(anyhow::Error::msg)
+            .with_context(|| self.0.path.display().to_string())?;
         let n: usize = g.vss.iter().map(|v| v.rs.len()).sum();
         tracing::info!(
             file = %self.0.path.display(),
@@ -241,7 +243,7 @@ impl Health {
 }
 
 fn load(path: &Path) -> Result<Config> {
-    let conf = xvs_keepalived::load(path).map_err(|e| anyhow!("{e}"))?;
+    let conf = xvs_keepalived::load(path)?;
     for n in &conf.notes {
         tracing::info!("keepalived configuration: {n}");
     }

@@ -259,10 +259,7 @@ impl SyncCtl {
     pub fn new(engine: Arc<Engine>, cfg: SyncConfig) -> Result<Arc<SyncCtl>> {
         cfg.validate()?;
         engine.sync.set_queue_capacity(cfg.sync_qlen_max as usize);
-        engine
-            .sync
-            .set_knobs(cfg.knobs())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        engine.sync.set_knobs(cfg.knobs())?;
         Ok(Arc::new(SyncCtl {
             engine,
             stats: Arc::default(),
@@ -280,10 +277,7 @@ impl SyncCtl {
     pub fn set_knob(&self, name: &str, v: u64) -> Result<()> {
         let mut c = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
         c.set(name, v)?;
-        self.engine
-            .sync
-            .set_knobs(c.knobs())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.engine.sync.set_knobs(c.knobs())?;
         self.engine.sync.set_qlen_max(c.sync_qlen_max as usize);
         Ok(())
     }

@@ -6,12 +6,13 @@
 //! A super-frame is copied into the worker's scratch buffer (a chain is
 //! gathered there), its chunks go back to the free list at once, and it is
 //! cut with [`xvs_core::wire::gso`] into fresh chunks, each handed to the
-//! handler as an ordinary frame (index [`NOT_PREPARED`]: the engine parses it
+//! handler as an ordinary frame (with no burst index: the engine parses it
 //! itself) and transmitted as usual. What cannot be cut (not TCP, malformed,
 //! too long, no free chunks) is dropped and counted in the worker stats,
 //! never silently.
 
-use super::{BatchHandler, XdpWorker, NOT_PREPARED};
+use super::XdpWorker;
+use crate::backend::{BatchHandler, PortId};
 use crate::xsk::XDP_PACKET_HEADROOM;
 use std::time::Instant;
 use xvs_core::frame::Frame;
@@ -217,7 +218,7 @@ impl XdpWorker {
             };
             self.stats.segments += 1;
             let mut frame = Frame::new(chunk, head, n);
-            let disp = h.handle(p, NOT_PREPARED, &mut frame);
+            let disp = h.handle(p as PortId, None, &mut frame);
             let (fh, fl) = (frame.head(), frame.len());
             self.dispose(disp, base, fh, fl, true);
         }
@@ -236,7 +237,7 @@ impl XdpWorker {
         let chunk = unsafe { self.umem.chunk_mut(base) };
         chunk[head..head + len].copy_from_slice(&self.scratch[..len]);
         let mut frame = Frame::new(chunk, head, len);
-        let disp = h.handle(p, NOT_PREPARED, &mut frame);
+        let disp = h.handle(p as PortId, None, &mut frame);
         let (fh, fl) = (frame.head(), frame.len());
         self.dispose(disp, base, fh, fl, true);
     }
