@@ -286,13 +286,17 @@ fn sweeper_racing_refreshes_loses_nothing() {
         if !pause.stop_all(threads, &all) || sweeper.is_finished() || ticker.is_finished() {
             break; // a thread panicked: the joins below report it
         }
+        // Both read while every thread is stopped: after resume() the
+        // workers change `live` again (a descheduled main thread saw it 219
+        // apart from the census once).
         let census = t.check_invariants();
+        let live = t.live();
         pause.resume();
         let census = census.unwrap_or_else(|e| {
             stop.store(true, SeqCst);
             panic!("check {checks}: {e}")
         });
-        assert_eq!(census.live as u32, t.live());
+        assert_eq!(census.live as u32, live);
         checks += 1;
     }
     stop.store(true, SeqCst);
