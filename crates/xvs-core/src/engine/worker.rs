@@ -8,7 +8,7 @@
 use super::persist::{self, NoPick};
 use super::snapshot::Snapshot;
 use super::stats::{bump, DropReason, WorkerStats};
-use super::xmit;
+use super::xmit::{self, Route, XmitError};
 use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
@@ -19,6 +19,7 @@ use crate::conn::table::{
 use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::Frame;
+use crate::rewrite::icmp;
 use crate::service::{Dest, FwdMethod};
 use crate::time::Time;
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
@@ -37,31 +38,6 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// Where a connection's packets go: the fields of a conn the rewrites need.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Route {
-    pub fwd: FwdMethod,
-    pub caddr: Addr,
-    pub cport: u16,
-    pub vaddr: Addr,
-    pub vport: u16,
-    pub daddr: Addr,
-    pub dport: u16,
-    pub laddr: Addr,
-    pub lport: u16,
-    pub svc_id: u32,
-    pub dest_id: u32,
-}
-
-fn fwd_of(flag: u8) -> FwdMethod {
-    match flag {
-        0 => FwdMethod::Masq,
-        2 => FwdMethod::Tunnel,
-        5 => FwdMethod::FullNat,
-        _ => FwdMethod::Route,
-    }
-}
-
 /// Remembers, per worker, which connection the first fragment of a datagram
 /// belonged to, so later fragments (which carry no ports) can follow it.
 struct FragCache {
@@ -76,23 +52,7 @@ struct FragSlot {
     proto: u8,
     inbound: bool,
     expires: Tick,
-    route: Option<RouteCopy>,
-}
-
-/// `Route` without `FwdMethod`'s non-Default type, for the cache.
-#[derive(Clone, Copy, Default)]
-struct RouteCopy {
-    fwd: u8,
-    caddr: Addr,
-    cport: u16,
-    vaddr: Addr,
-    vport: u16,
-    daddr: Addr,
-    dport: u16,
-    laddr: Addr,
-    lport: u16,
-    svc_id: u32,
-    dest_id: u32,
+    route: Option<Route>,
 }
 
 const FRAG_SLOTS: usize = 1024;
@@ -127,19 +87,7 @@ impl FragCache {
             proto: info.proto,
             inbound,
             expires: now.wrapping_add(FRAG_TICKS),
-            route: Some(RouteCopy {
-                fwd: r.fwd.conn_flag() as u8,
-                caddr: r.caddr,
-                cport: r.cport,
-                vaddr: r.vaddr,
-                vport: r.vport,
-                daddr: r.daddr,
-                dport: r.dport,
-                laddr: r.laddr,
-                lport: r.lport,
-                svc_id: r.svc_id,
-                dest_id: r.dest_id,
-            }),
+            route: Some(*r),
         };
     }
 
@@ -154,22 +102,7 @@ impl FragCache {
         {
             return None;
         }
-        Some((
-            Route {
-                fwd: fwd_of(r.fwd),
-                caddr: r.caddr,
-                cport: r.cport,
-                vaddr: r.vaddr,
-                vport: r.vport,
-                daddr: r.daddr,
-                dport: r.dport,
-                laddr: r.laddr,
-                lport: r.lport,
-                svc_id: r.svc_id,
-                dest_id: r.dest_id,
-            },
-            s.inbound,
-        ))
+        Some((r, s.inbound))
     }
 }
 
@@ -532,26 +465,6 @@ impl Worker {
         }
     }
 
-    fn route_of(&self, v: &ConnView) -> Route {
-        Route {
-            fwd: fwd_of(v.fwd),
-            caddr: v.caddr,
-            cport: v.cport,
-            vaddr: v.vaddr,
-            vport: v.vport,
-            daddr: v.daddr,
-            dport: v.dport,
-            laddr: if v.fwd == FwdMethod::FullNat.conn_flag() as u8 {
-                self.engine.conns.lip(v.lip)
-            } else {
-                Addr::UNSPECIFIED
-            },
-            lport: v.lport,
-            svc_id: v.svc_id,
-            dest_id: v.dest_id,
-        }
-    }
-
     /// Removes a connection now (expire_nodest_conn, conn reuse), undoing its
     /// accounting. Like the kernel's `ip_vs_conn_expire`, an entry that still
     /// controls connections (a template with conns) stays: the table refuses to
@@ -675,7 +588,7 @@ impl Worker {
         if self.sync_on {
             self.sync_after(&v);
         }
-        let route = self.route_of(&v);
+        let route = Route::of(&v, &self.engine.conns);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, true, &route, self.tick);
         }
@@ -707,7 +620,7 @@ impl Worker {
 
     fn outbound(&mut self, frame: &mut Frame, info: &PacketInfo, v: ConnView) -> Verdict {
         self.track(v, info, Direction::Output);
-        let route = self.route_of(&v);
+        let route = Route::of(&v, &self.engine.conns);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, false, &route, self.tick);
         }
@@ -897,63 +810,29 @@ impl Worker {
         self.nh.resolve(&*self.fib, self.fib_gen, dst)
     }
 
-    /// Client → server direction, per forwarding method.
+    /// Client → server: the next hop, then the connection's forwarding method.
     fn forward_in(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
         let nh = match self.resolve(&r.daddr) {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
-        // Before any rewrite: the detection sums the addresses the sender used.
-        xmit::complete_partial(frame.data_mut(), info);
-        match r.fwd {
-            FwdMethod::Route => {}
-            FwdMethod::Masq => xmit::dnat(frame.data_mut(), info, &r.daddr, r.dport),
-            FwdMethod::FullNat => xmit::fullnat(
-                frame.data_mut(),
-                info,
-                (&r.laddr, r.lport),
-                (&r.daddr, r.dport),
-            ),
-            FwdMethod::Tunnel => {
-                self.ip_id = self.ip_id.wrapping_add(1);
-                if let Err(e) = xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
-                {
-                    return match e {
-                        xmit::EncapError::TooBig { mtu } => self.too_big(frame, info, mtu),
-                        xmit::EncapError::NoHeadroom => Verdict::Drop(DropReason::NoHeadroom),
-                        xmit::EncapError::TooBigNoDf => Verdict::Drop(DropReason::TooBig),
-                    };
-                }
-            }
+        match xmit::to_server(frame, info, r, &nh, &mut self.ip_id) {
+            Ok(()) => Verdict::Tx(nh.port),
+            Err(XmitError::TooBig { mtu }) => self.too_big(frame, info, mtu),
+            Err(e) => Verdict::Drop(e.reason()),
         }
-        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-        Verdict::Tx(nh.port)
     }
 
-    /// Server → client direction (NAT and FULLNAT replies).
+    /// Server → client (NAT and FULLNAT replies).
     fn forward_out(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
         let nh = match self.resolve(&r.caddr) {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
-        xmit::complete_partial(frame.data_mut(), info);
-        match r.fwd {
-            FwdMethod::FullNat => xmit::fullnat(
-                frame.data_mut(),
-                info,
-                (&r.vaddr, r.vport),
-                (&r.caddr, r.cport),
-            ),
-            _ => {
-                // The kernel forwards NAT replies (ip_forward), so the TTL drops by one.
-                if !xmit::decrement_ttl(frame.data_mut(), info) {
-                    return Verdict::Drop(DropReason::TtlExceeded);
-                }
-                xmit::snat(frame.data_mut(), info, &r.vaddr, r.vport);
-            }
+        match xmit::to_client(frame, info, r, &nh) {
+            Ok(()) => Verdict::Tx(nh.port),
+            Err(e) => Verdict::Drop(e.reason()),
         }
-        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-        Verdict::Tx(nh.port)
     }
 
     /// ICMP errors that quote a packet of a known connection follow it, rewritten.
@@ -975,7 +854,7 @@ impl Worker {
         let Some((v, dir)) = self.engine.conns.lookup(&key, self.tick) else {
             return Verdict::Drop(DropReason::IcmpNoConn);
         };
-        let r = self.route_of(&v);
+        let r = Route::of(&v, &self.engine.conns);
         match dir {
             KeyDir::In => {
                 // About a packet toward the client; goes to the real server.
@@ -985,21 +864,11 @@ impl Worker {
                 };
                 self.stats
                     .packet(r.svc_id, r.dest_id, true, frame.len() as u64);
-                match r.fwd {
-                    FwdMethod::Route => {}
-                    FwdMethod::Masq => xmit::icmp_to_server(frame.data_mut(), info, &r, false),
-                    FwdMethod::FullNat => xmit::icmp_to_server(frame.data_mut(), info, &r, true),
-                    FwdMethod::Tunnel => {
-                        self.ip_id = self.ip_id.wrapping_add(1);
-                        if xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
-                            .is_err()
-                        {
-                            return Verdict::Drop(DropReason::TooBig);
-                        }
-                    }
+                match xmit::icmp_to_server(frame, info, &r, &nh, &mut self.ip_id) {
+                    Ok(()) => Verdict::Tx(nh.port),
+                    // Nobody to tell that an error did not fit the tunnel.
+                    Err(_) => Verdict::Drop(DropReason::TooBig),
                 }
-                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-                Verdict::Tx(nh.port)
             }
             KeyDir::Out => {
                 // From the server side about a packet we sent it; goes to the client.
@@ -1009,9 +878,7 @@ impl Worker {
                 };
                 self.stats
                     .packet(r.svc_id, r.dest_id, false, frame.len() as u64);
-                let fullnat = r.fwd == FwdMethod::FullNat;
-                xmit::icmp_to_client(frame.data_mut(), info, &r, fullnat);
-                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+                xmit::icmp_to_client(frame, info, &r, &nh);
                 Verdict::Tx(nh.port)
             }
         }
@@ -1030,7 +897,7 @@ impl Worker {
         if info.frag != Frag::None || !self.take_icmp_token() {
             return Verdict::Drop(DropReason::NoDest);
         }
-        if xmit::port_unreachable(frame, info, &info.daddr) {
+        if icmp::port_unreachable(frame, info, &info.daddr) {
             // The client's packet is dropped (counted) and the error is transmitted.
             self.stats.count_drop(DropReason::NoDest);
             Verdict::Tx(rx_port)
@@ -1047,9 +914,9 @@ impl Worker {
         let Ok(nh) = self.resolve(&info.saddr) else {
             return Verdict::Drop(DropReason::TooBig);
         };
-        if xmit::too_big(frame, info, mtu, &nh.src_addr) {
+        if icmp::too_big(frame, info, mtu, &nh.src_addr) {
             self.stats.count_drop(DropReason::TooBig);
-            xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+            xmit::output(frame, &nh);
             Verdict::Tx(nh.port)
         } else {
             Verdict::Drop(DropReason::TooBig)

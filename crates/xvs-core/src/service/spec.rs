@@ -144,6 +144,18 @@ impl FwdMethod {
             FwdMethod::FullNat => 5,
         }
     }
+
+    /// The method of a kernel conn flag value ([`FwdMethod::conn_flag`]);
+    /// any other value is direct routing (the default method).
+    #[inline]
+    pub const fn from_conn_flag(flag: u8) -> FwdMethod {
+        match flag {
+            0 => FwdMethod::Masq,
+            2 => FwdMethod::Tunnel,
+            5 => FwdMethod::FullNat,
+            _ => FwdMethod::Route,
+        }
+    }
 }
 
 /// The schedulers xvs implements, named as `-s` takes them.
