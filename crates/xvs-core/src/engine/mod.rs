@@ -24,7 +24,7 @@ pub mod worker;
 mod xmit;
 
 pub use crate::fib::{Fib, NextHop, Resolve, StaticFib};
-pub use snapshot::{Knobs, MarkRule, RuleSet, Snapshot};
+pub use snapshot::{Knobs, MarkRule, ReuseMode, RuleSet, Snapshot};
 pub use stats::{DropReason, Rates, Totals, WorkerStats};
 pub use worker::{Verdict, Worker, MAX_BATCH};
 

@@ -6,7 +6,7 @@
 //! No allocation, no lock, no syscall; counters are the worker's own.
 
 use super::persist::{self, NoPick};
-use super::snapshot::Snapshot;
+use super::snapshot::{ReuseMode, Snapshot};
 use super::stats::{bump, DropReason, WorkerStats};
 use super::xmit::{self, Route, XmitError};
 use super::Engine;
@@ -156,6 +156,23 @@ pub const MAX_BATCH: usize = 64;
 struct Prepared {
     parsed: Result<PacketInfo, ParseError>,
     hash: u64,
+}
+
+/// What [`Worker::schedule`] chose for a new connection.
+struct Scheduled {
+    svc_id: u32,
+    /// One-packet scheduling (`-o`) of a UDP datagram: no connection is kept.
+    one_packet: bool,
+    picked: persist::Picked,
+}
+
+/// A new connection as [`Worker::build_conn`] makes it, not yet entered.
+struct Built {
+    route: Route,
+    conn: NewConn,
+    /// Its first TCP state, and whether that counts as active.
+    state: TcpState,
+    active: bool,
 }
 
 /// FULLNAT local address and port allocation of one worker.
@@ -600,22 +617,14 @@ impl Worker {
     /// Whether a SYN for connection `v` expires it and is scheduled afresh
     /// (ip_vs_in_hook): when its dest is quiesced (weight 0) and
     /// `expire_nodest_conn` is set, whatever `conn_reuse_mode` and the
-    /// connection's state; else when `conn_reuse_mode` is non-zero and
-    /// `is_new_conn_expected`: not controlled by a template, in TIME_WAIT or
-    /// CLOSE, or (bit 1 of the mode) in FIN_WAIT with no reply seen.
+    /// connection's state; else when `conn_reuse_mode` is on and
+    /// [`is_new_conn_expected`].
     fn resched_syn(&self, v: &ConnView, dest: Option<&Arc<Dest>>) -> bool {
         let knobs = &self.snap.knobs;
         if knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0) {
             return true;
         }
-        if knobs.conn_reuse_mode == 0 || !v.control.is_none() {
-            return false;
-        }
-        match TcpState::from_index(v.state()) {
-            TcpState::TimeWait | TcpState::Close => true,
-            TcpState::FinWait => knobs.conn_reuse_mode & 2 != 0 && v.flags() & flags::NOOUTPUT != 0,
-            _ => false,
-        }
+        knobs.conn_reuse_mode.is_on() && is_new_conn_expected(v, knobs.conn_reuse_mode)
     }
 
     fn outbound(&mut self, frame: &mut Frame, info: &PacketInfo, v: ConnView) -> Verdict {
@@ -644,29 +653,64 @@ impl Worker {
         }
     }
 
+    /// A packet of no known connection: [`Worker::schedule`] picks its real
+    /// server, [`Worker::build_conn`] makes the connection and
+    /// [`Worker::insert_conn`] enters it in the table; then the packet goes
+    /// to the server as any other of the connection. A connection that is
+    /// not made gives its template count back.
     fn new_conn(&mut self, frame: &mut Frame, info: &PacketInfo, rx_port: u16) -> Verdict {
-        // Field borrows only (no Arc clones): the snapshot, the table and the
-        // port cursors are disjoint parts of `self`.
+        let sched = match self.schedule(info) {
+            Ok(s) => s,
+            // ip_vs_leave: nobody to serve it, the client is told.
+            Err(DropReason::NoDest) => return self.unreachable(frame, info, rx_port),
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let built = match self.build_conn(info, &sched) {
+            Ok(b) => b,
+            Err(reason) => {
+                self.engine.conns.release(sched.picked.control);
+                return Verdict::Drop(reason);
+            }
+        };
+        if let Err(reason) = self.insert_conn(&sched, &built) {
+            self.engine.conns.release(sched.picked.control);
+            return Verdict::Drop(reason);
+        }
+        let route = &built.route;
+        self.stats.conn(route.svc_id, route.dest_id);
+        if let Frag::First { id } = info.frag {
+            self.frags.remember(info, id, true, route, self.tick);
+        }
+        self.stats
+            .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
+        self.forward_in(frame, info, route)
+    }
+
+    /// The kernel's `ip_vs_schedule` with the checks before it
+    /// (`tcp_conn_schedule`, `ip_vs_todrop`): the packet's service, whether
+    /// it may start a connection (a SYN, unless `sloppy_tcp`), the defense
+    /// drop, then the real server from a template or the scheduler
+    /// ([`persist::pick`]). `NoDest` means that no server is available.
+    fn schedule(&mut self, info: &PacketInfo) -> Result<Scheduled, DropReason> {
         let snap = &self.snap;
-        let conns = &self.engine.conns;
         let Some(svc) = snap.service_for(info.proto, &info.saddr, &info.daddr, info.dport) else {
-            return Verdict::Drop(DropReason::NoService);
+            return Err(DropReason::NoService);
         };
         if info.proto == PROTO_TCP
             && (info.tcp_flags & TCP_RST != 0
                 || (info.tcp_flags & TCP_SYN == 0 && !snap.knobs.sloppy_tcp))
         {
-            return Verdict::Drop(DropReason::NotSyn);
+            return Err(DropReason::NotSyn);
         }
         if self.drop_rate != 0 {
             self.drop_counter = self.drop_counter.saturating_sub(1);
             if self.drop_counter == 0 {
                 self.drop_counter = self.drop_rate;
-                return Verdict::Drop(DropReason::Defense);
+                return Err(DropReason::Defense);
             }
         }
-        let picked = match persist::pick(
-            conns,
+        let picked = persist::pick(
+            &self.engine.conns,
             snap,
             svc,
             info.proto,
@@ -676,13 +720,25 @@ impl Worker {
             info.dport,
             self.now,
             self.tick,
-        ) {
-            Ok(p) => p,
-            Err(NoPick::NoDest) => return self.unreachable(frame, info, rx_port),
-            Err(NoPick::PortZero) => return Verdict::Drop(DropReason::NoService),
-            Err(NoPick::TableFull) => return Verdict::Drop(DropReason::ConnTableFull),
-        };
-        let dest = picked.dest;
+        )
+        .map_err(|e| match e {
+            NoPick::NoDest => DropReason::NoDest,
+            NoPick::PortZero => DropReason::NoService,
+            NoPick::TableFull => DropReason::ConnTableFull,
+        })?;
+        Ok(Scheduled {
+            svc_id: svc.id,
+            one_packet: svc.spec.flags.one_packet() && info.proto == PROTO_UDP,
+            picked,
+        })
+    }
+
+    /// The connection of a scheduled packet, as `ip_vs_conn_new` fills it:
+    /// its first TCP state (as if the packet passed it), timer and flags,
+    /// and for FULLNAT a local address and port of this worker.
+    fn build_conn(&mut self, info: &PacketInfo, sched: &Scheduled) -> Result<Built, DropReason> {
+        let snap = &self.snap;
+        let dest = &sched.picked.dest;
         let fwd = dest.fwd();
         let nat = matches!(fwd, FwdMethod::Masq | FwdMethod::FullNat);
         if nat {
@@ -716,20 +772,16 @@ impl Worker {
         let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
             fl |= flags::FULLNAT;
             let workers = self.engine.limits.workers;
-            match self.ports.alloc(
-                conns,
-                snap.lips(svc.id),
-                workers,
-                self.tick,
-                &dest,
-                info.proto,
-            ) {
-                Some(x) => x,
-                None => {
-                    conns.release(picked.control);
-                    return Verdict::Drop(DropReason::NoLocalPort);
-                }
-            }
+            self.ports
+                .alloc(
+                    &self.engine.conns,
+                    snap.lips(sched.svc_id),
+                    workers,
+                    self.tick,
+                    dest,
+                    info.proto,
+                )
+                .ok_or(DropReason::NoLocalPort)?
         } else {
             (0, Addr::UNSPECIFIED, 0)
         };
@@ -740,69 +792,77 @@ impl Worker {
             vaddr: info.daddr,
             vport: info.dport,
             daddr: Addr::from(dest.addr),
-            dport: picked.dport,
+            dport: sched.picked.dport,
             laddr,
             lport,
-            svc_id: svc.id,
+            svc_id: sched.svc_id,
             dest_id: dest.id,
         };
-        let one_packet = svc.spec.flags.one_packet() && info.proto == PROTO_UDP;
-        if !one_packet {
-            let c = NewConn {
-                proto: info.proto,
-                caddr: route.caddr,
-                cport: route.cport,
-                vaddr: route.vaddr,
-                vport: route.vport,
-                daddr: route.daddr,
-                dport: route.dport,
-                lip,
-                lport,
-                fwd: fwd.conn_flag() as u8,
-                svc_id: svc.id,
-                dest_id: dest.id,
-                control: picked.control,
-                // The packet that made it is its first inbound one.
-                state: state_byte(state as u8, 1),
-                flags: fl,
-                expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
-                timeout: 0,
-            };
-            let Ok(idx) = conns.insert(&c) else {
-                conns.release(picked.control);
-                return Verdict::Drop(DropReason::ConnTableFull);
-            };
-            dest.bind_conn(false);
-            if active {
-                dest.conn_activated();
-            }
-            // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
-            if state == TcpState::Established && !picked.control.is_none() {
-                conns.assure(picked.control);
-            }
-            if self.sync_on {
-                if let Some(v) = conns.read(idx) {
-                    self.sync_after(&v);
-                }
-            }
-        } else {
-            // One-packet scheduling still makes the connection (ip_vs_conn_new
-            // binds it: the upper threshold may set OVERLOAD) and expires it
-            // after this packet (ip_vs_unbind_dest: OVERLOAD may stay).
+        let conn = NewConn {
+            proto: info.proto,
+            caddr: route.caddr,
+            cport: route.cport,
+            vaddr: route.vaddr,
+            vport: route.vport,
+            daddr: route.daddr,
+            dport: route.dport,
+            lip,
+            lport,
+            fwd: fwd.conn_flag() as u8,
+            svc_id: route.svc_id,
+            dest_id: route.dest_id,
+            control: sched.picked.control,
+            // The packet that made it is its first inbound one.
+            state: state_byte(state as u8, 1),
+            flags: fl,
+            expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
+            timeout: 0,
+        };
+        Ok(Built {
+            route,
+            conn,
+            state,
+            active,
+        })
+    }
+
+    /// Enters a built connection in the table and binds it to its dest (the
+    /// rest of `ip_vs_conn_new`: `ip_vs_bind_dest`, then `ip_vs_conn_hash`),
+    /// assures its template if it starts ESTABLISHED, and offers it to sync.
+    /// A one-packet connection (UDP, `-o`) is bound and at once unbound, and
+    /// never entered, as the kernel does not hash it.
+    fn insert_conn(&mut self, sched: &Scheduled, b: &Built) -> Result<(), DropReason> {
+        let conns = &self.engine.conns;
+        let dest = &sched.picked.dest;
+        let control = sched.picked.control;
+        if sched.one_packet {
+            // The bind may set OVERLOAD (the upper threshold), and the unbind
+            // (ip_vs_unbind_dest) may leave it.
             dest.bind_conn(false);
             dest.unbind_conn(false, false);
             if self.sync_on {
-                self.sync_template(picked.control);
+                self.sync_template(control);
             }
-            conns.release(picked.control);
+            conns.release(control);
+            return Ok(());
         }
-        self.stats.conn(route.svc_id, route.dest_id);
-        if let Frag::First { id } = info.frag {
-            self.frags.remember(info, id, true, &route, self.tick);
+        let idx = conns
+            .insert(&b.conn)
+            .map_err(|_| DropReason::ConnTableFull)?;
+        dest.bind_conn(false);
+        if b.active {
+            dest.conn_activated();
         }
-        self.stats
-            .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
-        self.forward_in(frame, info, &route)
+        // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
+        if b.state == TcpState::Established && !control.is_none() {
+            conns.assure(control);
+        }
+        if self.sync_on {
+            if let Some(v) = conns.read(idx) {
+                self.sync_after(&v);
+            }
+        }
+        Ok(())
     }
 
     #[inline]
@@ -921,6 +981,22 @@ impl Worker {
         } else {
             Verdict::Drop(DropReason::TooBig)
         }
+    }
+}
+
+/// The kernel's `is_new_conn_expected`: whether a new connection may take
+/// the place of `v`, whose ports a SYN reuses. Not while a template controls
+/// `v` (its client is pinned to the dest); for TCP in TIME_WAIT or CLOSE;
+/// with [`ReuseMode::fin_wait`], also in FIN_WAIT with no reply seen (DR
+/// sees no more of a closing connection).
+fn is_new_conn_expected(v: &ConnView, mode: ReuseMode) -> bool {
+    if !v.control.is_none() || v.proto != PROTO_TCP {
+        return false;
+    }
+    match TcpState::from_index(v.state()) {
+        TcpState::TimeWait | TcpState::Close => true,
+        TcpState::FinWait => mode.fin_wait() && v.flags() & flags::NOOUTPUT != 0,
+        _ => false,
     }
 }
 
