@@ -7,10 +7,9 @@
 
 mod common;
 use common::*;
-use xvs_core::conn::table::{flags, tick_of};
 use xvs_core::engine::housekeep::{listed_expiry, state_name};
 use xvs_core::engine::{DropReason, MarkRule, ReuseMode, Verdict};
-use xvs_core::time::Time;
+use xvs_core::time::{tick_of, Time};
 
 const VIP: &str = "10.77.0.100";
 const CIP: &str = "10.77.0.2";
@@ -110,7 +109,7 @@ fn a_template_past_expiry_with_connections_counts_as_rearmed() {
     let now = tick_of(lab.now);
     let mut left = None;
     lab.engine.conns.for_each_live(|v| {
-        if v.flags() & flags::TEMPLATE != 0 {
+        if v.flags().is_template() {
             left = Some(listed_expiry(&lab.engine.conns, &v, now).wrapping_sub(now) / 100);
         }
     });
@@ -396,8 +395,8 @@ fn an_invalidated_template_lives_out_its_timer() {
 fn template_state(lab: &Lab, cip: &str) -> Option<&'static str> {
     let mut out = None;
     lab.engine.conns.for_each_live(|v| {
-        if v.flags() & flags::TEMPLATE != 0 && v.caddr == addr(cip) {
-            out = Some(state_name(v.proto & 0x7f, true, v.state()));
+        if v.flags().is_template() && v.caddr == addr(cip) {
+            out = Some(state_name(v.proto & 0x7f, v.state()));
         }
     });
     out

@@ -11,15 +11,13 @@
 
 use super::snapshot::Snapshot;
 use crate::addr::Addr;
-use crate::conn::table::{
-    flags, secs_to_ticks, state_byte, sw_count_in, sw_expires, sw_flags, sw_state, sw_with,
-    tick_after, TemplateRef, Tick, TEMPLATE_PROTO,
+use crate::conn::{
+    ConnKey, ConnTable, EntryFlags, EntryState, NewConn, TemplateRef, TEMPLATE_PROTO,
 };
-use crate::conn::{ConnKey, ConnTable, NewConn};
 use crate::sched::SchedInput;
 use crate::service::table::Service;
 use crate::service::{Dest, ServiceKey};
-use crate::time::Time;
+use crate::time::{secs_to_ticks, tick_after, Tick, Time};
 use std::sync::Arc;
 
 const FTP_PORT: u16 = 21;
@@ -167,29 +165,26 @@ pub fn pick(
             // controls connections (else the lookup skips it): the kernel
             // re-armed it then, so its timeout is 60 s.
             conns.modify(t.idx, t.sw, |sw| {
-                let mut fl = sw_flags(sw);
-                if tick_after(tick, sw_expires(sw)) {
-                    fl |= flags::REARMED;
+                let mut fl = sw.flags();
+                if tick_after(tick, sw.expires()) {
+                    fl |= EntryFlags::REARMED;
                 }
-                let secs = if fl & flags::REARMED != 0 {
+                let secs = if fl.contains(EntryFlags::REARMED) {
                     TEMPLATE_REARM_SECS
                 } else {
                     t.timeout
                 };
-                let new = sw_with(sw, sw_state(sw), fl, tick.wrapping_add(secs_to_ticks(secs)));
-                Some(if ops { sw_count_in(new) } else { new })
+                let new = sw
+                    .with_flags(fl)
+                    .with_expires(tick.wrapping_add(secs_to_ticks(secs)));
+                Some(new.count_in(ops))
             });
             return Some((held, dest));
         }
         // Invalidate (`ip_vs_check_template`): never followed again, and left
         // to its timer ("don't restart its timer").
         conns.modify(t.idx, t.sw, |sw| {
-            Some(sw_with(
-                sw,
-                sw_state(sw),
-                sw_flags(sw) | flags::DEAD_TEMPLATE,
-                sw_expires(sw),
-            ))
+            Some(sw.with_flags(sw.flags() | EntryFlags::DEAD_TEMPLATE))
         });
         None
     });
@@ -207,12 +202,13 @@ pub fn pick(
                 dport: if keep_port { dest.port } else { 0 },
                 lip: 0,
                 lport: 0,
-                fwd: dest.fwd().conn_flag() as u8,
+                fwd: dest.fwd(),
                 svc_id: svc.id,
                 dest_id: dest.id,
                 control: TemplateRef::NONE,
-                state: state_byte(0, ops as u8),
-                flags: flags::TEMPLATE,
+                state: EntryState::TEMPLATE,
+                in_pkts: ops as u8,
+                flags: EntryFlags::TEMPLATE,
                 expires: tick.wrapping_add(secs_to_ticks(timeout)),
                 timeout,
             };

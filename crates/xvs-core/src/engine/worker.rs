@@ -12,16 +12,14 @@ use super::xmit::{self, Route, XmitError};
 use super::Engine;
 use crate::addr::Addr;
 use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
-use crate::conn::table::{
-    flags, secs_to_ticks, state_byte, sw_add_in, sw_flags, sw_gen, sw_state, sw_with, tick_of,
-    ConnView, KeyDir, NewConn, Tick, SW_ONE_IN,
+use crate::conn::{
+    ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, TcpState, TemplateRef,
 };
-use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::Frame;
 use crate::rewrite::icmp;
 use crate::service::{Dest, FwdMethod};
-use crate::time::Time;
+use crate::time::{secs_to_ticks, tick_after, tick_of, Tick, Time};
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
 use std::sync::Arc;
 
@@ -98,7 +96,7 @@ impl FragCache {
             || s.daddr != info.daddr
             || s.id != id
             || s.proto != info.proto
-            || crate::conn::table::tick_after(now, s.expires)
+            || tick_after(now, s.expires)
         {
             return None;
         }
@@ -328,7 +326,7 @@ impl Worker {
         self.fib_gen = self.fib.generation();
         self.secure = self.engine.secure_tcp_on();
         self.drop_rate = self.engine.drop_packet_rate();
-        if crate::conn::table::tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
+        if tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
             self.icmp_tokens = ICMP_BURST;
             self.icmp_refill_tick = self.tick;
         }
@@ -345,7 +343,7 @@ impl Worker {
     fn sync_after(&self, v: &ConnView) {
         let conns = &self.engine.conns;
         let sw = conns.sw(v.idx);
-        if sw_gen(sw) == sw_gen(v.sw) {
+        if sw.gen() == v.sw.gen() {
             self.engine.sync_consider(
                 &self.sync_q,
                 &self.sync_knobs,
@@ -360,7 +358,7 @@ impl Worker {
 
     /// The template half of [`Worker::sync_after`] (alone for a one-packet conn).
     #[cold]
-    fn sync_template(&self, control: crate::conn::table::TemplateRef) {
+    fn sync_template(&self, control: TemplateRef) {
         let Some(t) = control.idx() else {
             return;
         };
@@ -388,13 +386,7 @@ impl Worker {
             let mut hash = 0;
             if let Ok(i) = &parsed {
                 if i.icmp.is_none() && matches!(i.proto, PROTO_TCP | PROTO_UDP) {
-                    hash = conns.hash(&ConnKey {
-                        proto: i.proto,
-                        saddr: i.saddr,
-                        sport: i.sport,
-                        daddr: i.daddr,
-                        dport: i.dport,
-                    });
+                    hash = conns.hash(&ConnKey::of(i));
                     conns.prefetch(hash);
                 }
             }
@@ -466,13 +458,7 @@ impl Worker {
         if info.proto != PROTO_TCP && info.proto != PROTO_UDP {
             return Verdict::Pass;
         }
-        let key = ConnKey {
-            proto: info.proto,
-            saddr: info.saddr,
-            sport: info.sport,
-            daddr: info.daddr,
-            dport: info.dport,
-        };
+        let key = ConnKey::of(info);
         let conns = &self.engine.conns;
         let hash = if hash != 0 { hash } else { conns.hash(&key) };
         match conns.lookup_hashed(&key, hash, self.tick) {
@@ -491,10 +477,7 @@ impl Worker {
             return false;
         }
         if let Some(d) = self.snap.dest(v.dest_id) {
-            d.unbind_conn(
-                v.flags() & flags::TEMPLATE != 0,
-                v.flags() & flags::INACTIVE == 0,
-            );
+            d.unbind_conn(v.flags().is_template(), v.flags().is_active());
         }
         self.engine.release_control(v.control, self.tick);
         true
@@ -512,45 +495,38 @@ impl Worker {
         let mut sw = v.sw;
         // ip_vs_in_hook counts inbound packets in `in_pkts` (for drop_entry);
         // the count stops, so an established flow soon writes nothing again.
-        let in_pkt = if dir == Direction::Input {
-            SW_ONE_IN
-        } else {
-            0
-        };
+        let inbound = dir == Direction::Input;
         // Retry a lost race with the other direction a few times.
         for _ in 0..4 {
-            let fl = sw_flags(sw);
-            let old = sw_state(sw);
-            let (state, nfl, timeout) = if v.proto == PROTO_TCP {
-                let dir = if dir == Direction::Input && fl & flags::NOOUTPUT != 0 {
+            let fl = sw.flags();
+            let (new, nfl, established) = if v.proto == PROTO_TCP {
+                let dir = if inbound && fl.contains(EntryFlags::NOOUTPUT) {
                     Direction::InputOnly
                 } else {
                     dir
                 };
-                let new =
-                    tcp_transition(self.secure, dir, TcpState::from_index(old), info.tcp_flags);
-                let mut nfl = fl;
+                let old = sw.tcp_state();
+                let state = tcp_transition(self.secure, dir, old, info.tcp_flags);
+                let mut nfl = fl.with(EntryFlags::INACTIVE, !state.is_active());
                 if dir == Direction::Output {
-                    nfl &= !flags::NOOUTPUT;
+                    nfl = nfl.with(EntryFlags::NOOUTPUT, false);
                 }
-                if new.is_active() {
-                    nfl &= !flags::INACTIVE;
-                } else {
-                    nfl |= flags::INACTIVE;
-                }
-                (new as u8, nfl, timeouts.tcp_state(new))
+                let exp = self
+                    .tick
+                    .wrapping_add(secs_to_ticks(timeouts.tcp_state(state)));
+                let entered = state != old && state == TcpState::Established;
+                (sw.with(EntryState::Conn(state), nfl, exp), nfl, entered)
             } else {
-                (old, fl, timeouts.udp)
+                let exp = self.tick.wrapping_add(secs_to_ticks(timeouts.udp));
+                (sw.with_expires(exp), fl, false)
             };
-            let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-            let new = sw_add_in(sw_with(sw, state, nfl, exp), in_pkt);
+            let new = new.count_in(inbound);
             if new == sw {
                 return;
             }
             match conns.replace(v.idx, sw, new) {
                 Ok(_) => {
-                    let (was_active, active) =
-                        (fl & flags::INACTIVE == 0, nfl & flags::INACTIVE == 0);
+                    let (was_active, active) = (fl.is_active(), nfl.is_active());
                     if was_active != active {
                         if let Some(d) = self.snap.dest(v.dest_id) {
                             if active {
@@ -562,16 +538,12 @@ impl Worker {
                     }
                     // set_tcp_state: entering ESTABLISHED assures the template
                     // (ip_vs_control_assure_ct).
-                    if v.proto == PROTO_TCP
-                        && state != old
-                        && state == TcpState::Established as u8
-                        && !v.control.is_none()
-                    {
+                    if established && !v.control.is_none() {
                         conns.assure(v.control);
                     }
                     return;
                 }
-                Err(now) if sw_gen(now) == sw_gen(sw) => sw = now,
+                Err(now) if now.gen() == sw.gen() => sw = now,
                 Err(_) => return, // removed (expired) meanwhile
             }
         }
@@ -763,14 +735,14 @@ impl Worker {
         } else {
             snap.timeouts.udp
         };
-        let mut fl = if active { 0 } else { flags::INACTIVE };
+        let mut fl = EntryFlags::NONE.with(EntryFlags::INACTIVE, !active);
         if nat {
-            fl |= flags::HAS_OUT;
+            fl |= EntryFlags::HAS_OUT;
         } else {
-            fl |= flags::NOOUTPUT;
+            fl |= EntryFlags::NOOUTPUT;
         }
         let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
-            fl |= flags::FULLNAT;
+            fl |= EntryFlags::FULLNAT;
             let workers = self.engine.limits.workers;
             self.ports
                 .alloc(
@@ -808,12 +780,13 @@ impl Worker {
             dport: route.dport,
             lip,
             lport,
-            fwd: fwd.conn_flag() as u8,
+            fwd,
             svc_id: route.svc_id,
             dest_id: route.dest_id,
             control: sched.picked.control,
             // The packet that made it is its first inbound one.
-            state: state_byte(state as u8, 1),
+            state: EntryState::Conn(state),
+            in_pkts: 1,
             flags: fl,
             expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
             timeout: 0,
@@ -906,11 +879,12 @@ impl Worker {
         // The quoted packet went the other way: its reversed tuple is our key.
         let key = ConnKey {
             proto: ic.proto,
-            saddr: idst,
-            sport: ic.dport,
-            daddr: isrc,
-            dport: ic.sport,
-        };
+            saddr: isrc,
+            sport: ic.sport,
+            daddr: idst,
+            dport: ic.dport,
+        }
+        .reversed();
         let Some((v, dir)) = self.engine.conns.lookup(&key, self.tick) else {
             return Verdict::Drop(DropReason::IcmpNoConn);
         };
@@ -993,9 +967,9 @@ fn is_new_conn_expected(v: &ConnView, mode: ReuseMode) -> bool {
     if !v.control.is_none() || v.proto != PROTO_TCP {
         return false;
     }
-    match TcpState::from_index(v.state()) {
+    match v.tcp_state() {
         TcpState::TimeWait | TcpState::Close => true,
-        TcpState::FinWait => mode.fin_wait() && v.flags() & flags::NOOUTPUT != 0,
+        TcpState::FinWait => mode.fin_wait() && v.flags().contains(EntryFlags::NOOUTPUT),
         _ => false,
     }
 }
@@ -1003,7 +977,7 @@ fn is_new_conn_expected(v: &ConnView, mode: ReuseMode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::table::TEMPLATE_PROTO;
+    use crate::conn::TEMPLATE_PROTO;
     use crate::engine::{Limits, StaticFib};
 
     fn engine() -> Arc<Engine> {
@@ -1017,7 +991,7 @@ mod tests {
         )
     }
 
-    fn entry(proto: u8, cport: u16, fl: u16) -> NewConn {
+    fn entry(proto: u8, cport: u16, fl: EntryFlags) -> NewConn {
         NewConn {
             proto,
             caddr: Addr::v4([10, 0, 0, 1]),
@@ -1028,11 +1002,16 @@ mod tests {
             dport: 80,
             lip: 0,
             lport: 0,
-            fwd: 3,
+            fwd: FwdMethod::Route,
             svc_id: 0,
             dest_id: 0,
-            control: crate::conn::table::TemplateRef::NONE,
-            state: 1,
+            control: TemplateRef::NONE,
+            state: if fl.is_template() {
+                EntryState::TEMPLATE
+            } else {
+                EntryState::Conn(TcpState::Established)
+            },
+            in_pkts: 0,
             flags: fl,
             expires: 1000,
             timeout: 0,
@@ -1056,9 +1035,9 @@ mod tests {
     fn expire_now_keeps_what_controls_conns() {
         let e = engine();
         let w = e.worker(0);
-        let tpl = entry(TEMPLATE_PROTO | 6, 0, flags::TEMPLATE);
+        let tpl = entry(TEMPLATE_PROTO | 6, 0, EntryFlags::TEMPLATE);
         let t_idx = e.conns.insert(&tpl).unwrap();
-        let mut c = entry(6, 1000, 0);
+        let mut c = entry(6, 1000, EntryFlags::NONE);
         let (tv, _) = e.conns.lookup(&key(&tpl), 0).unwrap();
         c.control = e.conns.hold(&tv).unwrap();
         e.conns.insert(&c).unwrap();

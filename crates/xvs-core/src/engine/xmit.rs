@@ -40,16 +40,15 @@ impl Route {
     /// The route of connection `v` (its FULLNAT local address read from `conns`).
     #[inline]
     pub fn of(v: &ConnView, conns: &ConnTable) -> Route {
-        let fwd = FwdMethod::from_conn_flag(v.fwd);
         Route {
-            fwd,
+            fwd: v.fwd,
             caddr: v.caddr,
             cport: v.cport,
             vaddr: v.vaddr,
             vport: v.vport,
             daddr: v.daddr,
             dport: v.dport,
-            laddr: if fwd == FwdMethod::FullNat {
+            laddr: if v.fwd == FwdMethod::FullNat {
                 conns.lip(v.lip)
             } else {
                 Addr::UNSPECIFIED
