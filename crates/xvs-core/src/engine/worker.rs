@@ -166,11 +166,9 @@ struct Scheduled {
 
 /// A new connection as [`Worker::build_conn`] makes it, not yet entered.
 struct Built {
-    route: Route,
     conn: NewConn,
-    /// Its first TCP state, and whether that counts as active.
-    state: TcpState,
-    active: bool,
+    /// FULLNAT: the address of `conn.lip`.
+    laddr: Addr,
 }
 
 /// FULLNAT local address and port allocation of one worker.
@@ -637,25 +635,28 @@ impl Worker {
             Err(DropReason::NoDest) => return self.unreachable(frame, info, rx_port),
             Err(reason) => return Verdict::Drop(reason),
         };
-        let built = match self.build_conn(info, &sched) {
+        // Matched by reference: moving the connection out of the result
+        // would copy it.
+        let built = self.build_conn(info, &sched);
+        let built = match &built {
             Ok(b) => b,
             Err(reason) => {
                 self.engine.conns.release(sched.picked.control);
-                return Verdict::Drop(reason);
+                return Verdict::Drop(*reason);
             }
         };
-        if let Err(reason) = self.insert_conn(&sched, &built) {
+        if let Err(reason) = self.insert_conn(&sched, built) {
             self.engine.conns.release(sched.picked.control);
             return Verdict::Drop(reason);
         }
-        let route = &built.route;
+        let route = Route::of_new(&built.conn, built.laddr);
         self.stats.conn(route.svc_id, route.dest_id);
         if let Frag::First { id } = info.frag {
-            self.frags.remember(info, id, true, route, self.tick);
+            self.frags.remember(info, id, true, &route, self.tick);
         }
         self.stats
             .packet(route.svc_id, route.dest_id, true, frame.len() as u64);
-        self.forward_in(frame, info, route)
+        self.forward_in(frame, info, &route)
     }
 
     /// The kernel's `ip_vs_schedule` with the checks before it
@@ -663,6 +664,7 @@ impl Worker {
     /// it may start a connection (a SYN, unless `sloppy_tcp`), the defense
     /// drop, then the real server from a template or the scheduler
     /// ([`persist::pick`]). `NoDest` means that no server is available.
+    #[inline(always)]
     fn schedule(&mut self, info: &PacketInfo) -> Result<Scheduled, DropReason> {
         let snap = &self.snap;
         let Some(svc) = snap.service_for(info.proto, &info.saddr, &info.daddr, info.dport) else {
@@ -708,6 +710,7 @@ impl Worker {
     /// The connection of a scheduled packet, as `ip_vs_conn_new` fills it:
     /// its first TCP state (as if the packet passed it), timer and flags,
     /// and for FULLNAT a local address and port of this worker.
+    #[inline(always)]
     fn build_conn(&mut self, info: &PacketInfo, sched: &Scheduled) -> Result<Built, DropReason> {
         let snap = &self.snap;
         let dest = &sched.picked.dest;
@@ -719,17 +722,17 @@ impl Worker {
             // first answer, a round trip later, does not find it unresolved.
             let _ = self.nh.resolve(&*self.fib, self.fib_gen, &info.saddr);
         }
-        let (state, active) = if info.proto == PROTO_TCP {
+        let state = if info.proto == PROTO_TCP {
             let dir = if nat {
                 Direction::Input
             } else {
                 Direction::InputOnly
             };
-            let s = tcp_transition(self.secure, dir, TcpState::None, info.tcp_flags);
-            (s, s.is_active())
+            tcp_transition(self.secure, dir, TcpState::None, info.tcp_flags)
         } else {
-            (TcpState::None, false)
+            TcpState::None
         };
+        let active = state.is_active();
         let timeout = if info.proto == PROTO_TCP {
             snap.timeouts.tcp_state(state)
         } else {
@@ -757,32 +760,19 @@ impl Worker {
         } else {
             (0, Addr::UNSPECIFIED, 0)
         };
-        let route = Route {
-            fwd,
+        let conn = NewConn {
+            proto: info.proto,
             caddr: info.saddr,
             cport: info.sport,
             vaddr: info.daddr,
             vport: info.dport,
             daddr: Addr::from(dest.addr),
             dport: sched.picked.dport,
-            laddr,
-            lport,
-            svc_id: sched.svc_id,
-            dest_id: dest.id,
-        };
-        let conn = NewConn {
-            proto: info.proto,
-            caddr: route.caddr,
-            cport: route.cport,
-            vaddr: route.vaddr,
-            vport: route.vport,
-            daddr: route.daddr,
-            dport: route.dport,
             lip,
             lport,
             fwd,
-            svc_id: route.svc_id,
-            dest_id: route.dest_id,
+            svc_id: sched.svc_id,
+            dest_id: dest.id,
             control: sched.picked.control,
             // The packet that made it is its first inbound one.
             state: EntryState::Conn(state),
@@ -791,12 +781,7 @@ impl Worker {
             expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
             timeout: 0,
         };
-        Ok(Built {
-            route,
-            conn,
-            state,
-            active,
-        })
+        Ok(Built { conn, laddr })
     }
 
     /// Enters a built connection in the table and binds it to its dest (the
@@ -804,6 +789,7 @@ impl Worker {
     /// assures its template if it starts ESTABLISHED, and offers it to sync.
     /// A one-packet connection (UDP, `-o`) is bound and at once unbound, and
     /// never entered, as the kernel does not hash it.
+    #[inline(always)]
     fn insert_conn(&mut self, sched: &Scheduled, b: &Built) -> Result<(), DropReason> {
         let conns = &self.engine.conns;
         let dest = &sched.picked.dest;
@@ -823,11 +809,11 @@ impl Worker {
             .insert(&b.conn)
             .map_err(|_| DropReason::ConnTableFull)?;
         dest.bind_conn(false);
-        if b.active {
+        if b.conn.flags.is_active() {
             dest.conn_activated();
         }
         // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
-        if b.state == TcpState::Established && !control.is_none() {
+        if b.conn.state == EntryState::Conn(TcpState::Established) && !control.is_none() {
             conns.assure(control);
         }
         if self.sync_on {

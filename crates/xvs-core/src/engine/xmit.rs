@@ -9,7 +9,7 @@
 
 use super::stats::DropReason;
 use crate::addr::Addr;
-use crate::conn::{ConnTable, ConnView};
+use crate::conn::{ConnTable, ConnView, NewConn};
 use crate::fib::NextHop;
 use crate::frame::Frame;
 use crate::rewrite::icmp::{self, IcmpRewrite};
@@ -56,6 +56,25 @@ impl Route {
             lport: v.lport,
             svc_id: v.svc_id,
             dest_id: v.dest_id,
+        }
+    }
+
+    /// The route of a connection being made (`laddr`: the address of its
+    /// FULLNAT local address id).
+    #[inline]
+    pub fn of_new(c: &NewConn, laddr: Addr) -> Route {
+        Route {
+            fwd: c.fwd,
+            caddr: c.caddr,
+            cport: c.cport,
+            vaddr: c.vaddr,
+            vport: c.vport,
+            daddr: c.daddr,
+            dport: c.dport,
+            laddr,
+            lport: c.lport,
+            svc_id: c.svc_id,
+            dest_id: c.dest_id,
         }
     }
 }
