@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub struct Addr(pub [u8; 16]);
 
 impl Addr {
+    /// The unspecified address (`::`), also "none".
     pub const UNSPECIFIED: Addr = Addr([0; 16]);
 
     /// From IPv4 octets.
@@ -52,6 +53,7 @@ impl Addr {
         }
     }
 
+    /// The address as the standard library's (IPv4 for a v4-mapped one).
     pub fn to_ip(&self) -> IpAddr {
         if self.is_v4() {
             IpAddr::V4(Ipv4Addr::from(self.v4_octets()))

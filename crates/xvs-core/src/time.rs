@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Time(pub u64);
 
 impl Time {
+    /// The origin.
     pub const ZERO: Time = Time(0);
 
     /// A time `s` seconds after the origin.
@@ -75,6 +76,7 @@ pub fn tick_after(a: Tick, b: Tick) -> bool {
 
 /// A source of [`Time`]; the daemon uses a monotonic clock, tests a [`ManualClock`].
 pub trait Clock: Send + Sync {
+    /// The time now.
     fn now(&self) -> Time;
 }
 
@@ -83,6 +85,7 @@ pub trait Clock: Send + Sync {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
+    /// A clock at `start`.
     pub fn new(start: Time) -> Self {
         ManualClock(AtomicU64::new(start.0))
     }
@@ -97,6 +100,7 @@ impl ManualClock {
         self.0.fetch_add(ms * 1_000_000, Ordering::Relaxed);
     }
 
+    /// Sets the clock to `t`.
     pub fn set(&self, t: Time) {
         self.0.store(t.0, Ordering::Relaxed);
     }

@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use xvs_core::engine::housekeep::{listed_expiry, state_name};
+use xvs_core::engine::{listed_expiry, state_name};
 use xvs_core::engine::{DropReason, MarkRule, ReuseMode, Verdict};
 use xvs_core::time::{tick_of, Time};
 

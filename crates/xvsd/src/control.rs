@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xvs_core::engine::housekeep::listed_expiry;
+use xvs_core::engine::listed_expiry;
 use xvs_core::engine::Engine;
 use xvs_core::time::tick_of;
 use xvs_ctl::proto::{read_frame, write_frame, FrameError};

@@ -336,24 +336,36 @@ impl TemplateRef {
 pub struct NewConn {
     /// IP protocol; templates have `TEMPLATE_PROTO` set.
     pub proto: u8,
+    /// Client address.
     pub caddr: Addr,
+    /// Client port.
     pub cport: u16,
+    /// Virtual address (VIP).
     pub vaddr: Addr,
+    /// Virtual port.
     pub vport: u16,
+    /// Real server address.
     pub daddr: Addr,
+    /// Real server port.
     pub dport: u16,
     /// FULLNAT local address id (`ConnTable::register_lip`) and port.
     pub lip: u16,
+    /// FULLNAT local port.
     pub lport: u16,
+    /// How packets reach the real server.
     pub fwd: FwdMethod,
+    /// The service's id ([`crate::service::Service::id`]).
     pub svc_id: u32,
+    /// The real server's id.
     pub dest_id: u32,
     /// The controlling template, held with `ConnTable::hold` (the new
     /// connection takes over the count), or [`TemplateRef::NONE`].
     pub control: TemplateRef,
+    /// The state it starts in.
     pub state: EntryState,
     /// Inbound packets counted so far (0 for a connection no packet made).
     pub in_pkts: u8,
+    /// Its flags.
     pub flags: EntryFlags,
     /// Expiry tick.
     pub expires: Tick,
@@ -364,22 +376,37 @@ pub struct NewConn {
 /// A consistent copy of a live entry, taken under its generation check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnView {
+    /// Entry index in the table.
     pub idx: u32,
     /// The `sw` word the copy was taken under (for `ConnTable::replace`).
     pub sw: Sw,
+    /// IP protocol; templates have `TEMPLATE_PROTO` set.
     pub proto: u8,
+    /// Client address.
     pub caddr: Addr,
+    /// Client port.
     pub cport: u16,
+    /// Virtual address (VIP).
     pub vaddr: Addr,
+    /// Virtual port.
     pub vport: u16,
+    /// Real server address.
     pub daddr: Addr,
+    /// Real server port.
     pub dport: u16,
+    /// FULLNAT local address id.
     pub lip: u16,
+    /// FULLNAT local port.
     pub lport: u16,
+    /// How packets reach the real server.
     pub fwd: FwdMethod,
+    /// The service's id.
     pub svc_id: u32,
+    /// The real server's id.
     pub dest_id: u32,
+    /// The controlling template, or [`TemplateRef::NONE`].
     pub control: TemplateRef,
+    /// Timeout in seconds kept with the entry (templates: the persistence timeout).
     pub timeout: u32,
 }
 

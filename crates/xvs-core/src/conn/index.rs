@@ -23,9 +23,13 @@ pub const TEMPLATE_PROTO: u8 = 0x80;
 pub struct ConnKey {
     /// IP protocol; templates have [`TEMPLATE_PROTO`] set.
     pub proto: u8,
+    /// Source address.
     pub saddr: Addr,
+    /// Source port (0 without ports).
     pub sport: u16,
+    /// Destination address.
     pub daddr: Addr,
+    /// Destination port.
     pub dport: u16,
 }
 

@@ -22,7 +22,7 @@ const DROPENTRY_SHARE: u32 = 32;
 
 /// Housekeeping progress kept between calls.
 #[derive(Debug, Default)]
-pub struct State {
+pub(crate) struct State {
     cursor: u32,
     /// Number of the sweep pass in progress.
     pass: u64,
@@ -39,7 +39,7 @@ pub struct State {
 
 /// The rate estimators, by service and dest id.
 #[derive(Debug, Default)]
-pub struct Estimators {
+pub(crate) struct Estimators {
     last_estimate: Option<Time>,
     pub(crate) svc: HashMap<u32, Estimator>,
     pub(crate) dest: HashMap<u32, Estimator>,
@@ -49,8 +49,11 @@ pub struct Estimators {
 /// What one housekeeping call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
+    /// Entries looked at.
     pub visited: u32,
+    /// Entries removed (connections and templates).
     pub expired: u32,
+    /// Templates re-armed for 60 s because a connection outlived them.
     pub templates_rearmed: u32,
     /// Entries drop_entry removed.
     pub dropped: u32,

@@ -15,7 +15,7 @@ use crate::conn::{
     ConnKey, ConnTable, EntryFlags, EntryState, NewConn, TemplateRef, TEMPLATE_PROTO,
 };
 use crate::sched::SchedInput;
-use crate::service::table::Service;
+use crate::service::Service;
 use crate::service::{Dest, ServiceKey};
 use crate::time::{secs_to_ticks, tick_after, Tick, Time};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub const TEMPLATE_REARM_SECS: u32 = 60;
 
 /// The dest picked for a new connection.
 #[derive(Debug)]
-pub struct Picked {
+pub(super) struct Picked {
     pub dest: Arc<Dest>,
     /// Destination port of the connection.
     pub dport: u16,
@@ -39,7 +39,7 @@ pub struct Picked {
 
 /// Why no dest was picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoPick {
+pub(super) enum NoPick {
     /// The scheduler found no available dest (answer with ICMP unreachable).
     NoDest,
     /// Non-persistent port-0 service: not scheduled (the kernel logs an error).
@@ -49,7 +49,7 @@ pub enum NoPick {
 }
 
 /// The client address masked by the service's persistence netmask.
-pub fn masked(addr: &Addr, netmask: u32) -> Addr {
+pub(super) fn masked(addr: &Addr, netmask: u32) -> Addr {
     let mut o = addr.0;
     if addr.is_v4() {
         let m = netmask.to_be_bytes();
@@ -68,7 +68,7 @@ pub fn masked(addr: &Addr, netmask: u32) -> Addr {
 
 /// The template key of a packet of a persistent service, and the template's dport rule:
 /// `true` when the template stores the dest port (non-FTP, packet to the service port).
-pub fn template_key(
+pub(super) fn template_key(
     svc: &Service,
     proto: u8,
     saddr: &Addr,
@@ -115,7 +115,7 @@ fn template_valid(snap: &Snapshot, dest: Option<&Arc<Dest>>) -> bool {
 /// Picks the dest of a new connection, creating or refreshing the template of a
 /// persistent service.
 #[allow(clippy::too_many_arguments)]
-pub fn pick(
+pub(super) fn pick(
     conns: &ConnTable,
     snap: &Snapshot,
     svc: &Service,

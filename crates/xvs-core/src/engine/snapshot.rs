@@ -3,8 +3,8 @@
 
 use crate::addr::Addr;
 use crate::conn::Timeouts;
-use crate::service::table::{Service, ServiceTable};
 use crate::service::{Af, Dest, ServiceKey};
+use crate::service::{Service, ServiceTable};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -96,6 +96,7 @@ pub struct MarkRule {
     pub proto: Option<u8>,
     /// Destination prefix.
     pub addr: IpAddr,
+    /// Length of the destination prefix.
     pub prefix_len: u8,
     /// Inclusive destination port range.
     #[serde(default = "all_ports")]
@@ -103,8 +104,10 @@ pub struct MarkRule {
     /// Optional source prefix (same family as `addr`).
     #[serde(default)]
     pub src: Option<IpAddr>,
+    /// Length of the source prefix.
     #[serde(default)]
     pub src_prefix_len: u8,
+    /// The mark given to matching packets.
     pub mark: u32,
 }
 
@@ -190,8 +193,11 @@ pub struct RuleSet {
     pub dests: Vec<(u32, Arc<Dest>)>,
     /// FULLNAT local addresses per service.
     pub laddrs: Vec<(ServiceKey, Vec<IpAddr>)>,
+    /// The fwmark classification rules, in order.
     pub marks: Vec<MarkRule>,
+    /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// The sysctl equivalents.
     pub knobs: Knobs,
 }
 
@@ -222,6 +228,7 @@ type Map<K, V> = HashMap<K, V, Seeded>;
 /// The rules as workers use them.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Changes with every published rule set.
     pub generation: u64,
     by_tuple: Map<(u8, Addr, u16), Arc<Service>>,
     by_fwmark: Map<(u32, Af), Arc<Service>>,
@@ -230,11 +237,14 @@ pub struct Snapshot {
     /// FULLNAT local address ids per service id.
     lips: Vec<Vec<u16>>,
     marks: Vec<MarkRule>,
+    /// Connection timeouts in force.
     pub timeouts: Timeouts,
+    /// The sysctl equivalents in force.
     pub knobs: Knobs,
 }
 
 impl Snapshot {
+    /// A snapshot with no service (`max_services` ids).
     pub fn empty(max_services: usize) -> Snapshot {
         Snapshot {
             generation: 0,

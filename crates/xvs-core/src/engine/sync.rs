@@ -30,12 +30,12 @@
 
 use super::Engine;
 use crate::addr::Addr;
-use crate::conn::state::MAX_TIMEOUT;
+use crate::conn::MAX_TIMEOUT;
 use crate::conn::{
     ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, Sw, TcpState, TemplateRef,
     Timeouts, TEMPLATE_PROTO,
 };
-use crate::service::table::Service;
+use crate::service::Service;
 use crate::service::{Dest, FwdMethod, ServiceKey};
 use crate::time::{secs_to_ticks, tick_of, Time};
 use crossbeam_queue::ArrayQueue;
@@ -77,6 +77,7 @@ impl SyncQueue {
         self.q.len()
     }
 
+    /// Whether no record waits.
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
@@ -84,7 +85,7 @@ impl SyncQueue {
 
 /// The per-entry sync state of a master (see the module documentation).
 #[derive(Debug, Default)]
-pub struct SyncMark {
+pub(crate) struct SyncMark {
     /// generation (16) << 48 | old_state (8) << 32 | in_pkts (32).
     word: AtomicU64,
     /// `sync_endtime`, in ms of the engine's clock (low two bits: retries).

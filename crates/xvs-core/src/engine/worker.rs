@@ -11,7 +11,7 @@ use super::stats::{bump, DropReason, WorkerStats};
 use super::xmit::{self, Route, XmitError};
 use super::Engine;
 use crate::addr::Addr;
-use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
+use crate::conn::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::{
     ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, TcpState, TemplateRef,
 };
@@ -27,6 +27,7 @@ use crate::wire::parse::{PROTO_TCP, PROTO_UDP};
 
 /// What to do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a frame's verdict says where it goes (or why it was dropped)"]
 pub enum Verdict {
     /// Transmit the (rewritten) frame on this port.
     Tx(u16),

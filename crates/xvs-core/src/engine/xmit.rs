@@ -39,7 +39,7 @@ pub(crate) struct Route {
 impl Route {
     /// The route of connection `v` (its FULLNAT local address read from `conns`).
     #[inline]
-    pub fn of(v: &ConnView, conns: &ConnTable) -> Route {
+    pub(super) fn of(v: &ConnView, conns: &ConnTable) -> Route {
         Route {
             fwd: v.fwd,
             caddr: v.caddr,
@@ -62,7 +62,7 @@ impl Route {
     /// The route of a connection being made (`laddr`: the address of its
     /// FULLNAT local address id).
     #[inline]
-    pub fn of_new(c: &NewConn, laddr: Addr) -> Route {
+    pub(super) fn of_new(c: &NewConn, laddr: Addr) -> Route {
         Route {
             fwd: c.fwd,
             caddr: c.caddr,
@@ -95,7 +95,7 @@ pub(crate) enum XmitError {
 
 impl XmitError {
     /// The drop counter of the error.
-    pub fn reason(self) -> DropReason {
+    pub(super) fn reason(self) -> DropReason {
         match self {
             XmitError::TooBig { .. } | XmitError::TooBigNoDf => DropReason::TooBig,
             XmitError::NoHeadroom => DropReason::NoHeadroom,
