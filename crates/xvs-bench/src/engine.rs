@@ -15,7 +15,7 @@ use std::time::Instant;
 use xvs_core::addr::Addr;
 use xvs_core::engine::{Engine, Limits, NextHop, RuleSet, StaticFib, Verdict, Worker};
 use xvs_core::frame::Frame;
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{DestSpec, FwdMethod, Protocol, SchedKind, ServiceKey, ServiceSpec};
 use xvs_core::time::Time;
 

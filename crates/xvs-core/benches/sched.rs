@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use xvs_core::addr::Addr;
 use xvs_core::sched::SchedInput;
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{DestSpec, Protocol, SchedKind, ServiceKey, ServiceSpec};
 use xvs_core::time::Time;
 

@@ -9,11 +9,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Af {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
 impl Af {
+    /// The family of an address.
     pub fn of(addr: &IpAddr) -> Af {
         match addr {
             IpAddr::V4(_) => Af::V4,
@@ -28,6 +31,7 @@ impl Af {
 pub struct Addr(pub [u8; 16]);
 
 impl Addr {
+    /// The unspecified address (`::`), also "none".
     pub const UNSPECIFIED: Addr = Addr([0; 16]);
 
     /// From IPv4 octets.
@@ -70,6 +74,7 @@ impl Addr {
         }
     }
 
+    /// The address as the standard library's (IPv4 for a v4-mapped one).
     pub fn to_ip(&self) -> IpAddr {
         if self.is_v4() {
             IpAddr::V4(Ipv4Addr::from(self.v4_octets()))

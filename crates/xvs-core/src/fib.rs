@@ -13,7 +13,9 @@ use std::collections::HashMap;
 pub struct NextHop {
     /// Egress port (the daemon's index of the interface).
     pub port: PortId,
+    /// Our MAC address on the egress port.
     pub src_mac: [u8; 6],
+    /// The next hop's MAC address.
     pub dst_mac: [u8; 6],
     /// MTU of the egress interface.
     pub mtu: u16,
@@ -25,16 +27,19 @@ pub struct NextHop {
 /// The answer of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolve {
+    /// The next hop.
     Ok(NextHop),
     /// A route exists but the neighbour's MAC is unknown; the implementation has
     /// asked the kernel to resolve it. The frame is dropped and counted.
     Unresolved,
+    /// No route to the destination.
     NoRoute,
 }
 
 /// Route + neighbour lookup. Workers cache answers per destination and ask
 /// again when [`Fib::generation`] changes.
 pub trait Fib: Send + Sync {
+    /// The next hop toward `dst`.
     fn resolve(&self, dst: &Addr) -> Resolve;
 
     /// Changes whenever any answer may have changed (routes, neighbours, links).
@@ -51,6 +56,7 @@ pub struct StaticFib {
 }
 
 impl StaticFib {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }

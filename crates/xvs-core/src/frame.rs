@@ -55,6 +55,7 @@ impl<'a> Frame<'a> {
         self.len
     }
 
+    /// Whether the frame has no bytes.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0

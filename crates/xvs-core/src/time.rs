@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Time(pub u64);
 
 impl Time {
+    /// The origin.
     pub const ZERO: Time = Time(0);
 
     /// A time `s` seconds after the origin.
@@ -49,8 +50,33 @@ impl Time {
     }
 }
 
+/// The coarse time of connection timers: 10 ms ticks, wrapping (compare
+/// with [`tick_after`]), so that an expiry fits the entry's 32-bit field.
+pub type Tick = u32;
+/// Nanoseconds per tick.
+pub const TICK_NS: u64 = 10_000_000;
+
+/// The tick of a time.
+#[inline]
+pub fn tick_of(t: Time) -> Tick {
+    (t.0 / TICK_NS) as u32
+}
+
+/// Ticks in `secs` seconds (saturating).
+#[inline]
+pub fn secs_to_ticks(secs: u32) -> u32 {
+    secs.saturating_mul(100)
+}
+
+/// True when tick `a` is after tick `b` (wrapping, like the kernel's `time_after`).
+#[inline]
+pub fn tick_after(a: Tick, b: Tick) -> bool {
+    (b.wrapping_sub(a) as i32) < 0
+}
+
 /// A source of [`Time`]; the daemon uses a monotonic clock, tests a [`ManualClock`].
 pub trait Clock: Send + Sync {
+    /// The time now.
     fn now(&self) -> Time;
 }
 
@@ -59,6 +85,7 @@ pub trait Clock: Send + Sync {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
+    /// A clock at `start`.
     pub fn new(start: Time) -> Self {
         ManualClock(AtomicU64::new(start.0))
     }
@@ -73,6 +100,7 @@ impl ManualClock {
         self.0.fetch_add(ms * 1_000_000, Ordering::Relaxed);
     }
 
+    /// Sets the clock to `t`.
     pub fn set(&self, t: Time) {
         self.0.store(t.0, Ordering::Relaxed);
     }
@@ -81,5 +109,17 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Time {
         Time(self.0.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_wrap() {
+        assert!(tick_after(5, 3));
+        assert!(!tick_after(3, 5));
+        assert!(tick_after(2, u32::MAX - 2));
     }
 }

@@ -5,8 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use xvs_core::addr::Addr;
-use xvs_core::conn::table::{flags, sw_state};
-use xvs_core::conn::{ConnKey, ConnTable, NewConn};
+use xvs_core::conn::{ConnKey, ConnTable, EntryFlags, EntryState, NewConn, TcpState, TemplateRef};
+use xvs_core::service::FwdMethod;
+
+const SYN_RECV: EntryState = EntryState::Conn(TcpState::SynRecv);
+const ESTABLISHED: EntryState = EntryState::Conn(TcpState::Established);
 
 fn conn(worker: u8, i: u32) -> NewConn {
     NewConn {
@@ -19,12 +22,13 @@ fn conn(worker: u8, i: u32) -> NewConn {
         dport: 8000 + worker as u16,
         lip: 0,
         lport: 0,
-        fwd: 0,
+        fwd: FwdMethod::Masq,
         svc_id: worker as u32,
         dest_id: i,
-        control: xvs_core::conn::table::TemplateRef::NONE,
-        state: 3,
-        flags: flags::HAS_OUT,
+        control: TemplateRef::NONE,
+        state: SYN_RECV,
+        in_pkts: 0,
+        flags: EntryFlags::HAS_OUT,
         expires: 1_000_000,
         timeout: 0,
     }
@@ -40,14 +44,14 @@ fn in_key(c: &NewConn) -> ConnKey {
     }
 }
 
+/// The reply key of a NAT connection (the real server answers the client).
 fn out_key(c: &NewConn) -> ConnKey {
     ConnKey {
-        proto: c.proto,
-        saddr: c.daddr,
-        sport: c.dport,
-        daddr: c.caddr,
-        dport: c.cport,
+        daddr: c.daddr,
+        dport: c.dport,
+        ..in_key(c)
     }
+    .reversed()
 }
 
 #[test]
@@ -96,7 +100,7 @@ fn concurrent_workers_and_sweeper_stay_consistent() {
                             assert_eq!(v.svc_id, w as u32);
                             if dir_out {
                                 // Change state from the other direction.
-                                t.cas_state(v.idx, v.sw, 1, v.flags());
+                                t.cas_state(v.idx, v.sw, ESTABLISHED, v.flags());
                             }
                         }
                     }
@@ -127,7 +131,8 @@ fn concurrent_workers_and_sweeper_stay_consistent() {
         let (b, _) = t.lookup(&out_key(&c), 0).expect("out key");
         assert_eq!(a.idx, v.idx);
         assert_eq!(b.idx, v.idx);
-        assert!(sw_state(t.sw(v.idx)) == 1 || sw_state(t.sw(v.idx)) == 3);
+        let state = t.sw(v.idx).state();
+        assert!(state == ESTABLISHED || state == SYN_RECV, "{state:?}");
     });
     assert_eq!(live, t.live());
     // No inserted odd conn was lost.

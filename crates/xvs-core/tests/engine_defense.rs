@@ -10,7 +10,7 @@
 
 mod common;
 use common::*;
-use xvs_core::conn::table::{flags, TPL_ASSURED};
+use xvs_core::conn::TcpState;
 use xvs_core::engine::{metrics, Verdict};
 
 const VIP: &str = "10.77.0.100";
@@ -73,14 +73,14 @@ fn run(lab: &mut Lab, secs: u64) {
 }
 
 /// (client port, protocol, state) of every live connection.
-fn live(lab: &Lab) -> Vec<(u16, u8, u8)> {
+fn live(lab: &Lab) -> Vec<(u16, u8, TcpState)> {
     let mut v = Vec::new();
     lab.engine.conns.for_each_live(|c| {
-        if c.flags() & flags::TEMPLATE == 0 {
-            v.push((c.cport, c.proto, c.state()));
+        if !c.flags().is_template() {
+            v.push((c.cport, c.proto, c.tcp_state()));
         }
     });
-    v.sort();
+    v.sort_by_key(|c| (c.0, c.1, c.2 as u8));
     v
 }
 
@@ -182,8 +182,8 @@ fn drop_entry_takes_templates_that_were_never_assured() {
     run(&mut lab, 8);
     let mut templates = Vec::new();
     lab.engine.conns.for_each_live(|v| {
-        if v.flags() & flags::TEMPLATE != 0 {
-            templates.push((v.caddr.to_string(), v.state() & TPL_ASSURED != 0));
+        if v.flags().is_template() {
+            templates.push((v.caddr.to_string(), v.is_assured()));
         }
     });
     templates.sort();

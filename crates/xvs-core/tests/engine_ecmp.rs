@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use std::net::IpAddr;
-use xvs_core::engine::housekeep::state_name;
+use xvs_core::engine::state_name;
 use xvs_core::engine::{DropReason, Verdict};
 
 const VIP: &str = "10.77.0.100";
@@ -85,7 +85,7 @@ fn conn_state(lab: &Lab, c: &(String, u16)) -> Option<&'static str> {
     let mut out = None;
     lab.engine.conns.for_each_live(|v| {
         if v.caddr == addr(&c.0) && v.cport == c.1 {
-            out = Some(state_name(v.proto & 0x7f, false, v.state()));
+            out = Some(state_name(v.proto & 0x7f, v.state()));
         }
     });
     out

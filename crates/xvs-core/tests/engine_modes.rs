@@ -81,7 +81,7 @@ fn nat_tcp_lifecycle_rewrites_both_ways_and_counts() {
 
     // Client closes: ES -fin(in)-> CLOSE_WAIT (inactive), server FIN -> TIME_WAIT.
     let fin = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 40000), (VIP, 80), "FA", b"");
-    lab.send(&fin, PORT_CLI);
+    let _ = lab.send(&fin, PORT_CLI);
     assert_eq!(lab.counts("10.77.0.100:80", "10.77.1.11:8080"), (0, 1, 0));
     let fin2 = tcp_frame(
         rs_mac(11),
@@ -118,10 +118,10 @@ fn dr_changes_only_the_destination_mac() {
     assert_eq!(out, expect, "the IP packet is untouched");
     // DR sees only the client half: INPUT-ONLY table, ACK makes it ESTABLISHED.
     let ack = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 40001), (VIP, 80), "A", b"");
-    lab.send(&ack, PORT_CLI);
+    let _ = lab.send(&ack, PORT_CLI);
     assert_eq!(lab.counts("10.77.0.100:80", "10.77.1.12:80"), (1, 0, 0));
     let fin = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 40001), (VIP, 80), "FA", b"");
-    lab.send(&fin, PORT_CLI);
+    let _ = lab.send(&fin, PORT_CLI);
     assert_eq!(
         lab.counts("10.77.0.100:80", "10.77.1.12:80"),
         (0, 1, 0),

@@ -7,10 +7,9 @@
 
 mod common;
 use common::*;
-use xvs_core::conn::table::{flags, tick_of};
-use xvs_core::engine::housekeep::{listed_expiry, state_name};
-use xvs_core::engine::{DropReason, MarkRule, Verdict};
-use xvs_core::time::Time;
+use xvs_core::engine::{listed_expiry, state_name};
+use xvs_core::engine::{DropReason, MarkRule, ReuseMode, Verdict};
+use xvs_core::time::{tick_of, Time};
 
 const VIP: &str = "10.77.0.100";
 const CIP: &str = "10.77.0.2";
@@ -110,7 +109,7 @@ fn a_template_past_expiry_with_connections_counts_as_rearmed() {
     let now = tick_of(lab.now);
     let mut left = None;
     lab.engine.conns.for_each_live(|v| {
-        if v.flags() & flags::TEMPLATE != 0 {
+        if v.flags().is_template() {
             left = Some(listed_expiry(&lab.engine.conns, &v, now).wrapping_sub(now) / 100);
         }
     });
@@ -187,7 +186,7 @@ fn editing_the_persistence_timeout_leaves_live_templates_alone() {
 #[test]
 fn conn_reuse_mode_2_still_reuses() {
     let mut lab = lab_with("-s rr");
-    lab.rules.knobs.conn_reuse_mode = 2;
+    lab.rules.knobs.conn_reuse_mode = ReuseMode(2);
     lab.publish();
     assert_eq!(established(&mut lab, 9), "10.77.1.12");
     tcp(&mut lab, CIP, 9, "R").unwrap(); // ES -rst-> CLOSE
@@ -200,7 +199,7 @@ fn conn_reuse_mode_2_still_reuses() {
         lab.cmd("-A -t 10.77.0.100:80 -s rr");
         lab.cmd("-a -t 10.77.0.100:80 -r 10.77.1.13:80 -g");
         lab.cmd("-a -t 10.77.0.100:80 -r 10.77.1.14:80 -g");
-        lab.rules.knobs.conn_reuse_mode = mode;
+        lab.rules.knobs.conn_reuse_mode = ReuseMode(mode);
         lab.publish();
         assert_eq!(established(&mut lab, 9), "10.77.1.14");
         tcp(&mut lab, CIP, 9, "FA").unwrap();
@@ -221,7 +220,7 @@ fn conn_reuse_mode_2_still_reuses() {
 #[test]
 fn quiesced_dest_rescheduling_ignores_the_reuse_mode() {
     let mut lab = lab_with("-s rr");
-    lab.rules.knobs.conn_reuse_mode = 0;
+    lab.rules.knobs.conn_reuse_mode = ReuseMode::OFF;
     lab.rules.knobs.expire_nodest_conn = true;
     lab.publish();
     assert_eq!(established(&mut lab, 5), "10.77.1.12");
@@ -231,7 +230,7 @@ fn quiesced_dest_rescheduling_ignores_the_reuse_mode() {
     assert_eq!(lab.counts_any("10.77.1.11:80"), (1, 0, 0));
     // Without expire_nodest_conn the SYN stays on its connection.
     let mut lab = lab_with("-s rr");
-    lab.rules.knobs.conn_reuse_mode = 0;
+    lab.rules.knobs.conn_reuse_mode = ReuseMode::OFF;
     lab.publish();
     assert_eq!(established(&mut lab, 5), "10.77.1.12");
     lab.cmd(&format!("-e -t {SVC} -r 10.77.1.12:80 -m -w 0"));
@@ -396,8 +395,8 @@ fn an_invalidated_template_lives_out_its_timer() {
 fn template_state(lab: &Lab, cip: &str) -> Option<&'static str> {
     let mut out = None;
     lab.engine.conns.for_each_live(|v| {
-        if v.flags() & flags::TEMPLATE != 0 && v.caddr == addr(cip) {
-            out = Some(state_name(v.proto & 0x7f, true, v.state()));
+        if v.flags().is_template() && v.caddr == addr(cip) {
+            out = Some(state_name(v.proto & 0x7f, v.state()));
         }
     });
     out

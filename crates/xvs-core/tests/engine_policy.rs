@@ -67,13 +67,13 @@ fn persistence_pins_a_client_until_the_template_expires() {
     // One connection established (900 s); the others stay in SYN_RECV and
     // end with the template's 60 s.
     let ack = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 3000), (VIP, 80), "A", b"");
-    lab.send(&ack, PORT_CLI);
+    let _ = lab.send(&ack, PORT_CLI);
     lab.advance(61);
     lab.sweep();
     // The template controlled a connection at its expiry: re-armed for 60 s.
     assert_eq!(lab.counts("10.77.0.100:80", &format!("{first}:80")).2, 1);
     let rst = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 3000), (VIP, 80), "R", b"");
-    lab.send(&rst, PORT_CLI);
+    let _ = lab.send(&rst, PORT_CLI);
     lab.advance(61);
     lab.sweep();
     assert_eq!(
@@ -125,9 +125,9 @@ fn upper_threshold_sends_new_conns_elsewhere_until_below_lower() {
     // of 2 and .11 is readmitted.
     for p in [1, 2] {
         let ack = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, p), (VIP, 80), "A", b"");
-        lab.send(&ack, PORT_CLI);
+        let _ = lab.send(&ack, PORT_CLI);
         let rst = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, p), (VIP, 80), "R", b"");
-        lab.send(&rst, PORT_CLI);
+        let _ = lab.send(&rst, PORT_CLI);
     }
     // CLOSE lasts 10 s; the counters settle at the sweep.
     lab.advance(11);
@@ -189,9 +189,9 @@ fn syn_on_time_wait_conn_is_rescheduled() {
     let first = seen(&out).dst;
     // SYN_RECV -ack-> ESTABLISHED -rst-> CLOSE.
     let ack = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 9), (VIP, 80), "A", b"");
-    lab.send(&ack, PORT_CLI);
+    let _ = lab.send(&ack, PORT_CLI);
     let rst = tcp_frame(CLIENT_MAC, DIR_CLI_MAC, (CIP, 9), (VIP, 80), "R", b"");
-    lab.send(&rst, PORT_CLI);
+    let _ = lab.send(&rst, PORT_CLI);
     let (_, out) = lab.send(&syn, PORT_CLI);
     assert_ne!(
         seen(&out).dst,

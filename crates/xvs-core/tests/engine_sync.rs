@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use xvs_core::engine::sync::SyncApply;
+use xvs_core::engine::SyncApply;
 use xvs_core::engine::Verdict;
 use xvs_sync::{MesgBuilder, SyncConn, SyncDecoder, SyncVersion};
 
@@ -74,10 +74,10 @@ fn established_conns_sync_at_the_threshold_and_forward_on_the_backup() {
     let rs = seen(&out).dst.to_string();
     // SYN-ACK from the real server, then the client's ACK: ESTABLISHED.
     let synack = tcp_frame(rs_mac(11), DIR_RS_MAC, (&rs, 80), (CIP, 4000), "SA", b"");
-    m.send(&synack, PORT_RS);
-    client(&mut m, 4000, "A");
+    let _ = m.send(&synack, PORT_RS);
+    let _ = client(&mut m, 4000, "A");
     assert!(drain(&m).is_empty(), "nothing before the 3rd packet");
-    client(&mut m, 4000, "AP");
+    let _ = client(&mut m, 4000, "AP");
     let recs = drain(&m);
     assert_eq!(recs.len(), 1, "the 3rd packet syncs it: {recs:?}");
     assert_eq!(recs[0].state, 1, "ESTABLISHED");
@@ -98,13 +98,13 @@ fn established_conns_sync_at_the_threshold_and_forward_on_the_backup() {
     assert_eq!(seen(&out).src.to_string(), VIP);
     // A second sync updates it in place; every 50 packets after the 3rd.
     for _ in 0..50 {
-        client(&mut m, 4000, "AP");
+        let _ = client(&mut m, 4000, "AP");
     }
     let recs = drain(&m);
     assert_eq!(recs.len(), 1, "53rd packet");
     assert_eq!(ship(&recs, &b), [SyncApply::Updated]);
     // A FIN is a state change: synced at once.
-    client(&mut m, 4000, "AF");
+    let _ = client(&mut m, 4000, "AF");
     let recs = drain(&m);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].state, 7, "CLOSE_WAIT (IPVS: a client FIN)");
@@ -149,7 +149,7 @@ fn a_full_queue_drops_and_counts() {
             "S",
             b"",
         );
-        m.send(&f, PORT_CLI);
+        let _ = m.send(&f, PORT_CLI);
     }
     let (queued, dropped) = m.engine.sync.queue_totals();
     assert_eq!((queued, dropped), (2, 3));
@@ -159,9 +159,9 @@ fn a_full_queue_drops_and_counts() {
 fn records_wait_for_their_dest_and_replace_a_moved_conn() {
     let mut m = lab("");
     m.engine.sync_set_master(true);
-    client(&mut m, 7000, "S");
+    let _ = client(&mut m, 7000, "S");
     for _ in 0..3 {
-        client(&mut m, 7000, "A");
+        let _ = client(&mut m, 7000, "A");
     }
     let recs = drain(&m);
     assert_eq!(recs.len(), 1);
@@ -199,9 +199,9 @@ fn records_keep_their_timeout_on_the_backup() {
     let mut m = lab("");
     let mut b = lab("");
     m.engine.sync_set_master(true);
-    client(&mut m, 8000, "S");
+    let _ = client(&mut m, 8000, "S");
     for _ in 0..3 {
-        client(&mut m, 8000, "A");
+        let _ = client(&mut m, 8000, "A");
     }
     let mut recs = drain(&m);
     recs[0].timeout = 30;

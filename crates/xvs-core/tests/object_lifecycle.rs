@@ -7,9 +7,9 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use xvs_core::conn::table::MAX_LIPS;
+use xvs_core::conn::MAX_LIPS;
 use xvs_core::engine::{Rates, Totals, Verdict};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 
 const VIP: &str = "10.77.0.100";
 const CIP: &str = "10.77.0.2";

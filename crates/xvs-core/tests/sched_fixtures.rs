@@ -31,7 +31,7 @@ use xvs_core::sched::dh::DhScheduler;
 use xvs_core::sched::mh::MhScheduler;
 use xvs_core::sched::sh::ShScheduler;
 use xvs_core::sched::{SchedInput, SchedParams, Scheduler, TableOrder};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{
     Af, Dest, DestSpec, FwdMethod, Protocol, SchedKind, ServiceKey, ServiceSpec, SvcFlags,
 };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use xvs_core::addr::Addr;
 use xvs_core::sched::lblc::LblcScheduler;
 use xvs_core::sched::{SchedInput, SchedParams, Scheduler, TableOrder};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{Dest, DestSpec, Protocol, SchedKind, ServiceKey, ServiceSpec, SvcFlags};
 use xvs_core::time::Time;
 

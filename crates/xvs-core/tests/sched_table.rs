@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use xvs_core::addr::Addr;
 use xvs_core::sched::{mh, SchedInput, SchedParams};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{
     Af, DestSpec, FwdMethod, Protocol, SchedKind, ServiceError, ServiceKey, ServiceSpec, SvcFlags,
 };

@@ -12,7 +12,7 @@
 //!   means nothing for these (amemthresh is clamped to 0, a negative drop rate
 //!   is no rate, conn_reuse_mode is a set of bits).
 
-use xvs_core::engine::Knobs;
+use xvs_core::engine::{Knobs, ReuseMode};
 
 /// The knobs, in the order they are listed (that of configs/xvsd.toml).
 pub const NAMES: [&str; 9] = [
@@ -88,7 +88,7 @@ pub fn set(k: &mut Knobs, n: &str, v: i64) -> Result<(), String> {
         "expire_nodest_conn" => k.expire_nodest_conn = v != 0,
         "expire_quiescent_template" => k.expire_quiescent_template = v != 0,
         "sloppy_tcp" => k.sloppy_tcp = v != 0,
-        "conn_reuse_mode" => k.conn_reuse_mode = v as u32,
+        "conn_reuse_mode" => k.conn_reuse_mode = ReuseMode(v as u32),
         "secure_tcp" => k.secure_tcp = v as u8,
         "drop_entry" => k.drop_entry = v as u8,
         "drop_packet" => k.drop_packet = v as u8,
@@ -108,7 +108,7 @@ pub fn list(k: &Knobs) -> Vec<(String, i64)> {
                 "expire_nodest_conn" => k.expire_nodest_conn.into(),
                 "expire_quiescent_template" => k.expire_quiescent_template.into(),
                 "sloppy_tcp" => k.sloppy_tcp.into(),
-                "conn_reuse_mode" => k.conn_reuse_mode.into(),
+                "conn_reuse_mode" => k.conn_reuse_mode.0.into(),
                 "secure_tcp" => k.secure_tcp.into(),
                 "drop_entry" => k.drop_entry.into(),
                 "drop_packet" => k.drop_packet.into(),
@@ -194,7 +194,7 @@ mod tests {
         assert!(k.sloppy_tcp && k.expire_nodest_conn && k.expire_quiescent_template);
         assert_eq!((k.secure_tcp, k.drop_entry, k.drop_packet), (3, 3, 3));
         assert_eq!(
-            (k.conn_reuse_mode, k.am_droprate, k.amemthresh),
+            (k.conn_reuse_mode.0, k.am_droprate, k.amemthresh),
             (1, 2, 2_000_000)
         );
         let listed = list(&k);

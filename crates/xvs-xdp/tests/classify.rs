@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use xvs_core::addr::Addr;
 use xvs_core::engine::{Engine, Limits, MarkRule, RuleSet, StaticFib};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{Af, DestSpec, FwdMethod, Protocol, ServiceKey, ServiceSpec, SvcFlags};
 use xvs_core::wire::parse::{parse, Frag, ParseError, PROTO_TCP, PROTO_UDP};
 use xvs_core::wire::IpProtocol;

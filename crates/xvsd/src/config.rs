@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use xvs_core::conn::state::MAX_TIMEOUT;
+use xvs_core::conn::MAX_TIMEOUT;
 use xvs_core::conn::{TcpState, Timeouts};
 use xvs_core::engine::{Knobs, MarkRule};
 use xvs_core::sched::TableOrder;

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xvs_core::conn::table::tick_of;
-use xvs_core::engine::housekeep::listed_expiry;
+use xvs_core::engine::listed_expiry;
 use xvs_core::engine::Engine;
+use xvs_core::time::tick_of;
 use xvs_ctl::proto::{read_frame, write_frame, FrameError};
 use xvs_ctl::{ErrorReply, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
 
@@ -608,8 +608,9 @@ mod tests {
     fn a_million_connections_are_listed_in_flat_memory_while_work_goes_on() {
         use std::sync::atomic::AtomicBool;
         use xvs_core::addr::Addr;
-        use xvs_core::conn::{ConnKey, NewConn};
+        use xvs_core::conn::{ConnKey, EntryFlags, EntryState, NewConn, TcpState, TemplateRef};
         use xvs_core::engine::{Knobs, Limits, StaticFib};
+        use xvs_core::service::FwdMethod;
 
         const N: u32 = 1_000_000;
         let xvsadm = xvsadm_bin();
@@ -648,12 +649,13 @@ mod tests {
                     dport: 8080,
                     lip: 0,
                     lport: 0,
-                    fwd: 0,
+                    fwd: FwdMethod::Route,
                     svc_id: 0,
                     dest_id: 0,
-                    control: xvs_core::conn::table::TemplateRef::NONE,
-                    state: 1, // ESTABLISHED
-                    flags: 0,
+                    control: TemplateRef::NONE,
+                    state: EntryState::Conn(TcpState::Established),
+                    in_pkts: 0,
+                    flags: EntryFlags::NONE,
                     expires,
                     timeout: 900,
                 })
@@ -791,8 +793,9 @@ mod tests {
     #[test]
     fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
         use xvs_core::addr::Addr;
-        use xvs_core::conn::NewConn;
+        use xvs_core::conn::{EntryFlags, EntryState, NewConn, TcpState, TemplateRef};
         use xvs_core::engine::{Knobs, Limits, StaticFib};
+        use xvs_core::service::FwdMethod;
 
         let engine = Engine::new(
             Limits {
@@ -817,12 +820,13 @@ mod tests {
                     dport: 80,
                     lip: 0,
                     lport: 0,
-                    fwd: 0,
+                    fwd: FwdMethod::Route,
                     svc_id: 0,
                     dest_id: 0,
-                    control: xvs_core::conn::table::TemplateRef::NONE,
-                    state: 1,
-                    flags: 0,
+                    control: TemplateRef::NONE,
+                    state: EntryState::Conn(TcpState::Established),
+                    in_pkts: 0,
+                    flags: EntryFlags::NONE,
                     expires,
                     timeout: 900,
                 })

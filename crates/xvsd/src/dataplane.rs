@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use xvs_core::engine::MarkRule;
 use xvs_core::engine::{Engine, Verdict, MAX_BATCH};
-use xvs_core::service::table::Service;
+use xvs_core::service::Service;
 use xvs_core::service::{Af, FwdMethod, Protocol, ServiceKey};
 use xvs_xdp::{
     Backend, BackendChoice, BatchHandler, Disposition, Interface, PortId, SteerKey, Steering,

@@ -5,14 +5,12 @@ use crate::dataplane::{rule_keys, SteerSync};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use xvs_core::conn::table::MAX_LIPS;
-use xvs_core::conn::table::{flags, ConnView, Tick, TEMPLATE_PROTO};
-use xvs_core::conn::Timeouts;
-use xvs_core::engine::housekeep::state_name;
+use xvs_core::conn::{ConnView, EntryFlags, Timeouts, MAX_LIPS, TEMPLATE_PROTO};
+use xvs_core::engine::state_name;
 use xvs_core::engine::{Engine, Knobs, MarkRule, RuleSet};
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{ServiceError, ServiceKey};
-use xvs_core::time::Time;
+use xvs_core::time::{Tick, Time};
 use xvs_core::wire::IpProtocol;
 use xvs_ctl::MarkSpec;
 use xvs_ctl::{ConnInfo, DaemonSpec, DaemonState, DestInfo, ErrorReply, Op, Response, ServiceInfo};
@@ -417,8 +415,8 @@ impl State {
 /// tick, at tick `now`; None for a connection that has expired and only waits
 /// for the sweep.
 pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
-    let template = v.flags() & flags::TEMPLATE != 0;
-    let dead = v.flags() & flags::DEAD_TEMPLATE != 0;
+    let template = v.flags().is_template();
+    let dead = v.flags().contains(EntryFlags::DEAD_TEMPLATE);
     let proto = v.proto & !TEMPLATE_PROTO;
     let left = expires.wrapping_sub(now) as i32;
     if !template && left < 0 {
@@ -432,7 +430,7 @@ pub fn conn_info(v: &ConnView, expires: Tick, now: Tick) -> Option<ConnInfo> {
         }
         .into(),
         expire_secs: (left.max(0) as u32) / 100,
-        state: state_name(proto, template, v.state()).into(),
+        state: state_name(proto, v.state()).into(),
         caddr: v.caddr.to_ip(),
         cport: v.cport,
         vaddr: v.vaddr.to_ip(),
@@ -457,10 +455,10 @@ mod tests {
     #[test]
     fn templates_are_listed_as_the_kernel_lists_them() {
         use xvs_core::addr::Addr;
-        use xvs_core::conn::table::{ConnTable, TemplateRef, TPL_ASSURED};
-        use xvs_core::conn::NewConn;
+        use xvs_core::conn::{ConnTable, EntryState, NewConn, TemplateRef};
+        use xvs_core::service::FwdMethod;
         let t = ConnTable::new(8, [1, 2, 3, 4]);
-        let tpl = |vport: u16, state: u8, fl: u16| NewConn {
+        let tpl = |vport: u16, assured: bool, fl: EntryFlags| NewConn {
             proto: TEMPLATE_PROTO | 6,
             caddr: Addr::v4([10, 77, 0, 2]),
             cport: 0,
@@ -470,18 +468,20 @@ mod tests {
             dport: 8080,
             lip: 0,
             lport: 0,
-            fwd: 0,
+            fwd: FwdMethod::Masq,
             svc_id: 0,
             dest_id: 0,
             control: TemplateRef::NONE,
-            state,
-            flags: flags::TEMPLATE | fl,
+            state: EntryState::Template { assured },
+            in_pkts: 0,
+            flags: EntryFlags::TEMPLATE | fl,
             expires: 30_000,
             timeout: 300,
         };
-        t.insert(&tpl(80, 0, 0)).unwrap();
-        t.insert(&tpl(81, TPL_ASSURED, 0)).unwrap();
-        t.insert(&tpl(82, 0, flags::DEAD_TEMPLATE)).unwrap();
+        t.insert(&tpl(80, false, EntryFlags::NONE)).unwrap();
+        t.insert(&tpl(81, true, EntryFlags::NONE)).unwrap();
+        t.insert(&tpl(82, false, EntryFlags::DEAD_TEMPLATE))
+            .unwrap();
         let mut rows = Vec::new();
         t.for_each_live(|v| rows.push(conn_info(&v, v.expires(), 0).unwrap()));
         let got: Vec<_> = rows

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use xvs_core::addr::Addr;
 use xvs_core::engine::{Engine, Limits, NextHop, RuleSet, StaticFib, Worker};
 use xvs_core::frame::Frame;
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::service::{DestSpec, FwdMethod, Protocol, ServiceKey, ServiceSpec};
 use xvs_core::time::Time;
 

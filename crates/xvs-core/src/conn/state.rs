@@ -11,22 +11,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum TcpState {
+    /// `IP_VS_TCP_S_NONE`: no segment seen yet (UDP connections stay here).
     None = 0,
+    /// ESTABLISHED.
     Established = 1,
+    /// SYN_SENT.
     SynSent = 2,
+    /// SYN_RECV.
     SynRecv = 3,
+    /// FIN_WAIT.
     FinWait = 4,
+    /// TIME_WAIT.
     TimeWait = 5,
+    /// CLOSE.
     Close = 6,
+    /// CLOSE_WAIT.
     CloseWait = 7,
+    /// LAST_ACK.
     LastAck = 8,
+    /// LISTEN.
     Listen = 9,
+    /// SYNACK.
     SynAck = 10,
 }
 
+/// The number of TCP states.
 pub const TCP_STATE_COUNT: usize = 11;
 
 impl TcpState {
+    /// Every state, by index.
     pub const ALL: [TcpState; TCP_STATE_COUNT] = [
         TcpState::None,
         TcpState::Established,
@@ -41,6 +54,7 @@ impl TcpState {
         TcpState::SynAck,
     ];
 
+    /// The state of index `i` (`None` for an unknown one).
     #[inline]
     pub fn from_index(i: u8) -> TcpState {
         *TcpState::ALL.get(i as usize).unwrap_or(&TcpState::None)
@@ -89,15 +103,23 @@ pub enum Direction {
 /// The event a TCP segment represents: RST > SYN > FIN > ACK, as `tcp_state_idx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpEvent {
+    /// A SYN.
     Syn = 0,
+    /// A FIN.
     Fin = 1,
+    /// An ACK.
     Ack = 2,
+    /// A RST.
     Rst = 3,
 }
 
+/// TCP header flag FIN.
 pub const TCP_FIN: u8 = 0x01;
+/// TCP header flag SYN.
 pub const TCP_SYN: u8 = 0x02;
+/// TCP header flag RST.
 pub const TCP_RST: u8 = 0x04;
+/// TCP header flag ACK.
 pub const TCP_ACK: u8 = 0x10;
 
 impl TcpEvent {
@@ -196,7 +218,9 @@ pub fn tcp_transition(secure: bool, dir: Direction, state: TcpState, flags: u8) 
 /// before its first transition. Defaults are the kernel's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeouts {
+    /// Seconds per TCP state, by index.
     pub tcp: [u32; TCP_STATE_COUNT],
+    /// Seconds for UDP.
     pub udp: u32,
 }
 
@@ -236,6 +260,7 @@ impl Timeouts {
         )
     }
 
+    /// The timeout of TCP state `s`, in seconds.
     #[inline]
     pub fn tcp_state(&self, s: TcpState) -> u32 {
         self.tcp[s as usize]

@@ -5,6 +5,8 @@
 //! Run with `make loom` (`RUSTFLAGS="--cfg loom"`, release build).
 
 use super::*;
+use crate::conn::{TcpState, TEMPLATE_PROTO};
+use crate::time::tick_after;
 use loom::thread;
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     );
 }
 
-fn conn(cport: u16, fl: u16) -> NewConn {
+fn conn(cport: u16, fl: EntryFlags) -> NewConn {
     NewConn {
         proto: 6,
         caddr: Addr::v4([10, 0, 0, 1]),
@@ -44,11 +46,12 @@ fn conn(cport: u16, fl: u16) -> NewConn {
         dport: 8080,
         lip: 0,
         lport: 0,
-        fwd: 0,
+        fwd: FwdMethod::Masq,
         svc_id: 1,
         dest_id: 1,
         control: TemplateRef::NONE,
-        state: 1,
+        state: EntryState::Conn(TcpState::Established),
+        in_pkts: 0,
         flags: fl,
         expires: 100,
         timeout: 0,
@@ -74,7 +77,7 @@ fn buckets(t: &ConnTable, c: &NewConn) -> (usize, usize) {
 fn port_where(t: &ConnTable, from: u16, ok: impl Fn(usize, usize) -> bool) -> u16 {
     (from..u16::MAX)
         .find(|&p| {
-            let (a, b) = buckets(t, &conn(p, 0));
+            let (a, b) = buckets(t, &conn(p, EntryFlags::NONE));
             ok(a, b)
         })
         .expect("a port with those buckets")
@@ -103,7 +106,7 @@ fn check(t: &ConnTable) {
 fn refresh_vs_sweep() {
     model(|| {
         let t = Arc::new(ConnTable::new(2, SEED));
-        let c = conn(1000, 0); // expires at tick 100
+        let c = conn(1000, EntryFlags::NONE); // expires at tick 100
         t.insert(&c).unwrap();
         let w = spawn(&t, move |t| {
             // A packet at tick 99 finds the conn and pushes its expiry to 199.
@@ -144,7 +147,7 @@ fn refresh_vs_sweep() {
 fn insert_vs_sweep() {
     model(|| {
         let t = Arc::new(ConnTable::new(1, SEED));
-        let c = conn(1000, flags::HAS_OUT);
+        let c = conn(1000, EntryFlags::HAS_OUT);
         let w = spawn(&t, move |t| {
             let _ = t.insert(&c);
         });
@@ -167,9 +170,9 @@ fn index_full_vs_sweep() {
         // Two buckets of two slots: three one-key conns and a two-key one fill them.
         let t = Arc::new(ConnTable::with_buckets(4, 2, SEED));
         for p in [1, 2, 3] {
-            t.insert(&conn(p, 0)).unwrap();
+            t.insert(&conn(p, EntryFlags::NONE)).unwrap();
         }
-        let c = conn(1000, flags::HAS_OUT);
+        let c = conn(1000, EntryFlags::HAS_OUT);
         let w = spawn(&t, move |t| t.insert(&c));
         let s = spawn(&t, |t| {
             t.scan(0, 10, |v, _| {
@@ -195,25 +198,40 @@ fn displacement_vs_lookup_second_bucket() {
         let t = Arc::new(ConnTable::with_buckets(8, 3, SEED));
         // K: buckets (p, q), placed in q because p is full.
         let kp = port_where(&t, 1, |a, b| a != b);
-        let k = conn(kp, 0);
+        let k = conn(kp, EntryFlags::NONE);
         let (p, q) = buckets(&t, &k);
         let r = 3 - p - q;
-        let f1 = conn(port_where(&t, 2000, |a, _| a == p), 0);
-        let f2 = conn(port_where(&t, f1.cport + 1, |a, _| a == p), 0);
+        let f1 = conn(port_where(&t, 2000, |a, _| a == p), EntryFlags::NONE);
+        let f2 = conn(
+            port_where(&t, f1.cport + 1, |a, _| a == p),
+            EntryFlags::NONE,
+        );
         t.insert(&f1).unwrap();
         t.insert(&f2).unwrap();
         t.insert(&k).unwrap();
         // Make room in p again, fill q and r.
         let (v, _) = t.lookup(&in_key(&f1), 0).unwrap();
         t.remove(v.idx, v.sw).unwrap();
-        let g = conn(port_where(&t, 3000, |a, b| a == q && b == q), 0);
+        let g = conn(
+            port_where(&t, 3000, |a, b| a == q && b == q),
+            EntryFlags::NONE,
+        );
         t.insert(&g).unwrap();
-        let r1 = conn(port_where(&t, 4000, |a, b| a == r && b == r), 0);
-        let r2 = conn(port_where(&t, r1.cport + 1, |a, b| a == r && b == r), 0);
+        let r1 = conn(
+            port_where(&t, 4000, |a, b| a == r && b == r),
+            EntryFlags::NONE,
+        );
+        let r2 = conn(
+            port_where(&t, r1.cport + 1, |a, b| a == r && b == r),
+            EntryFlags::NONE,
+        );
         t.insert(&r1).unwrap();
         t.insert(&r2).unwrap();
         // X's buckets are q then r, both full: its insert displaces a resident.
-        let x = conn(port_where(&t, 5000, |a, b| a == q && b == r), 0);
+        let x = conn(
+            port_where(&t, 5000, |a, b| a == q && b == r),
+            EntryFlags::NONE,
+        );
         let w = spawn(&t, move |t| {
             let _ = t.insert(&x);
         });
@@ -232,16 +250,28 @@ fn displacement_vs_lookup_second_bucket() {
 /// x has buckets (p, z).
 fn displacement_setup() -> (Arc<ConnTable>, NewConn, NewConn) {
     let t = Arc::new(ConnTable::with_buckets(8, 3, SEED));
-    let r = conn(port_where(&t, 1, |a, b| a != b), 0);
+    let r = conn(port_where(&t, 1, |a, b| a != b), EntryFlags::NONE);
     let (p, q) = buckets(&t, &r);
     let z = 3 - p - q;
-    let f = conn(port_where(&t, 2000, |a, b| a == p && b == p), 0);
-    let s1 = conn(port_where(&t, 3000, |a, b| a == z && b == z), 0);
-    let s2 = conn(port_where(&t, s1.cport + 1, |a, b| a == z && b == z), 0);
+    let f = conn(
+        port_where(&t, 2000, |a, b| a == p && b == p),
+        EntryFlags::NONE,
+    );
+    let s1 = conn(
+        port_where(&t, 3000, |a, b| a == z && b == z),
+        EntryFlags::NONE,
+    );
+    let s2 = conn(
+        port_where(&t, s1.cport + 1, |a, b| a == z && b == z),
+        EntryFlags::NONE,
+    );
     for c in [&r, &f, &s1, &s2] {
         t.insert(c).unwrap();
     }
-    let x = conn(port_where(&t, 4000, |a, b| a == p && b == z), 0);
+    let x = conn(
+        port_where(&t, 4000, |a, b| a == p && b == z),
+        EntryFlags::NONE,
+    );
     (t, r, x)
 }
 
@@ -292,8 +322,8 @@ fn displacement_vs_remove() {
 fn reuse_vs_lookup() {
     model_bounded(1, || {
         let t = Arc::new(ConnTable::with_buckets(1, 1, SEED));
-        let a = conn(1000, 0);
-        let mut b = conn(1000, 0);
+        let a = conn(1000, EntryFlags::NONE);
+        let mut b = conn(1000, EntryFlags::NONE);
         b.daddr = Addr::v4([10, 0, 1, 2]);
         b.dest_id = 2;
         t.insert(&a).unwrap();
@@ -319,23 +349,23 @@ fn reuse_vs_lookup() {
 fn remove_insert_vs_remove_insert() {
     model(|| {
         let t = Arc::new(ConnTable::new(2, SEED));
-        t.insert(&conn(1, 0)).unwrap();
-        t.insert(&conn(2, 0)).unwrap();
+        t.insert(&conn(1, EntryFlags::NONE)).unwrap();
+        t.insert(&conn(2, EntryFlags::NONE)).unwrap();
         let ws: Vec<_> = [(1u16, 11u16), (2, 12)]
             .into_iter()
             .map(|(old, new)| {
                 spawn(&t, move |t| {
-                    let (v, _) = t.lookup(&in_key(&conn(old, 0)), 0).unwrap();
+                    let (v, _) = t.lookup(&in_key(&conn(old, EntryFlags::NONE)), 0).unwrap();
                     t.remove(v.idx, v.sw).unwrap();
-                    t.insert(&conn(new, 0)).unwrap();
+                    t.insert(&conn(new, EntryFlags::NONE)).unwrap();
                 })
             })
             .collect();
         for w in ws {
             w.join().unwrap();
         }
-        assert!(t.lookup(&in_key(&conn(11, 0)), 0).is_some());
-        assert!(t.lookup(&in_key(&conn(12, 0)), 0).is_some());
+        assert!(t.lookup(&in_key(&conn(11, EntryFlags::NONE)), 0).is_some());
+        assert!(t.lookup(&in_key(&conn(12, EntryFlags::NONE)), 0).is_some());
         check(&t);
     });
 }
@@ -345,8 +375,9 @@ fn template(vport: u16) -> NewConn {
         proto: TEMPLATE_PROTO | 6,
         cport: 0,
         vport,
-        flags: flags::TEMPLATE,
-        ..conn(0, 0)
+        state: EntryState::TEMPLATE,
+        flags: EntryFlags::TEMPLATE,
+        ..conn(0, EntryFlags::NONE)
     }
 }
 
@@ -363,7 +394,7 @@ fn hold_vs_template_sweep() {
             let (v, _) = t.lookup(&in_key(&tpl), 99)?;
             let r = t.hold(&v)?;
             t.refresh(v.idx, v.sw, 199);
-            let mut c = conn(1000, 0);
+            let mut c = conn(1000, EntryFlags::NONE);
             c.control = r;
             t.insert(&c).unwrap();
             Some(r)
@@ -371,7 +402,7 @@ fn hold_vs_template_sweep() {
         let s = spawn(&t, |t| {
             let mut removed = false;
             t.scan(0, 10, |v, exp| {
-                if v.flags() & flags::TEMPLATE != 0 && tick_after(101, exp) {
+                if v.flags().is_template() && tick_after(101, exp) {
                     removed |= t.remove(v.idx, v.sw).is_some();
                 }
             });

@@ -9,12 +9,8 @@ use super::persist::TEMPLATE_REARM_SECS;
 use super::snapshot::Snapshot;
 use super::stats::{Estimator, Rates, Totals, ESTIMATOR_INTERVAL_SECS};
 use super::Engine;
-use crate::conn::table::{
-    flags, secs_to_ticks, sw_expires, sw_flags, sw_in_pkts, sw_state, sw_with, tick_after, tick_of,
-    ConnTable, ConnView, TemplateRef, Tick, TPL_ASSURED,
-};
-use crate::conn::TcpState;
-use crate::time::Time;
+use crate::conn::{ConnTable, ConnView, EntryFlags, EntryState, TcpState, TemplateRef};
+use crate::time::{secs_to_ticks, tick_after, tick_of, Tick, Time};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -26,7 +22,7 @@ const DROPENTRY_SHARE: u32 = 32;
 
 /// Housekeeping progress kept between calls.
 #[derive(Debug, Default)]
-pub struct State {
+pub(crate) struct State {
     cursor: u32,
     /// Number of the sweep pass in progress.
     pass: u64,
@@ -43,7 +39,7 @@ pub struct State {
 
 /// The rate estimators, by service and dest id.
 #[derive(Debug, Default)]
-pub struct Estimators {
+pub(crate) struct Estimators {
     last_estimate: Option<Time>,
     pub(crate) svc: HashMap<u32, Estimator>,
     pub(crate) dest: HashMap<u32, Estimator>,
@@ -53,8 +49,11 @@ pub struct Estimators {
 /// What one housekeeping call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
+    /// Entries looked at.
     pub visited: u32,
+    /// Entries removed (connections and templates).
     pub expired: u32,
+    /// Templates re-armed for 60 s because a connection outlived them.
     pub templates_rearmed: u32,
     /// Entries drop_entry removed.
     pub dropped: u32,
@@ -81,10 +80,10 @@ impl Engine {
         let mut expire = |v: ConnView, exp: u32| {
             out.visited += 1;
             let fl = v.flags();
-            if fl & flags::FULLNAT != 0 {
+            if fl.contains(EntryFlags::FULLNAT) {
                 lips::mark(&mut lips_seen, v.lip);
             }
-            let template = fl & flags::TEMPLATE != 0;
+            let template = fl.is_template();
             let dest = snap.dest(v.dest_id);
             // ip_vs_expire_nodest_conn_flush: with expire_nodest_conn, every
             // entry of a removed dest goes, templates included.
@@ -108,7 +107,7 @@ impl Engine {
             }
             out.expired += 1;
             if let Some(d) = dest {
-                d.unbind_conn(template, fl & flags::INACTIVE == 0);
+                d.unbind_conn(template, fl.is_active());
             }
             let end = if timed_out { exp } else { tick };
             if self.release_control(v.control, end) {
@@ -168,18 +167,15 @@ impl Engine {
             rearmed = self
                 .conns
                 .modify(t.idx, t.sw, |sw| {
-                    let exp = sw_expires(sw);
+                    let exp = sw.expires();
                     if !tick_after(end, exp) {
                         return None;
                     }
                     let steps = end.wrapping_sub(exp).div_ceil(step);
-                    let fl = sw_flags(sw) | flags::REARMED;
-                    Some(sw_with(
-                        sw,
-                        sw_state(sw),
-                        fl,
-                        exp.wrapping_add(steps * step),
-                    ))
+                    Some(
+                        sw.with_flags(sw.flags() | EntryFlags::REARMED)
+                            .with_expires(exp.wrapping_add(steps * step)),
+                    )
                 })
                 .is_some();
         }
@@ -195,7 +191,7 @@ impl Engine {
         let Some(t) = self.conns.template(r) else {
             return false;
         };
-        if keep_assured && t.state() & TPL_ASSURED != 0 {
+        if keep_assured && t.is_assured() {
             return false;
         }
         // Refused while it controls connections.
@@ -235,7 +231,7 @@ impl Engine {
     /// (the entry, and its template if that goes with it).
     fn drop_entry(&self, snap: &Snapshot, v: &ConnView, tick: Tick, counter: &mut [i8; 9]) -> u32 {
         let fl = v.flags();
-        if fl & flags::TEMPLATE != 0 {
+        if fl.is_template() {
             if self.conns.n_control(v.idx) > 0 {
                 return 0;
             }
@@ -248,11 +244,11 @@ impl Engine {
                 if !self.todrop_entry(snap, v, tick, counter) {
                     return 0;
                 }
-            } else if v.state() & TPL_ASSURED != 0 {
+            } else if v.is_assured() {
                 return 0;
             }
         } else if v.proto == crate::wire::parse::PROTO_TCP {
-            match TcpState::from_index(v.state()) {
+            match v.tcp_state() {
                 TcpState::SynRecv | TcpState::SynAck => {}
                 TcpState::Established if self.todrop_entry(snap, v, tick, counter) => {}
                 _ => return 0,
@@ -265,7 +261,7 @@ impl Engine {
             return 0;
         }
         if let Some(d) = snap.dest(v.dest_id) {
-            d.unbind_conn(fl & flags::TEMPLATE != 0, fl & flags::INACTIVE == 0);
+            d.unbind_conn(fl.is_template(), fl.is_active());
         }
         self.release_control(v.control, tick);
         // ip_vs_conn_del sets `cp->timeout = 0`, so ip_vs_conn_expire then
@@ -284,14 +280,14 @@ impl Engine {
         counter: &mut [i8; 9],
     ) -> bool {
         let fl = v.flags();
-        let timeout = if fl & flags::TEMPLATE != 0 {
-            if fl & flags::REARMED != 0 {
+        let timeout = if fl.is_template() {
+            if fl.contains(EntryFlags::REARMED) {
                 TEMPLATE_REARM_SECS
             } else {
                 v.timeout
             }
         } else if v.proto == crate::wire::parse::PROTO_TCP {
-            snap.timeouts.tcp_state(TcpState::from_index(v.state()))
+            snap.timeouts.tcp_state(v.tcp_state())
         } else {
             snap.timeouts.udp
         };
@@ -300,7 +296,7 @@ impl Engine {
         if tick_after(idle_from.wrapping_add(secs_to_ticks(60)), tick) {
             return false;
         }
-        let i = sw_in_pkts(v.sw) as usize;
+        let i = v.sw.in_pkts() as usize;
         if i >= TODROP_RATE.len() || TODROP_RATE[i] == 0 {
             return false;
         }
@@ -433,21 +429,23 @@ impl Engine {
 /// timer has re-armed 60 s at a time (`ip_vs_conn_expire`).
 pub fn listed_expiry(conns: &ConnTable, v: &ConnView, now: Tick) -> Tick {
     let exp = v.expires();
-    if v.flags() & flags::TEMPLATE == 0 || !tick_after(now, exp) || conns.n_control(v.idx) == 0 {
+    if !v.flags().is_template() || !tick_after(now, exp) || conns.n_control(v.idx) == 0 {
         return exp;
     }
     let step = secs_to_ticks(TEMPLATE_REARM_SECS);
     exp.wrapping_add(now.wrapping_sub(exp).div_ceil(step) * step)
 }
 
-/// Name of a connection's state as `-c` lists it.
-pub fn state_name(proto: u8, template: bool, state: u8) -> &'static str {
-    if template {
-        return if state == 0 { "NONE" } else { "ASSURED" };
-    }
-    match proto {
-        6 => TcpState::from_index(state).name(),
-        17 => "UDP",
-        _ => "NONE",
+/// Name of an entry's state as `-c` lists it (`proto` without
+/// `TEMPLATE_PROTO`).
+pub fn state_name(proto: u8, state: EntryState) -> &'static str {
+    match state {
+        EntryState::Template { assured: false } => "NONE",
+        EntryState::Template { assured: true } => "ASSURED",
+        EntryState::Conn(s) => match proto {
+            6 => s.name(),
+            17 => "UDP",
+            _ => "NONE",
+        },
     }
 }

@@ -14,7 +14,7 @@
 //! retired address gives it its old id back.
 
 use crate::addr::Addr;
-use crate::conn::table::{ConnTable, MAX_LIPS};
+use crate::conn::{ConnTable, MAX_LIPS};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 

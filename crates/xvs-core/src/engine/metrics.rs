@@ -10,21 +10,29 @@ use std::sync::atomic::Ordering::Relaxed;
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Only goes up.
     Counter,
+    /// Goes up and down.
     Gauge,
+    /// Observations in buckets.
     Histogram,
 }
 
 /// One sample's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A whole number.
     Int(i64),
+    /// A real number.
     Float(f64),
     /// Buckets as (upper bound, observations in this bucket alone), then the
     /// sum and count of all observations.
     Histogram {
+        /// (upper bound, observations in this bucket alone).
         buckets: Vec<(f64, u64)>,
+        /// Sum of all observations.
         sum: f64,
+        /// Count of all observations.
         count: u64,
     },
 }
@@ -44,13 +52,18 @@ pub type Labels = Vec<(String, String)>;
 /// format of its own). Counter names carry their `_total` suffix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
+    /// Metric name (`xvs_...`).
     pub name: String,
+    /// One line of help.
     pub help: String,
+    /// Its kind.
     pub kind: Kind,
+    /// Its samples, each with its labels.
     pub samples: Vec<(Labels, Value)>,
 }
 
 impl Family {
+    /// A family with no samples yet.
     pub fn new(name: &str, help: &str, kind: Kind) -> Family {
         Family {
             name: name.to_string(),
@@ -224,7 +237,7 @@ pub fn families(engine: &Engine) -> Vec<Family> {
 mod tests {
     use super::*;
     use crate::engine::{Limits, RuleSet, StaticFib};
-    use crate::service::table::ServiceTable;
+    use crate::service::ServiceTable;
     use crate::service::{DestSpec, Protocol, ServiceSpec};
     use std::sync::Arc;
 

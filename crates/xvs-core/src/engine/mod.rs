@@ -13,19 +13,22 @@
 //! (or zeroed with `-Z`), and every reader sees the difference: a new service
 //! or dest starts at zero, with no rate history.
 
-pub mod housekeep;
+mod housekeep;
 mod lips;
 pub mod metrics;
-pub mod persist;
-pub mod snapshot;
-pub mod stats;
-pub mod sync;
-pub mod worker;
+mod persist;
+mod snapshot;
+mod stats;
+mod sync;
+mod worker;
 mod xmit;
 
 pub use crate::fib::{Fib, NextHop, Resolve, StaticFib};
-pub use snapshot::{Knobs, MarkRule, RuleSet, Snapshot};
-pub use stats::{DropReason, Rates, Totals, WorkerStats};
+pub use housekeep::{listed_expiry, state_name, Swept};
+pub use persist::TEMPLATE_REARM_SECS;
+pub use snapshot::{Knobs, MarkRule, ReuseMode, RuleSet, Snapshot};
+pub use stats::{DropReason, Rates, Totals, WorkerStats, N_DROP_REASONS};
+pub use sync::{kernel_flags, syncable_state, SyncApply, SyncHub, SyncQueue, DEFAULT_SYNC_QUEUE};
 pub use worker::{Verdict, Worker, MAX_BATCH};
 
 use crate::addr::Addr;
@@ -61,7 +64,9 @@ impl Default for Limits {
 
 /// State shared by all workers.
 pub struct Engine {
+    /// The connection table all workers share.
     pub conns: ConnTable,
+    /// The sizes the engine was made with.
     pub limits: Limits,
     snapshot: Mutex<Arc<Snapshot>>,
     generation: AtomicU64,
@@ -188,7 +193,7 @@ impl Engine {
     }
 
     /// Whether the local addresses `wanted` (every pool's, all together) can be
-    /// in force at once: at most [`crate::conn::table::MAX_LIPS`] ids, counting
+    /// in force at once: at most [`crate::conn::MAX_LIPS`] ids, counting
     /// removed addresses that connections may still use.
     pub fn lips_fit(&self, wanted: &HashSet<IpAddr>) -> bool {
         self.lip_ids

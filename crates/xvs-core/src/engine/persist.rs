@@ -11,15 +11,13 @@
 
 use super::snapshot::Snapshot;
 use crate::addr::Addr;
-use crate::conn::table::{
-    flags, secs_to_ticks, state_byte, sw_count_in, sw_expires, sw_flags, sw_state, sw_with,
-    tick_after, TemplateRef, Tick, TEMPLATE_PROTO,
+use crate::conn::{
+    ConnKey, ConnTable, EntryFlags, EntryState, NewConn, TemplateRef, TEMPLATE_PROTO,
 };
-use crate::conn::{ConnKey, ConnTable, NewConn};
 use crate::sched::SchedInput;
-use crate::service::table::Service;
+use crate::service::Service;
 use crate::service::{Dest, ServiceKey};
-use crate::time::Time;
+use crate::time::{secs_to_ticks, tick_after, Tick, Time};
 use std::sync::Arc;
 
 const FTP_PORT: u16 = 21;
@@ -30,7 +28,7 @@ pub const TEMPLATE_REARM_SECS: u32 = 60;
 
 /// The dest picked for a new connection.
 #[derive(Debug)]
-pub struct Picked {
+pub(super) struct Picked {
     pub dest: Arc<Dest>,
     /// Destination port of the connection.
     pub dport: u16,
@@ -41,7 +39,7 @@ pub struct Picked {
 
 /// Why no dest was picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoPick {
+pub(super) enum NoPick {
     /// The scheduler found no available dest (answer with ICMP unreachable).
     NoDest,
     /// Non-persistent port-0 service: not scheduled (the kernel logs an error).
@@ -51,7 +49,7 @@ pub enum NoPick {
 }
 
 /// The client address masked by the service's persistence netmask.
-pub fn masked(addr: &Addr, netmask: u32) -> Addr {
+pub(super) fn masked(addr: &Addr, netmask: u32) -> Addr {
     let mut o = addr.0;
     if addr.is_v4() {
         let m = netmask.to_be_bytes();
@@ -70,7 +68,7 @@ pub fn masked(addr: &Addr, netmask: u32) -> Addr {
 
 /// The template key of a packet of a persistent service, and the template's dport rule:
 /// `true` when the template stores the dest port (non-FTP, packet to the service port).
-pub fn template_key(
+pub(super) fn template_key(
     svc: &Service,
     proto: u8,
     saddr: &Addr,
@@ -117,7 +115,7 @@ fn template_valid(snap: &Snapshot, dest: Option<&Arc<Dest>>) -> bool {
 /// Picks the dest of a new connection, creating or refreshing the template of a
 /// persistent service.
 #[allow(clippy::too_many_arguments)]
-pub fn pick(
+pub(super) fn pick(
     conns: &ConnTable,
     snap: &Snapshot,
     svc: &Service,
@@ -167,29 +165,26 @@ pub fn pick(
             // controls connections (else the lookup skips it): the kernel
             // re-armed it then, so its timeout is 60 s.
             conns.modify(t.idx, t.sw, |sw| {
-                let mut fl = sw_flags(sw);
-                if tick_after(tick, sw_expires(sw)) {
-                    fl |= flags::REARMED;
+                let mut fl = sw.flags();
+                if tick_after(tick, sw.expires()) {
+                    fl |= EntryFlags::REARMED;
                 }
-                let secs = if fl & flags::REARMED != 0 {
+                let secs = if fl.contains(EntryFlags::REARMED) {
                     TEMPLATE_REARM_SECS
                 } else {
                     t.timeout
                 };
-                let new = sw_with(sw, sw_state(sw), fl, tick.wrapping_add(secs_to_ticks(secs)));
-                Some(if ops { sw_count_in(new) } else { new })
+                let new = sw
+                    .with_flags(fl)
+                    .with_expires(tick.wrapping_add(secs_to_ticks(secs)));
+                Some(new.count_in(ops))
             });
             return Some((held, dest));
         }
         // Invalidate (`ip_vs_check_template`): never followed again, and left
         // to its timer ("don't restart its timer").
         conns.modify(t.idx, t.sw, |sw| {
-            Some(sw_with(
-                sw,
-                sw_state(sw),
-                sw_flags(sw) | flags::DEAD_TEMPLATE,
-                sw_expires(sw),
-            ))
+            Some(sw.with_flags(sw.flags() | EntryFlags::DEAD_TEMPLATE))
         });
         None
     });
@@ -207,12 +202,13 @@ pub fn pick(
                 dport: if keep_port { dest.port } else { 0 },
                 lip: 0,
                 lport: 0,
-                fwd: dest.fwd().conn_flag() as u8,
+                fwd: dest.fwd(),
                 svc_id: svc.id,
                 dest_id: dest.id,
                 control: TemplateRef::NONE,
-                state: state_byte(0, ops as u8),
-                flags: flags::TEMPLATE,
+                state: EntryState::TEMPLATE,
+                in_pkts: ops as u8,
+                flags: EntryFlags::TEMPLATE,
                 expires: tick.wrapping_add(secs_to_ticks(timeout)),
                 timeout,
             };

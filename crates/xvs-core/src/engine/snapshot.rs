@@ -3,8 +3,8 @@
 
 use crate::addr::Addr;
 use crate::conn::Timeouts;
-use crate::service::table::{Service, ServiceTable};
 use crate::service::{Af, Dest, ServiceKey};
+use crate::service::{Service, ServiceTable};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,10 +18,9 @@ pub struct Knobs {
     pub expire_nodest_conn: bool,
     /// 1: a template whose dest has weight 0 is not honoured.
     pub expire_quiescent_template: bool,
-    /// Non-zero: a SYN for a conn in TIME_WAIT/CLOSE (bit 1: also FIN_WAIT
-    /// with no reply seen) not controlled by a template expires it and is
-    /// scheduled afresh. (An int in the kernel; xvs takes 0..=i32::MAX.)
-    pub conn_reuse_mode: u32,
+    /// What a SYN for a connection that seems to be over does (see
+    /// [`ReuseMode`]).
+    pub conn_reuse_mode: ReuseMode,
     /// 1: any TCP segment may create a connection, not only a SYN.
     pub sloppy_tcp: bool,
     /// 0 off, 1 automatic, 2 automatic and on, 3 always on: the secure TCP table.
@@ -43,7 +42,7 @@ impl Default for Knobs {
         Knobs {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
-            conn_reuse_mode: 1,
+            conn_reuse_mode: ReuseMode::DEFAULT,
             sloppy_tcp: false,
             secure_tcp: 0,
             drop_entry: 0,
@@ -51,6 +50,36 @@ impl Default for Knobs {
             am_droprate: 10,
             amemthresh: 1024,
         }
+    }
+}
+
+/// The `conn_reuse_mode` sysctl: whether a SYN that reuses the ports of a
+/// connection the director still has expires that connection and is
+/// scheduled afresh (the kernel's `is_new_conn_expected`), for one not
+/// controlled by a template and in TIME_WAIT or CLOSE; with bit 1 also in
+/// FIN_WAIT with no reply seen (the last state DR sees). Any non-zero value
+/// turns it on, as in the kernel; the value is kept as given, for listings
+/// (an int in the kernel; xvs takes 0..=i32::MAX, `xvs_ctl::knobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ReuseMode(pub u32);
+
+impl ReuseMode {
+    /// 0: a SYN follows the old connection to its dest.
+    pub const OFF: ReuseMode = ReuseMode(0);
+    /// 1, the kernel's default: TIME_WAIT and CLOSE connections make way.
+    pub const DEFAULT: ReuseMode = ReuseMode(1);
+
+    /// Whether a new connection may replace an old one at all.
+    #[inline]
+    pub fn is_on(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Bit 1: FIN_WAIT connections with no reply seen make way too.
+    #[inline]
+    pub fn fin_wait(self) -> bool {
+        self.0 & 2 != 0
     }
 }
 
@@ -68,6 +97,7 @@ pub struct MarkRule {
     pub proto: Option<u8>,
     /// Destination prefix.
     pub addr: IpAddr,
+    /// Length of the destination prefix.
     pub prefix_len: u8,
     /// Inclusive destination port range.
     #[serde(default = "all_ports")]
@@ -75,8 +105,10 @@ pub struct MarkRule {
     /// Optional source prefix (same family as `addr`).
     #[serde(default)]
     pub src: Option<IpAddr>,
+    /// Length of the source prefix.
     #[serde(default)]
     pub src_prefix_len: u8,
+    /// The mark given to matching packets.
     pub mark: u32,
 }
 
@@ -162,8 +194,11 @@ pub struct RuleSet {
     pub dests: Vec<(u32, Arc<Dest>)>,
     /// FULLNAT local addresses per service.
     pub laddrs: Vec<(ServiceKey, Vec<IpAddr>)>,
+    /// The fwmark classification rules, in order.
     pub marks: Vec<MarkRule>,
+    /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// The sysctl equivalents.
     pub knobs: Knobs,
 }
 
@@ -194,6 +229,7 @@ type Map<K, V> = HashMap<K, V, Seeded>;
 /// The rules as workers use them.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Changes with every published rule set.
     pub generation: u64,
     by_tuple: Map<(u8, Addr, u16), Arc<Service>>,
     by_fwmark: Map<(u32, Af), Arc<Service>>,
@@ -202,11 +238,14 @@ pub struct Snapshot {
     /// FULLNAT local address ids per service id.
     lips: Vec<Vec<u16>>,
     marks: Vec<MarkRule>,
+    /// Connection timeouts in force.
     pub timeouts: Timeouts,
+    /// The sysctl equivalents in force.
     pub knobs: Knobs,
 }
 
 impl Snapshot {
+    /// A snapshot with no service (`max_services` ids).
     pub fn empty(max_services: usize) -> Snapshot {
         Snapshot {
             generation: 0,

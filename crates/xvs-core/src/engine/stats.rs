@@ -53,6 +53,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in counter order.
     pub const ALL: [DropReason; 20] = [
         DropReason::Truncated,
         DropReason::BadVersion,
@@ -119,6 +120,7 @@ impl DropReason {
     }
 }
 
+/// The number of drop reasons.
 pub const N_DROP_REASONS: usize = DropReason::ALL.len();
 
 /// The five IPVS counters of a service or a dest.
@@ -134,14 +136,20 @@ pub struct Counters {
 /// A plain copy of [`Counters`] (sums, snapshots).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
+    /// Connections scheduled.
     pub conns: u64,
+    /// Packets client → server.
     pub inpkts: u64,
+    /// Packets server → client.
     pub outpkts: u64,
+    /// Bytes client → server.
     pub inbytes: u64,
+    /// Bytes server → client.
     pub outbytes: u64,
 }
 
 impl Totals {
+    /// Adds `c` to these totals.
     pub fn add(&mut self, c: &Counters) {
         self.conns += c.conns.load(Relaxed);
         self.inpkts += c.inpkts.load(Relaxed);
@@ -164,16 +172,20 @@ impl Totals {
 
 /// Adds to a single-writer counter without a locked instruction.
 #[inline]
-pub fn bump(c: &AtomicU64, n: u64) {
+pub(super) fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 /// The counters one worker writes.
 #[derive(Debug)]
 pub struct WorkerStats {
+    /// Frames received.
     pub rx_packets: AtomicU64,
+    /// Frames transmitted.
     pub tx_packets: AtomicU64,
+    /// Frames handed to the kernel.
     pub passed: AtomicU64,
+    /// Frames dropped, by [`DropReason`].
     pub drops: [AtomicU64; N_DROP_REASONS],
     /// Indexed by service id.
     pub svc: Box<[Counters]>,
@@ -182,6 +194,7 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    /// Counters for `max_services` services and `max_dests` dests.
     pub fn new(max_services: usize, max_dests: usize) -> WorkerStats {
         WorkerStats {
             rx_packets: AtomicU64::new(0),
@@ -193,6 +206,7 @@ impl WorkerStats {
         }
     }
 
+    /// Counts a drop for `r`.
     #[inline]
     pub fn count_drop(&self, r: DropReason) {
         bump(&self.drops[r as usize], 1);
@@ -233,7 +247,7 @@ impl WorkerStats {
 /// The kernel's rate estimator (`ip_vs_est.c`): every 2 s, the rate over the last
 /// interval is folded into a smoothed average, `avg += (rate - avg) / 4`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Estimator {
+pub(crate) struct Estimator {
     last: Totals,
     // Scaled as the kernel scales them: cps/pps << 10, bps << 5, per second.
     cps: i64,
@@ -246,19 +260,24 @@ pub struct Estimator {
 /// Rates as `--rate` lists them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rates {
+    /// Connections per second.
     pub cps: u64,
+    /// Packets per second, client → server.
     pub inpps: u64,
+    /// Packets per second, server → client.
     pub outpps: u64,
+    /// Bytes per second, client → server.
     pub inbps: u64,
+    /// Bytes per second, server → client.
     pub outbps: u64,
 }
 
 /// Seconds between estimator runs (the kernel's 2 s).
-pub const ESTIMATOR_INTERVAL_SECS: u64 = 2;
+pub(super) const ESTIMATOR_INTERVAL_SECS: u64 = 2;
 
 impl Estimator {
     /// Starts from the current totals (so old traffic is not a burst).
-    pub fn new(now: Totals) -> Estimator {
+    pub(crate) fn new(now: Totals) -> Estimator {
         Estimator {
             last: now,
             ..Default::default()
@@ -266,7 +285,7 @@ impl Estimator {
     }
 
     /// Folds in the totals read 2 s after the previous call.
-    pub fn update(&mut self, now: Totals) {
+    pub(crate) fn update(&mut self, now: Totals) {
         let d = now.minus(&self.last);
         self.last = now;
         // rate per 2 s → per second, scaled: (n << 9) == (n / 2) << 10.
@@ -279,7 +298,7 @@ impl Estimator {
     }
 
     /// The rates, rounded as the kernel's `ip_vs_read_estimator`.
-    pub fn rates(&self) -> Rates {
+    pub(crate) fn rates(&self) -> Rates {
         let r10 = |v: i64| ((v.max(0) as u64) + 0x1FF) >> 10;
         let r5 = |v: i64| ((v.max(0) as u64) + 0xF) >> 5;
         Rates {

@@ -30,15 +30,14 @@
 
 use super::Engine;
 use crate::addr::Addr;
-use crate::conn::state::MAX_TIMEOUT;
-use crate::conn::table::{
-    flags, secs_to_ticks, sw_expires, sw_flags, sw_gen, sw_state, tick_of, ConnView, KeyDir,
-    NewConn, TemplateRef, TEMPLATE_PROTO,
+use crate::conn::MAX_TIMEOUT;
+use crate::conn::{
+    ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, Sw, TcpState, TemplateRef,
+    Timeouts, TEMPLATE_PROTO,
 };
-use crate::conn::{ConnKey, TcpState, Timeouts};
-use crate::service::table::Service;
-use crate::service::{Dest, ServiceKey};
-use crate::time::Time;
+use crate::service::Service;
+use crate::service::{Dest, FwdMethod, ServiceKey};
+use crate::time::{secs_to_ticks, tick_of, Time};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -78,6 +77,7 @@ impl SyncQueue {
         self.q.len()
     }
 
+    /// Whether no record waits.
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
@@ -85,7 +85,7 @@ impl SyncQueue {
 
 /// The per-entry sync state of a master (see the module documentation).
 #[derive(Debug, Default)]
-pub struct SyncMark {
+pub(crate) struct SyncMark {
     /// generation (16) << 48 | old_state (8) << 32 | in_pkts (32).
     word: AtomicU64,
     /// `sync_endtime`, in ms of the engine's clock (low two bits: retries).
@@ -244,40 +244,40 @@ pub enum SyncApply {
 }
 
 /// xvs's connection flags of a record's kernel flags.
-fn xvs_flags(k: ConnFlags, masq: bool) -> u16 {
-    let mut fl = 0;
+fn xvs_flags(k: ConnFlags, masq: bool) -> EntryFlags {
+    let mut fl = EntryFlags::NONE;
     if k.is_inactive() {
-        fl |= flags::INACTIVE;
+        fl |= EntryFlags::INACTIVE;
     }
     if k.is_template() {
-        fl |= flags::TEMPLATE;
+        fl |= EntryFlags::TEMPLATE;
     } else if masq {
-        fl |= flags::HAS_OUT;
+        fl |= EntryFlags::HAS_OUT;
     } else {
-        fl |= flags::NOOUTPUT;
+        fl |= EntryFlags::NOOUTPUT;
     }
     if k.is_nooutput() && !masq {
-        fl |= flags::NOOUTPUT;
+        fl |= EntryFlags::NOOUTPUT;
     }
     fl
 }
 
 /// The kernel's flags of an entry; None for what the protocol cannot carry
 /// (FULLNAT: not a kernel method, and its local address has no field).
-pub fn kernel_flags(fwd: u8, fl: u16) -> Option<ConnFlags> {
+pub fn kernel_flags(fwd: FwdMethod, fl: EntryFlags) -> Option<ConnFlags> {
     let mut k = match fwd {
-        0 => ConnFlags::MASQ,
-        2 => ConnFlags::TUNNEL,
-        3 => ConnFlags::DROUTE,
-        _ => return None,
+        FwdMethod::Masq => ConnFlags::MASQ,
+        FwdMethod::Tunnel => ConnFlags::TUNNEL,
+        FwdMethod::Route => ConnFlags::DROUTE,
+        FwdMethod::FullNat => return None,
     };
-    if fl & flags::INACTIVE != 0 {
+    if !fl.is_active() {
         k |= ConnFlags::INACTIVE;
     }
-    if fl & flags::NOOUTPUT != 0 {
+    if fl.contains(EntryFlags::NOOUTPUT) {
         k |= ConnFlags::NOOUTPUT;
     }
-    if fl & flags::TEMPLATE != 0 {
+    if fl.is_template() {
         k |= ConnFlags::TEMPLATE;
     }
     Some(ConnFlags(k))
@@ -287,12 +287,12 @@ pub fn kernel_flags(fwd: u8, fl: u16) -> Option<ConnFlags> {
 /// TCP in ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT, TIME_WAIT): what a
 /// snapshot sends.
 pub fn syncable_state(v: &ConnView) -> bool {
-    if v.flags() & flags::TEMPLATE != 0 || v.proto == proto::UDP {
+    if v.flags().is_template() || v.proto == proto::UDP {
         return true;
     }
     v.proto == proto::TCP
         && matches!(
-            v.state() as u16,
+            v.state().index() as u16,
             tcp_state::ESTABLISHED
                 | tcp_state::FIN_WAIT
                 | tcp_state::CLOSE
@@ -322,10 +322,10 @@ impl Engine {
     /// The timeout the kernel would send for an entry: its state's (a
     /// template's own), in seconds.
     fn sync_timeout(&self, snap: &super::Snapshot, v: &ConnView) -> u32 {
-        if v.flags() & flags::TEMPLATE != 0 {
+        if v.flags().is_template() {
             v.timeout
         } else if v.proto == proto::TCP {
-            snap.timeouts.tcp_state(TcpState::from_index(v.state()))
+            snap.timeouts.tcp_state(v.tcp_state())
         } else {
             snap.timeouts.udp
         }
@@ -350,7 +350,7 @@ impl Engine {
         };
         let timeout = match remaining_at {
             Some(now) => {
-                let left = sw_expires(v.sw).wrapping_sub(tick_of(now)) as i32;
+                let left = v.expires().wrapping_sub(tick_of(now)) as i32;
                 (left.max(0) as u32).div_ceil(100).max(1)
             }
             None => self.sync_timeout(snap, v),
@@ -363,7 +363,7 @@ impl Engine {
             dport: v.dport,
             fwmark,
             flags: kfl,
-            state: v.state() as u16,
+            state: v.state().index() as u16,
             timeout,
             seq: None,
             pe_data: None,
@@ -380,7 +380,7 @@ impl Engine {
         knobs: &SyncKnobs,
         timeouts: &Timeouts,
         v: &ConnView,
-        sw: u64,
+        sw: Sw,
         now: Time,
     ) {
         let Some(marks) = self.sync.marks() else {
@@ -389,14 +389,14 @@ impl Engine {
         let Some(mark) = marks.get(v.idx as usize) else {
             return;
         };
-        let fl = sw_flags(sw);
-        let gen = sw_gen(sw);
-        let state = sw_state(sw);
+        let fl = sw.flags();
+        let gen = sw.gen();
+        let state = sw.state_index();
         let (old_state, pkts, endtime) = match mark.get(gen) {
             Some((o, p, e)) => (o, p.wrapping_add(1), e),
             None => (state, 1, 0),
         };
-        let template = fl & flags::TEMPLATE != 0;
+        let template = fl.is_template();
         // The common case without building the kernel's view: a connection
         // whose state has not changed since its last sync, between two
         // periodic syncs (sync_conn_needed says no to it in every branch).
@@ -460,9 +460,9 @@ impl Engine {
             return SyncApply::Unsupported;
         }
         let (fwd, masq) = match c.flags.fwd() {
-            Some(xvs_sync::FwdMethod::Masq) => (0u8, true),
-            Some(xvs_sync::FwdMethod::Tunnel) => (2, false),
-            Some(xvs_sync::FwdMethod::DirectRoute) => (3, false),
+            Some(xvs_sync::FwdMethod::Masq) => (FwdMethod::Masq, true),
+            Some(xvs_sync::FwdMethod::Tunnel) => (FwdMethod::Tunnel, false),
+            Some(xvs_sync::FwdMethod::DirectRoute) => (FwdMethod::Route, false),
             _ => return SyncApply::Unsupported,
         };
         let caddr = Addr::from(c.addrs.caddr());
@@ -479,18 +479,18 @@ impl Engine {
             daddr: vaddr,
             dport: c.vport,
         };
-        let state = c.state.min(u8::MAX as u16) as u8;
+        let rec_fl = xvs_flags(c.flags, masq);
+        let state = EntryState::of_index(c.state.min(u8::MAX as u16) as u8, rec_fl);
         let timeout = if c.timeout != 0 {
             c.timeout.min(MAX_TIMEOUT)
         } else if template {
             xvs_sync::wire::V0_TEMPLATE_TIMEOUT_SECS
         } else if c.protocol == proto::TCP {
-            snap.timeouts.tcp_state(TcpState::from_index(state))
+            snap.timeouts.tcp_state(state.tcp())
         } else {
             snap.timeouts.udp
         };
         let expires = tick.wrapping_add(secs_to_ticks(timeout));
-        let rec_fl = xvs_flags(c.flags, masq);
         let mut replaced = false;
         if let Some((v, KeyDir::In)) = self.conns.lookup(&key, tick) {
             if !template && (v.daddr != daddr || v.dport != c.dport) {
@@ -502,14 +502,13 @@ impl Engine {
             } else {
                 let mut sw = v.sw;
                 loop {
-                    let old = sw_flags(sw);
+                    let old = sw.flags();
                     // Updates change only INACTIVE (the kernel's BACKUP_UPD_MASK
                     // less the sequence bits xvs does not use).
-                    let nfl = (old & !flags::INACTIVE) | (rec_fl & flags::INACTIVE);
+                    let nfl = old.with(EntryFlags::INACTIVE, !rec_fl.is_active());
                     match self.conns.update(v.idx, sw, state, nfl, expires) {
                         Ok(_) => {
-                            let (was, is) =
-                                (old & flags::INACTIVE == 0, nfl & flags::INACTIVE == 0);
+                            let (was, is) = (old.is_active(), nfl.is_active());
                             if !template && was != is {
                                 if let Some(d) = snap.dest(v.dest_id) {
                                     if is {
@@ -519,10 +518,10 @@ impl Engine {
                                     }
                                 }
                             }
-                            self.sync_mark_synced(v.idx, sw_gen(sw), state);
+                            self.sync_mark_synced(v.idx, sw.gen(), state);
                             return SyncApply::Updated;
                         }
-                        Err(now_sw) if sw_gen(now_sw) == sw_gen(sw) => sw = now_sw,
+                        Err(now_sw) if now_sw.gen() == sw.gen() => sw = now_sw,
                         Err(_) => break, // expired meanwhile: create it anew
                     }
                 }
@@ -546,6 +545,7 @@ impl Engine {
             dest_id: dest.id,
             control: TemplateRef::NONE,
             state,
+            in_pkts: 0,
             flags: rec_fl,
             expires,
             timeout: if template { timeout } else { 0 },
@@ -554,11 +554,11 @@ impl Engine {
             return SyncApply::TableFull;
         };
         dest.bind_conn(template);
-        if !template && rec_fl & flags::INACTIVE == 0 {
+        if !template && rec_fl.is_active() {
             dest.conn_activated();
         }
         if let Some(v) = self.conns.read(idx) {
-            self.sync_mark_synced(idx, sw_gen(v.sw), state);
+            self.sync_mark_synced(idx, v.sw.gen(), state);
         }
         if replaced {
             SyncApply::Replaced
@@ -570,10 +570,10 @@ impl Engine {
     /// A synced entry's mark, as the kernel leaves a synced connection
     /// (`in_pkts` at the threshold, `old_state` its state), so that a
     /// director that is master too syncs it on as the kernel would.
-    fn sync_mark_synced(&self, idx: u32, gen: u32, state: u8) {
+    fn sync_mark_synced(&self, idx: u32, gen: u32, state: EntryState) {
         if let Some(m) = self.sync.marks().and_then(|m| m.get(idx as usize)) {
             let k = self.sync.knobs();
-            m.set(gen, state, k.sync_threshold, 0);
+            m.set(gen, state.index(), k.sync_threshold, 0);
         }
     }
 
@@ -583,10 +583,7 @@ impl Engine {
             return;
         }
         if let Some(d) = snap.dest(v.dest_id) {
-            d.unbind_conn(
-                v.flags() & flags::TEMPLATE != 0,
-                v.flags() & flags::INACTIVE == 0,
-            );
+            d.unbind_conn(v.flags().is_template(), v.flags().is_active());
         }
         self.conns.release(v.control);
     }

@@ -6,21 +6,20 @@
 //! No allocation, no lock, no syscall; counters are the worker's own.
 
 use super::persist::{self, NoPick};
-use super::snapshot::Snapshot;
+use super::snapshot::{ReuseMode, Snapshot};
 use super::stats::{bump, DropReason, WorkerStats};
-use super::xmit;
+use super::xmit::{self, Route, XmitError};
 use super::Engine;
 use crate::addr::Addr;
-use crate::conn::state::{tcp_transition, Direction, TCP_RST, TCP_SYN};
-use crate::conn::table::{
-    flags, secs_to_ticks, state_byte, sw_add_in, sw_flags, sw_gen, sw_state, sw_with, tick_of,
-    ConnView, KeyDir, NewConn, Tick, SW_ONE_IN,
+use crate::conn::{tcp_transition, Direction, TCP_RST, TCP_SYN};
+use crate::conn::{
+    ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, TcpState, TemplateRef,
 };
-use crate::conn::{ConnKey, TcpState};
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::{Frame, PortId};
+use crate::rewrite::icmp;
 use crate::service::{Dest, FwdMethod};
-use crate::time::Time;
+use crate::time::{secs_to_ticks, tick_after, tick_of, Tick, Time};
 use crate::wire::parse::{parse, Frag, PacketInfo, ParseError};
 use std::sync::Arc;
 
@@ -28,6 +27,7 @@ use crate::wire::parse::{PROTO_TCP, PROTO_UDP};
 
 /// What to do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a frame's verdict says where it goes (or why it was dropped)"]
 pub enum Verdict {
     /// Transmit the (rewritten) frame on this port.
     Tx(PortId),
@@ -35,31 +35,6 @@ pub enum Verdict {
     Pass,
     /// Dropped, and counted under this reason.
     Drop(DropReason),
-}
-
-/// Where a connection's packets go: the fields of a conn the rewrites need.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Route {
-    pub fwd: FwdMethod,
-    pub caddr: Addr,
-    pub cport: u16,
-    pub vaddr: Addr,
-    pub vport: u16,
-    pub daddr: Addr,
-    pub dport: u16,
-    pub laddr: Addr,
-    pub lport: u16,
-    pub svc_id: u32,
-    pub dest_id: u32,
-}
-
-fn fwd_of(flag: u8) -> FwdMethod {
-    match flag {
-        0 => FwdMethod::Masq,
-        2 => FwdMethod::Tunnel,
-        5 => FwdMethod::FullNat,
-        _ => FwdMethod::Route,
-    }
 }
 
 /// Remembers, per worker, which connection the first fragment of a datagram
@@ -76,23 +51,7 @@ struct FragSlot {
     proto: u8,
     inbound: bool,
     expires: Tick,
-    route: Option<RouteCopy>,
-}
-
-/// `Route` without `FwdMethod`'s non-Default type, for the cache.
-#[derive(Clone, Copy, Default)]
-struct RouteCopy {
-    fwd: u8,
-    caddr: Addr,
-    cport: u16,
-    vaddr: Addr,
-    vport: u16,
-    daddr: Addr,
-    dport: u16,
-    laddr: Addr,
-    lport: u16,
-    svc_id: u32,
-    dest_id: u32,
+    route: Option<Route>,
 }
 
 const FRAG_SLOTS: usize = 1024;
@@ -127,19 +86,7 @@ impl FragCache {
             proto: info.proto,
             inbound,
             expires: now.wrapping_add(FRAG_TICKS),
-            route: Some(RouteCopy {
-                fwd: r.fwd.conn_flag() as u8,
-                caddr: r.caddr,
-                cport: r.cport,
-                vaddr: r.vaddr,
-                vport: r.vport,
-                daddr: r.daddr,
-                dport: r.dport,
-                laddr: r.laddr,
-                lport: r.lport,
-                svc_id: r.svc_id,
-                dest_id: r.dest_id,
-            }),
+            route: Some(*r),
         };
     }
 
@@ -150,26 +97,11 @@ impl FragCache {
             || s.daddr != info.daddr
             || s.id != id
             || s.proto != info.proto
-            || crate::conn::table::tick_after(now, s.expires)
+            || tick_after(now, s.expires)
         {
             return None;
         }
-        Some((
-            Route {
-                fwd: fwd_of(r.fwd),
-                caddr: r.caddr,
-                cport: r.cport,
-                vaddr: r.vaddr,
-                vport: r.vport,
-                daddr: r.daddr,
-                dport: r.dport,
-                laddr: r.laddr,
-                lport: r.lport,
-                svc_id: r.svc_id,
-                dest_id: r.dest_id,
-            },
-            s.inbound,
-        ))
+        Some((r, s.inbound))
     }
 }
 
@@ -223,6 +155,21 @@ pub const MAX_BATCH: usize = 64;
 struct Prepared {
     parsed: Result<PacketInfo, ParseError>,
     hash: u64,
+}
+
+/// What [`Worker::schedule`] chose for a new connection.
+struct Scheduled {
+    svc_id: u32,
+    /// One-packet scheduling (`-o`) of a UDP datagram: no connection is kept.
+    one_packet: bool,
+    picked: persist::Picked,
+}
+
+/// A new connection as [`Worker::build_conn`] makes it, not yet entered.
+struct Built {
+    conn: NewConn,
+    /// FULLNAT: the address of `conn.lip`.
+    laddr: Addr,
 }
 
 /// FULLNAT local address and port allocation of one worker.
@@ -378,7 +325,7 @@ impl Worker {
         self.fib_gen = self.fib.generation();
         self.secure = self.engine.secure_tcp_on();
         self.drop_rate = self.engine.drop_packet_rate();
-        if crate::conn::table::tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
+        if tick_after(self.tick, self.icmp_refill_tick.wrapping_add(100)) {
             self.icmp_tokens = ICMP_BURST;
             self.icmp_refill_tick = self.tick;
         }
@@ -395,7 +342,7 @@ impl Worker {
     fn sync_after(&self, v: &ConnView) {
         let conns = &self.engine.conns;
         let sw = conns.sw(v.idx);
-        if sw_gen(sw) == sw_gen(v.sw) {
+        if sw.gen() == v.sw.gen() {
             self.engine.sync_consider(
                 &self.sync_q,
                 &self.sync_knobs,
@@ -410,7 +357,7 @@ impl Worker {
 
     /// The template half of [`Worker::sync_after`] (alone for a one-packet conn).
     #[cold]
-    fn sync_template(&self, control: crate::conn::table::TemplateRef) {
+    fn sync_template(&self, control: TemplateRef) {
         let Some(t) = control.idx() else {
             return;
         };
@@ -438,13 +385,7 @@ impl Worker {
             let mut hash = 0;
             if let Ok(i) = &parsed {
                 if i.icmp.is_none() && matches!(i.proto, PROTO_TCP | PROTO_UDP) {
-                    hash = conns.hash(&ConnKey {
-                        proto: i.proto,
-                        saddr: i.saddr,
-                        sport: i.sport,
-                        daddr: i.daddr,
-                        dport: i.dport,
-                    });
+                    hash = conns.hash(&ConnKey::of(i));
                     conns.prefetch(hash);
                 }
             }
@@ -516,39 +457,13 @@ impl Worker {
         if info.proto != PROTO_TCP && info.proto != PROTO_UDP {
             return Verdict::Pass;
         }
-        let key = ConnKey {
-            proto: info.proto,
-            saddr: info.saddr,
-            sport: info.sport,
-            daddr: info.daddr,
-            dport: info.dport,
-        };
+        let key = ConnKey::of(info);
         let conns = &self.engine.conns;
         let hash = if hash != 0 { hash } else { conns.hash(&key) };
         match conns.lookup_hashed(&key, hash, self.tick) {
             Some((v, KeyDir::In)) => self.inbound(frame, info, v, rx_port),
             Some((v, KeyDir::Out)) => self.outbound(frame, info, v),
             None => self.new_conn(frame, info, rx_port),
-        }
-    }
-
-    fn route_of(&self, v: &ConnView) -> Route {
-        Route {
-            fwd: fwd_of(v.fwd),
-            caddr: v.caddr,
-            cport: v.cport,
-            vaddr: v.vaddr,
-            vport: v.vport,
-            daddr: v.daddr,
-            dport: v.dport,
-            laddr: if v.fwd == FwdMethod::FullNat.conn_flag() as u8 {
-                self.engine.conns.lip(v.lip)
-            } else {
-                Addr::UNSPECIFIED
-            },
-            lport: v.lport,
-            svc_id: v.svc_id,
-            dest_id: v.dest_id,
         }
     }
 
@@ -561,10 +476,7 @@ impl Worker {
             return false;
         }
         if let Some(d) = self.snap.dest(v.dest_id) {
-            d.unbind_conn(
-                v.flags() & flags::TEMPLATE != 0,
-                v.flags() & flags::INACTIVE == 0,
-            );
+            d.unbind_conn(v.flags().is_template(), v.flags().is_active());
         }
         self.engine.release_control(v.control, self.tick);
         true
@@ -582,45 +494,38 @@ impl Worker {
         let mut sw = v.sw;
         // ip_vs_in_hook counts inbound packets in `in_pkts` (for drop_entry);
         // the count stops, so an established flow soon writes nothing again.
-        let in_pkt = if dir == Direction::Input {
-            SW_ONE_IN
-        } else {
-            0
-        };
+        let inbound = dir == Direction::Input;
         // Retry a lost race with the other direction a few times.
         for _ in 0..4 {
-            let fl = sw_flags(sw);
-            let old = sw_state(sw);
-            let (state, nfl, timeout) = if v.proto == PROTO_TCP {
-                let dir = if dir == Direction::Input && fl & flags::NOOUTPUT != 0 {
+            let fl = sw.flags();
+            let (new, nfl, established) = if v.proto == PROTO_TCP {
+                let dir = if inbound && fl.contains(EntryFlags::NOOUTPUT) {
                     Direction::InputOnly
                 } else {
                     dir
                 };
-                let new =
-                    tcp_transition(self.secure, dir, TcpState::from_index(old), info.tcp_flags);
-                let mut nfl = fl;
+                let old = sw.tcp_state();
+                let state = tcp_transition(self.secure, dir, old, info.tcp_flags);
+                let mut nfl = fl.with(EntryFlags::INACTIVE, !state.is_active());
                 if dir == Direction::Output {
-                    nfl &= !flags::NOOUTPUT;
+                    nfl = nfl.with(EntryFlags::NOOUTPUT, false);
                 }
-                if new.is_active() {
-                    nfl &= !flags::INACTIVE;
-                } else {
-                    nfl |= flags::INACTIVE;
-                }
-                (new as u8, nfl, timeouts.tcp_state(new))
+                let exp = self
+                    .tick
+                    .wrapping_add(secs_to_ticks(timeouts.tcp_state(state)));
+                let entered = state != old && state == TcpState::Established;
+                (sw.with(EntryState::Conn(state), nfl, exp), nfl, entered)
             } else {
-                (old, fl, timeouts.udp)
+                let exp = self.tick.wrapping_add(secs_to_ticks(timeouts.udp));
+                (sw.with_expires(exp), fl, false)
             };
-            let exp = self.tick.wrapping_add(secs_to_ticks(timeout));
-            let new = sw_add_in(sw_with(sw, state, nfl, exp), in_pkt);
+            let new = new.count_in(inbound);
             if new == sw {
                 return;
             }
             match conns.replace(v.idx, sw, new) {
                 Ok(_) => {
-                    let (was_active, active) =
-                        (fl & flags::INACTIVE == 0, nfl & flags::INACTIVE == 0);
+                    let (was_active, active) = (fl.is_active(), nfl.is_active());
                     if was_active != active {
                         if let Some(d) = self.snap.dest(v.dest_id) {
                             if active {
@@ -632,16 +537,12 @@ impl Worker {
                     }
                     // set_tcp_state: entering ESTABLISHED assures the template
                     // (ip_vs_control_assure_ct).
-                    if v.proto == PROTO_TCP
-                        && state != old
-                        && state == TcpState::Established as u8
-                        && !v.control.is_none()
-                    {
+                    if established && !v.control.is_none() {
                         conns.assure(v.control);
                     }
                     return;
                 }
-                Err(now) if sw_gen(now) == sw_gen(sw) => sw = now,
+                Err(now) if now.gen() == sw.gen() => sw = now,
                 Err(_) => return, // removed (expired) meanwhile
             }
         }
@@ -675,7 +576,7 @@ impl Worker {
         if self.sync_on {
             self.sync_after(&v);
         }
-        let route = self.route_of(&v);
+        let route = Route::of(&v, &self.engine.conns);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, true, &route, self.tick);
         }
@@ -687,27 +588,19 @@ impl Worker {
     /// Whether a SYN for connection `v` expires it and is scheduled afresh
     /// (ip_vs_in_hook): when its dest is quiesced (weight 0) and
     /// `expire_nodest_conn` is set, whatever `conn_reuse_mode` and the
-    /// connection's state; else when `conn_reuse_mode` is non-zero and
-    /// `is_new_conn_expected`: not controlled by a template, in TIME_WAIT or
-    /// CLOSE, or (bit 1 of the mode) in FIN_WAIT with no reply seen.
+    /// connection's state; else when `conn_reuse_mode` is on and
+    /// [`is_new_conn_expected`].
     fn resched_syn(&self, v: &ConnView, dest: Option<&Arc<Dest>>) -> bool {
         let knobs = &self.snap.knobs;
         if knobs.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0) {
             return true;
         }
-        if knobs.conn_reuse_mode == 0 || !v.control.is_none() {
-            return false;
-        }
-        match TcpState::from_index(v.state()) {
-            TcpState::TimeWait | TcpState::Close => true,
-            TcpState::FinWait => knobs.conn_reuse_mode & 2 != 0 && v.flags() & flags::NOOUTPUT != 0,
-            _ => false,
-        }
+        knobs.conn_reuse_mode.is_on() && is_new_conn_expected(v, knobs.conn_reuse_mode)
     }
 
     fn outbound(&mut self, frame: &mut Frame, info: &PacketInfo, v: ConnView) -> Verdict {
         self.track(v, info, Direction::Output);
-        let route = self.route_of(&v);
+        let route = Route::of(&v, &self.engine.conns);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, false, &route, self.tick);
         }
@@ -731,158 +624,33 @@ impl Worker {
         }
     }
 
+    /// A packet of no known connection: [`Worker::schedule`] picks its real
+    /// server, [`Worker::build_conn`] makes the connection and
+    /// [`Worker::insert_conn`] enters it in the table; then the packet goes
+    /// to the server as any other of the connection. A connection that is
+    /// not made gives its template count back.
     fn new_conn(&mut self, frame: &mut Frame, info: &PacketInfo, rx_port: u16) -> Verdict {
-        // Field borrows only (no Arc clones): the snapshot, the table and the
-        // port cursors are disjoint parts of `self`.
-        let snap = &self.snap;
-        let conns = &self.engine.conns;
-        let Some(svc) = snap.service_for(info.proto, &info.saddr, &info.daddr, info.dport) else {
-            return Verdict::Drop(DropReason::NoService);
+        let sched = match self.schedule(info) {
+            Ok(s) => s,
+            // ip_vs_leave: nobody to serve it, the client is told.
+            Err(DropReason::NoDest) => return self.unreachable(frame, info, rx_port),
+            Err(reason) => return Verdict::Drop(reason),
         };
-        if info.proto == PROTO_TCP
-            && (info.tcp_flags & TCP_RST != 0
-                || (info.tcp_flags & TCP_SYN == 0 && !snap.knobs.sloppy_tcp))
-        {
-            return Verdict::Drop(DropReason::NotSyn);
+        // Matched by reference: moving the connection out of the result
+        // would copy it.
+        let built = self.build_conn(info, &sched);
+        let built = match &built {
+            Ok(b) => b,
+            Err(reason) => {
+                self.engine.conns.release(sched.picked.control);
+                return Verdict::Drop(*reason);
+            }
+        };
+        if let Err(reason) = self.insert_conn(&sched, built) {
+            self.engine.conns.release(sched.picked.control);
+            return Verdict::Drop(reason);
         }
-        if self.drop_rate != 0 {
-            self.drop_counter = self.drop_counter.saturating_sub(1);
-            if self.drop_counter == 0 {
-                self.drop_counter = self.drop_rate;
-                return Verdict::Drop(DropReason::Defense);
-            }
-        }
-        let picked = match persist::pick(
-            conns,
-            snap,
-            svc,
-            info.proto,
-            &info.saddr,
-            info.sport,
-            &info.daddr,
-            info.dport,
-            self.now,
-            self.tick,
-        ) {
-            Ok(p) => p,
-            Err(NoPick::NoDest) => return self.unreachable(frame, info, rx_port),
-            Err(NoPick::PortZero) => return Verdict::Drop(DropReason::NoService),
-            Err(NoPick::TableFull) => return Verdict::Drop(DropReason::ConnTableFull),
-        };
-        let dest = picked.dest;
-        let fwd = dest.fwd();
-        let nat = matches!(fwd, FwdMethod::Masq | FwdMethod::FullNat);
-        if nat {
-            // The reply goes back through us: look the client's next hop up
-            // now (a miss makes the mirror resolve it), so the real server's
-            // first answer, a round trip later, does not find it unresolved.
-            let _ = self.nh.resolve(&*self.fib, self.fib_gen, &info.saddr);
-        }
-        let (state, active) = if info.proto == PROTO_TCP {
-            let dir = if nat {
-                Direction::Input
-            } else {
-                Direction::InputOnly
-            };
-            let s = tcp_transition(self.secure, dir, TcpState::None, info.tcp_flags);
-            (s, s.is_active())
-        } else {
-            (TcpState::None, false)
-        };
-        let timeout = if info.proto == PROTO_TCP {
-            snap.timeouts.tcp_state(state)
-        } else {
-            snap.timeouts.udp
-        };
-        let mut fl = if active { 0 } else { flags::INACTIVE };
-        if nat {
-            fl |= flags::HAS_OUT;
-        } else {
-            fl |= flags::NOOUTPUT;
-        }
-        let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
-            fl |= flags::FULLNAT;
-            let workers = self.engine.limits.workers;
-            match self.ports.alloc(
-                conns,
-                snap.lips(svc.id),
-                workers,
-                self.tick,
-                &dest,
-                info.proto,
-            ) {
-                Some(x) => x,
-                None => {
-                    conns.release(picked.control);
-                    return Verdict::Drop(DropReason::NoLocalPort);
-                }
-            }
-        } else {
-            (0, Addr::UNSPECIFIED, 0)
-        };
-        let route = Route {
-            fwd,
-            caddr: info.saddr,
-            cport: info.sport,
-            vaddr: info.daddr,
-            vport: info.dport,
-            daddr: Addr::from(dest.addr),
-            dport: picked.dport,
-            laddr,
-            lport,
-            svc_id: svc.id,
-            dest_id: dest.id,
-        };
-        let one_packet = svc.spec.flags.one_packet() && info.proto == PROTO_UDP;
-        if !one_packet {
-            let c = NewConn {
-                proto: info.proto,
-                caddr: route.caddr,
-                cport: route.cport,
-                vaddr: route.vaddr,
-                vport: route.vport,
-                daddr: route.daddr,
-                dport: route.dport,
-                lip,
-                lport,
-                fwd: fwd.conn_flag() as u8,
-                svc_id: svc.id,
-                dest_id: dest.id,
-                control: picked.control,
-                // The packet that made it is its first inbound one.
-                state: state_byte(state as u8, 1),
-                flags: fl,
-                expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
-                timeout: 0,
-            };
-            let Ok(idx) = conns.insert(&c) else {
-                conns.release(picked.control);
-                return Verdict::Drop(DropReason::ConnTableFull);
-            };
-            dest.bind_conn(false);
-            if active {
-                dest.conn_activated();
-            }
-            // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
-            if state == TcpState::Established && !picked.control.is_none() {
-                conns.assure(picked.control);
-            }
-            if self.sync_on {
-                if let Some(v) = conns.read(idx) {
-                    self.sync_after(&v);
-                }
-            }
-        } else {
-            // One-packet scheduling still makes the connection (ip_vs_conn_new
-            // binds it: the upper threshold may set OVERLOAD) and expires it
-            // after this packet (ip_vs_unbind_dest: OVERLOAD may stay).
-            dest.bind_conn(false);
-            dest.unbind_conn(false, false);
-            if self.sync_on {
-                self.sync_template(picked.control);
-            }
-            conns.release(picked.control);
-        }
+        let route = Route::of_new(&built.conn, built.laddr);
         self.stats.conn(route.svc_id, route.dest_id);
         if let Frag::First { id } = info.frag {
             self.frags.remember(info, id, true, &route, self.tick);
@@ -892,68 +660,199 @@ impl Worker {
         self.forward_in(frame, info, &route)
     }
 
+    /// The kernel's `ip_vs_schedule` with the checks before it
+    /// (`tcp_conn_schedule`, `ip_vs_todrop`): the packet's service, whether
+    /// it may start a connection (a SYN, unless `sloppy_tcp`), the defense
+    /// drop, then the real server from a template or the scheduler
+    /// ([`persist::pick`]). `NoDest` means that no server is available.
+    #[inline(always)]
+    fn schedule(&mut self, info: &PacketInfo) -> Result<Scheduled, DropReason> {
+        let snap = &self.snap;
+        let Some(svc) = snap.service_for(info.proto, &info.saddr, &info.daddr, info.dport) else {
+            return Err(DropReason::NoService);
+        };
+        if info.proto == PROTO_TCP
+            && (info.tcp_flags & TCP_RST != 0
+                || (info.tcp_flags & TCP_SYN == 0 && !snap.knobs.sloppy_tcp))
+        {
+            return Err(DropReason::NotSyn);
+        }
+        if self.drop_rate != 0 {
+            self.drop_counter = self.drop_counter.saturating_sub(1);
+            if self.drop_counter == 0 {
+                self.drop_counter = self.drop_rate;
+                return Err(DropReason::Defense);
+            }
+        }
+        let picked = persist::pick(
+            &self.engine.conns,
+            snap,
+            svc,
+            info.proto,
+            &info.saddr,
+            info.sport,
+            &info.daddr,
+            info.dport,
+            self.now,
+            self.tick,
+        )
+        .map_err(|e| match e {
+            NoPick::NoDest => DropReason::NoDest,
+            NoPick::PortZero => DropReason::NoService,
+            NoPick::TableFull => DropReason::ConnTableFull,
+        })?;
+        Ok(Scheduled {
+            svc_id: svc.id,
+            one_packet: svc.spec.flags.one_packet() && info.proto == PROTO_UDP,
+            picked,
+        })
+    }
+
+    /// The connection of a scheduled packet, as `ip_vs_conn_new` fills it:
+    /// its first TCP state (as if the packet passed it), timer and flags,
+    /// and for FULLNAT a local address and port of this worker.
+    #[inline(always)]
+    fn build_conn(&mut self, info: &PacketInfo, sched: &Scheduled) -> Result<Built, DropReason> {
+        let snap = &self.snap;
+        let dest = &sched.picked.dest;
+        let fwd = dest.fwd();
+        let nat = matches!(fwd, FwdMethod::Masq | FwdMethod::FullNat);
+        if nat {
+            // The reply goes back through us: look the client's next hop up
+            // now (a miss makes the mirror resolve it), so the real server's
+            // first answer, a round trip later, does not find it unresolved.
+            let _ = self.nh.resolve(&*self.fib, self.fib_gen, &info.saddr);
+        }
+        let state = if info.proto == PROTO_TCP {
+            let dir = if nat {
+                Direction::Input
+            } else {
+                Direction::InputOnly
+            };
+            tcp_transition(self.secure, dir, TcpState::None, info.tcp_flags)
+        } else {
+            TcpState::None
+        };
+        let active = state.is_active();
+        let timeout = if info.proto == PROTO_TCP {
+            snap.timeouts.tcp_state(state)
+        } else {
+            snap.timeouts.udp
+        };
+        let mut fl = EntryFlags::NONE.with(EntryFlags::INACTIVE, !active);
+        if nat {
+            fl |= EntryFlags::HAS_OUT;
+        } else {
+            fl |= EntryFlags::NOOUTPUT;
+        }
+        let (lip, laddr, lport) = if fwd == FwdMethod::FullNat {
+            fl |= EntryFlags::FULLNAT;
+            let workers = self.engine.limits.workers;
+            self.ports
+                .alloc(
+                    &self.engine.conns,
+                    snap.lips(sched.svc_id),
+                    workers,
+                    self.tick,
+                    dest,
+                    info.proto,
+                )
+                .ok_or(DropReason::NoLocalPort)?
+        } else {
+            (0, Addr::UNSPECIFIED, 0)
+        };
+        let conn = NewConn {
+            proto: info.proto,
+            caddr: info.saddr,
+            cport: info.sport,
+            vaddr: info.daddr,
+            vport: info.dport,
+            daddr: Addr::from(dest.addr),
+            dport: sched.picked.dport,
+            lip,
+            lport,
+            fwd,
+            svc_id: sched.svc_id,
+            dest_id: dest.id,
+            control: sched.picked.control,
+            // The packet that made it is its first inbound one.
+            state: EntryState::Conn(state),
+            in_pkts: 1,
+            flags: fl,
+            expires: self.tick.wrapping_add(secs_to_ticks(timeout)),
+            timeout: 0,
+        };
+        Ok(Built { conn, laddr })
+    }
+
+    /// Enters a built connection in the table and binds it to its dest (the
+    /// rest of `ip_vs_conn_new`: `ip_vs_bind_dest`, then `ip_vs_conn_hash`),
+    /// assures its template if it starts ESTABLISHED, and offers it to sync.
+    /// A one-packet connection (UDP, `-o`) is bound and at once unbound, and
+    /// never entered, as the kernel does not hash it.
+    #[inline(always)]
+    fn insert_conn(&mut self, sched: &Scheduled, b: &Built) -> Result<(), DropReason> {
+        let conns = &self.engine.conns;
+        let dest = &sched.picked.dest;
+        let control = sched.picked.control;
+        if sched.one_packet {
+            // The bind may set OVERLOAD (the upper threshold), and the unbind
+            // (ip_vs_unbind_dest) may leave it.
+            dest.bind_conn(false);
+            dest.unbind_conn(false, false);
+            if self.sync_on {
+                self.sync_template(control);
+            }
+            conns.release(control);
+            return Ok(());
+        }
+        let idx = conns
+            .insert(&b.conn)
+            .map_err(|_| DropReason::ConnTableFull)?;
+        dest.bind_conn(false);
+        if b.conn.flags.is_active() {
+            dest.conn_activated();
+        }
+        // NONE -> ESTABLISHED on its first packet (sloppy_tcp and an ACK).
+        if b.conn.state == EntryState::Conn(TcpState::Established) && !control.is_none() {
+            conns.assure(control);
+        }
+        if self.sync_on {
+            if let Some(v) = conns.read(idx) {
+                self.sync_after(&v);
+            }
+        }
+        Ok(())
+    }
+
     #[inline]
     fn resolve(&mut self, dst: &Addr) -> Result<NextHop, DropReason> {
         self.nh.resolve(&*self.fib, self.fib_gen, dst)
     }
 
-    /// Client → server direction, per forwarding method.
+    /// Client → server: the next hop, then the connection's forwarding method.
     fn forward_in(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
         let nh = match self.resolve(&r.daddr) {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
-        // Before any rewrite: the detection sums the addresses the sender used.
-        xmit::complete_partial(frame.data_mut(), info);
-        match r.fwd {
-            FwdMethod::Route => {}
-            FwdMethod::Masq => xmit::dnat(frame.data_mut(), info, &r.daddr, r.dport),
-            FwdMethod::FullNat => xmit::fullnat(
-                frame.data_mut(),
-                info,
-                (&r.laddr, r.lport),
-                (&r.daddr, r.dport),
-            ),
-            FwdMethod::Tunnel => {
-                self.ip_id = self.ip_id.wrapping_add(1);
-                if let Err(e) = xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
-                {
-                    return match e {
-                        xmit::EncapError::TooBig { mtu } => self.too_big(frame, info, mtu),
-                        xmit::EncapError::NoHeadroom => Verdict::Drop(DropReason::NoHeadroom),
-                        xmit::EncapError::TooBigNoDf => Verdict::Drop(DropReason::TooBig),
-                    };
-                }
-            }
+        match xmit::to_server(frame, info, r, &nh, &mut self.ip_id) {
+            Ok(()) => Verdict::Tx(nh.port),
+            Err(XmitError::TooBig { mtu }) => self.too_big(frame, info, mtu),
+            Err(e) => Verdict::Drop(e.reason()),
         }
-        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-        Verdict::Tx(nh.port)
     }
 
-    /// Server → client direction (NAT and FULLNAT replies).
+    /// Server → client (NAT and FULLNAT replies).
     fn forward_out(&mut self, frame: &mut Frame, info: &PacketInfo, r: &Route) -> Verdict {
         let nh = match self.resolve(&r.caddr) {
             Ok(nh) => nh,
             Err(e) => return Verdict::Drop(e),
         };
-        xmit::complete_partial(frame.data_mut(), info);
-        match r.fwd {
-            FwdMethod::FullNat => xmit::fullnat(
-                frame.data_mut(),
-                info,
-                (&r.vaddr, r.vport),
-                (&r.caddr, r.cport),
-            ),
-            _ => {
-                // The kernel forwards NAT replies (ip_forward), so the TTL drops by one.
-                if !xmit::decrement_ttl(frame.data_mut(), info) {
-                    return Verdict::Drop(DropReason::TtlExceeded);
-                }
-                xmit::snat(frame.data_mut(), info, &r.vaddr, r.vport);
-            }
+        match xmit::to_client(frame, info, r, &nh) {
+            Ok(()) => Verdict::Tx(nh.port),
+            Err(e) => Verdict::Drop(e.reason()),
         }
-        xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-        Verdict::Tx(nh.port)
     }
 
     /// ICMP errors that quote a packet of a known connection follow it, rewritten.
@@ -967,15 +866,16 @@ impl Worker {
         // The quoted packet went the other way: its reversed tuple is our key.
         let key = ConnKey {
             proto: ic.proto,
-            saddr: idst,
-            sport: ic.dport,
-            daddr: isrc,
-            dport: ic.sport,
-        };
+            saddr: isrc,
+            sport: ic.sport,
+            daddr: idst,
+            dport: ic.dport,
+        }
+        .reversed();
         let Some((v, dir)) = self.engine.conns.lookup(&key, self.tick) else {
             return Verdict::Drop(DropReason::IcmpNoConn);
         };
-        let r = self.route_of(&v);
+        let r = Route::of(&v, &self.engine.conns);
         match dir {
             KeyDir::In => {
                 // About a packet toward the client; goes to the real server.
@@ -985,21 +885,11 @@ impl Worker {
                 };
                 self.stats
                     .packet(r.svc_id, r.dest_id, true, frame.len() as u64);
-                match r.fwd {
-                    FwdMethod::Route => {}
-                    FwdMethod::Masq => xmit::icmp_to_server(frame.data_mut(), info, &r, false),
-                    FwdMethod::FullNat => xmit::icmp_to_server(frame.data_mut(), info, &r, true),
-                    FwdMethod::Tunnel => {
-                        self.ip_id = self.ip_id.wrapping_add(1);
-                        if xmit::encap(frame, info, &nh.src_addr, &r.daddr, nh.mtu, self.ip_id)
-                            .is_err()
-                        {
-                            return Verdict::Drop(DropReason::TooBig);
-                        }
-                    }
+                match xmit::icmp_to_server(frame, info, &r, &nh, &mut self.ip_id) {
+                    Ok(()) => Verdict::Tx(nh.port),
+                    // Nobody to tell that an error did not fit the tunnel.
+                    Err(_) => Verdict::Drop(DropReason::TooBig),
                 }
-                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
-                Verdict::Tx(nh.port)
             }
             KeyDir::Out => {
                 // From the server side about a packet we sent it; goes to the client.
@@ -1009,9 +899,7 @@ impl Worker {
                 };
                 self.stats
                     .packet(r.svc_id, r.dest_id, false, frame.len() as u64);
-                let fullnat = r.fwd == FwdMethod::FullNat;
-                xmit::icmp_to_client(frame.data_mut(), info, &r, fullnat);
-                xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+                xmit::icmp_to_client(frame, info, &r, &nh);
                 Verdict::Tx(nh.port)
             }
         }
@@ -1030,7 +918,7 @@ impl Worker {
         if info.frag != Frag::None || !self.take_icmp_token() {
             return Verdict::Drop(DropReason::NoDest);
         }
-        if xmit::port_unreachable(frame, info, &info.daddr) {
+        if icmp::port_unreachable(frame, info, &info.daddr) {
             // The client's packet is dropped (counted) and the error is transmitted.
             self.stats.count_drop(DropReason::NoDest);
             Verdict::Tx(rx_port)
@@ -1047,9 +935,9 @@ impl Worker {
         let Ok(nh) = self.resolve(&info.saddr) else {
             return Verdict::Drop(DropReason::TooBig);
         };
-        if xmit::too_big(frame, info, mtu, &nh.src_addr) {
+        if icmp::too_big(frame, info, mtu, &nh.src_addr) {
             self.stats.count_drop(DropReason::TooBig);
-            xmit::set_macs(frame.data_mut(), &nh.src_mac, &nh.dst_mac);
+            xmit::output(frame, &nh);
             Verdict::Tx(nh.port)
         } else {
             Verdict::Drop(DropReason::TooBig)
@@ -1057,10 +945,26 @@ impl Worker {
     }
 }
 
+/// The kernel's `is_new_conn_expected`: whether a new connection may take
+/// the place of `v`, whose ports a SYN reuses. Not while a template controls
+/// `v` (its client is pinned to the dest); for TCP in TIME_WAIT or CLOSE;
+/// with [`ReuseMode::fin_wait`], also in FIN_WAIT with no reply seen (DR
+/// sees no more of a closing connection).
+fn is_new_conn_expected(v: &ConnView, mode: ReuseMode) -> bool {
+    if !v.control.is_none() || v.proto != PROTO_TCP {
+        return false;
+    }
+    match v.tcp_state() {
+        TcpState::TimeWait | TcpState::Close => true,
+        TcpState::FinWait => mode.fin_wait() && v.flags().contains(EntryFlags::NOOUTPUT),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::table::TEMPLATE_PROTO;
+    use crate::conn::TEMPLATE_PROTO;
     use crate::engine::{Limits, StaticFib};
 
     fn engine() -> Arc<Engine> {
@@ -1074,7 +978,7 @@ mod tests {
         )
     }
 
-    fn entry(proto: u8, cport: u16, fl: u16) -> NewConn {
+    fn entry(proto: u8, cport: u16, fl: EntryFlags) -> NewConn {
         NewConn {
             proto,
             caddr: Addr::v4([10, 0, 0, 1]),
@@ -1085,11 +989,16 @@ mod tests {
             dport: 80,
             lip: 0,
             lport: 0,
-            fwd: 3,
+            fwd: FwdMethod::Route,
             svc_id: 0,
             dest_id: 0,
-            control: crate::conn::table::TemplateRef::NONE,
-            state: 1,
+            control: TemplateRef::NONE,
+            state: if fl.is_template() {
+                EntryState::TEMPLATE
+            } else {
+                EntryState::Conn(TcpState::Established)
+            },
+            in_pkts: 0,
             flags: fl,
             expires: 1000,
             timeout: 0,
@@ -1113,9 +1022,9 @@ mod tests {
     fn expire_now_keeps_what_controls_conns() {
         let e = engine();
         let w = e.worker(0);
-        let tpl = entry(TEMPLATE_PROTO | 6, 0, flags::TEMPLATE);
+        let tpl = entry(TEMPLATE_PROTO | 6, 0, EntryFlags::TEMPLATE);
         let t_idx = e.conns.insert(&tpl).unwrap();
-        let mut c = entry(6, 1000, 0);
+        let mut c = entry(6, 1000, EntryFlags::NONE);
         let (tv, _) = e.conns.lookup(&key(&tpl), 0).unwrap();
         c.control = e.conns.hold(&tv).unwrap();
         e.conns.insert(&c).unwrap();

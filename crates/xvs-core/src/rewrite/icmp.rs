@@ -11,7 +11,7 @@ use crate::wire::{icmp, ipv4, ipv6, IcmpPacket, IpProtocol, Ipv4Packet, Ipv6Pack
 /// What to change in an ICMP error: the outer addresses and the quoted packet's
 /// source or destination address + port.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IcmpRewrite<'a> {
+pub(crate) struct IcmpRewrite<'a> {
     pub outer_src: Option<&'a Addr>,
     pub outer_dst: Option<&'a Addr>,
     pub inner_src: Option<(&'a Addr, u16)>,
@@ -22,7 +22,7 @@ pub struct IcmpRewrite<'a> {
 /// quoted IP address and port, the quoted IPv4 header checksum, the outer IPv4
 /// header checksum and the ICMP checksum (the quoted L4 checksum is left alone,
 /// as the kernel leaves it).
-pub fn translate(data: &mut [u8], info: &PacketInfo, rw: &IcmpRewrite) {
+pub(crate) fn translate(data: &mut [u8], info: &PacketInfo, rw: &IcmpRewrite) {
     let Some(ic) = info.icmp else { return };
     let af = info.af;
     let (l3, l4) = (info.l3_off as usize, info.l4_off as usize);
@@ -197,7 +197,7 @@ fn build_error(
 
 /// "Port unreachable" back to the sender, from `src` (the VIP): what the kernel
 /// answers when no real server is available.
-pub fn port_unreachable(frame: &mut Frame, info: &PacketInfo, src: &Addr) -> bool {
+pub(crate) fn port_unreachable(frame: &mut Frame, info: &PacketInfo, src: &Addr) -> bool {
     match info.af {
         Af::V4 => build_error(frame, info, src, 3, 3, 0),
         Af::V6 => build_error(frame, info, src, 1, 4, 0),
@@ -206,7 +206,7 @@ pub fn port_unreachable(frame: &mut Frame, info: &PacketInfo, src: &Addr) -> boo
 
 /// "Fragmentation needed" (IPv4, with the next-hop MTU) or "packet too big"
 /// (IPv6) back to the sender, from `src`.
-pub fn too_big(frame: &mut Frame, info: &PacketInfo, mtu: u16, src: &Addr) -> bool {
+pub(crate) fn too_big(frame: &mut Frame, info: &PacketInfo, mtu: u16, src: &Addr) -> bool {
     match info.af {
         Af::V4 => build_error(frame, info, src, 3, 4, mtu as u32),
         Af::V6 => build_error(frame, info, src, 2, 0, mtu as u32),

@@ -5,8 +5,8 @@
 //! All functions take the frame and its [`PacketInfo`] from
 //! [`crate::wire::parse`]; they never panic on a frame that parsed.
 
-pub mod icmp;
-pub mod tunnel;
+pub(crate) mod icmp;
+pub(crate) mod tunnel;
 
 use crate::addr::{Addr, Af};
 use crate::wire::checksum::{fold, sum, update, update16};
@@ -15,14 +15,14 @@ use crate::wire::{ipv4, ipv6, Ipv4Packet, Ipv6Packet};
 
 /// Which end of the packet to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     Src,
     Dst,
 }
 
 /// Sets the Ethernet destination and source MAC addresses.
 #[inline]
-pub fn set_macs(data: &mut [u8], src: &[u8; 6], dst: &[u8; 6]) {
+pub(crate) fn set_macs(data: &mut [u8], src: &[u8; 6], dst: &[u8; 6]) {
     if data.len() >= 12 {
         data[0..6].copy_from_slice(dst);
         data[6..12].copy_from_slice(src);
@@ -75,7 +75,7 @@ fn l4_csum_off(d: &[u8], info: &PacketInfo) -> Option<usize> {
 /// left alone: the kernel completes checksums before it fragments, and a first
 /// fragment does not hold the whole segment.
 #[inline(always)]
-pub fn complete_partial(data: &mut [u8], info: &PacketInfo) -> bool {
+pub(crate) fn complete_partial(data: &mut [u8], info: &PacketInfo) -> bool {
     let ck_at = match (info.proto, info.frag) {
         (PROTO_TCP, Frag::None) => 16,
         (PROTO_UDP, Frag::None) => 6,
@@ -150,7 +150,7 @@ fn finish_checksum(
 /// Rewrites one end's address and port (port only when the packet carries the
 /// L4 header), updating the IPv4 header checksum and the TCP/UDP checksum
 /// incrementally.
-pub fn rewrite_end(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, port: u16) {
+pub(crate) fn rewrite_end(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, port: u16) {
     if info.af == Af::V4 {
         return rewrite_end_v4(data, info, end, addr, port);
     }
@@ -243,26 +243,26 @@ fn rewrite_end_v4(data: &mut [u8], info: &PacketInfo, end: End, addr: &Addr, por
 
 /// NAT inbound: destination VIP:vport → RIP:rport.
 #[inline]
-pub fn dnat(data: &mut [u8], info: &PacketInfo, addr: &Addr, port: u16) {
+pub(crate) fn dnat(data: &mut [u8], info: &PacketInfo, addr: &Addr, port: u16) {
     rewrite_end(data, info, End::Dst, addr, port);
 }
 
 /// NAT outbound: source RIP:rport → VIP:vport.
 #[inline]
-pub fn snat(data: &mut [u8], info: &PacketInfo, addr: &Addr, port: u16) {
+pub(crate) fn snat(data: &mut [u8], info: &PacketInfo, addr: &Addr, port: u16) {
     rewrite_end(data, info, End::Src, addr, port);
 }
 
 /// FULLNAT: both ends.
 #[inline]
-pub fn fullnat(data: &mut [u8], info: &PacketInfo, src: (&Addr, u16), dst: (&Addr, u16)) {
+pub(crate) fn fullnat(data: &mut [u8], info: &PacketInfo, src: (&Addr, u16), dst: (&Addr, u16)) {
     rewrite_end(data, info, End::Src, src.0, src.1);
     rewrite_end(data, info, End::Dst, dst.0, dst.1);
 }
 
 /// Decrements the TTL / hop limit of a forwarded packet; false when it is
 /// exhausted (the packet must be dropped).
-pub fn decrement_ttl(data: &mut [u8], info: &PacketInfo) -> bool {
+pub(crate) fn decrement_ttl(data: &mut [u8], info: &PacketInfo) -> bool {
     let l3 = info.l3_off as usize;
     match info.af {
         Af::V4 => {

@@ -9,7 +9,7 @@ use crate::wire::{ipv4, ipv6, IpProtocol, Ipv4Packet, Ipv6Packet};
 
 /// Why a packet was not encapsulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncapError {
+pub(crate) enum EncapError {
     /// Too big for the MTU once encapsulated, and it may not be fragmented: answer
     /// the sender with this MTU.
     TooBig { mtu: u16 },
@@ -23,7 +23,7 @@ pub enum EncapError {
 /// IPv4 inner packet, 41 for IPv6) or IPv6 header (next header 4 / 41) from
 /// `src` to `dst`; outer TTL 64, DF and TOS/traffic class copied from the inner
 /// packet. The frame is first cut to its IP length (Ethernet padding dropped).
-pub fn encap(
+pub(crate) fn encap(
     frame: &mut Frame,
     info: &PacketInfo,
     src: &Addr,

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// `CONFIG_IP_VS_LBLC_TAB_BITS`.
 pub const TAB_BITS: u32 = 10;
+/// Buckets of the destination-address table.
 pub const TAB_SIZE: usize = 1 << TAB_BITS;
 /// `max_size`: GC of idle entries starts above this many entries.
 pub const MAX_SIZE: usize = TAB_SIZE * 16;
@@ -60,7 +61,7 @@ impl<E> std::fmt::Debug for Table<E> {
 }
 
 impl<E> Table<E> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Table {
             buckets: (0..TAB_SIZE).map(|_| Vec::new()).collect(),
             entries: 0,
@@ -72,7 +73,7 @@ impl<E> Table<E> {
 
     /// The entry for `addr` and its `lastuse`.
     #[inline]
-    pub fn get_mut(&mut self, addr: &Addr) -> Option<(&mut E, &mut Time)> {
+    pub(crate) fn get_mut(&mut self, addr: &Addr) -> Option<(&mut E, &mut Time)> {
         self.buckets[bucket_of(addr)]
             .iter_mut()
             .find(|(a, _, _)| a == addr)
@@ -80,7 +81,7 @@ impl<E> Table<E> {
     }
 
     /// Adds an entry unless the table is at its cap.
-    pub fn insert(&mut self, addr: Addr, e: E, now: Time) {
+    pub(crate) fn insert(&mut self, addr: Addr, e: E, now: Time) {
         if self.entries < HARD_CAP {
             self.buckets[bucket_of(&addr)].push((addr, e, now));
             self.entries += 1;
@@ -110,7 +111,7 @@ impl<E> Table<E> {
 
     /// `ip_vs_lblc_check_expire`, run at most once per [`CHECK_EXPIRE_INTERVAL`]; the
     /// first call arms the timer.
-    pub fn check_expire(&mut self, now: Time, expiration: u64) {
+    pub(crate) fn check_expire(&mut self, now: Time, expiration: u64) {
         match self.next_check {
             Some(t) if now >= t => {}
             Some(_) => return,

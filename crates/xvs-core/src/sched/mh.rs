@@ -113,6 +113,7 @@ impl MhScheduler {
             .map(|&b| (b != EMPTY).then_some(b as usize))
     }
 
+    /// The lookup table's size (a prime).
     pub fn table_size(&self) -> u32 {
         self.size
     }

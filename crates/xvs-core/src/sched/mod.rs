@@ -44,12 +44,15 @@ pub struct SchedInput {
     pub daddr: Addr,
     /// Client port (sh-port, mh-port); 0 for protocols without ports.
     pub sport: u16,
+    /// Packet destination port.
     pub dport: u16,
+    /// The time of the packet.
     pub now: Time,
 }
 
 /// A scheduling algorithm bound to one service's dest list.
 pub trait Scheduler: Send + Sync + std::fmt::Debug {
+    /// Which scheduler this is.
     fn kind(&self) -> SchedKind;
 
     /// Picks a dest for a new connection: an index into `dests`, which is always the list this
@@ -243,7 +246,7 @@ pub(crate) mod testutil {
     use std::sync::Arc;
 
     /// Dests 10.77.0.<i+1>:80 with the given weights, in list order.
-    pub fn dests(weights: &[i32]) -> Vec<Arc<Dest>> {
+    pub(crate) fn dests(weights: &[i32]) -> Vec<Arc<Dest>> {
         weights
             .iter()
             .enumerate()

@@ -17,7 +17,9 @@ pub const DEST_F_OVERLOAD: u32 = 0x2;
 /// A real server of one service.
 #[derive(Debug)]
 pub struct Dest {
+    /// Real server address.
     pub addr: IpAddr,
+    /// Real server port (0: the packet's).
     pub port: u16,
     /// Stable small index, unique among live dests, for per-worker counter arrays.
     pub id: u32,
@@ -106,38 +108,47 @@ impl Dest {
         self.set_available();
     }
 
+    /// How packets reach it.
     #[inline]
     pub fn fwd(&self) -> FwdMethod {
         fwd_from_u8(self.fwd.load(Relaxed))
     }
+    /// Its weight (0: quiesced).
     #[inline]
     pub fn weight(&self) -> i32 {
         self.weight.load(Relaxed)
     }
+    /// The last non-zero weight (mh keeps a quiesced dest's table slots with it).
     #[inline]
     pub fn last_weight(&self) -> i32 {
         self.last_weight.load(Relaxed)
     }
+    /// Upper connection threshold (0: none).
     #[inline]
     pub fn u_threshold(&self) -> u32 {
         self.u_threshold.load(Relaxed)
     }
+    /// Lower connection threshold (0: none).
     #[inline]
     pub fn l_threshold(&self) -> u32 {
         self.l_threshold.load(Relaxed)
     }
+    /// Its `DEST_F_*` flags.
     #[inline]
     pub fn flags(&self) -> u32 {
         self.flags.load(Relaxed)
     }
+    /// Active connections.
     #[inline]
     pub fn activeconns(&self) -> u32 {
         self.activeconns.load(Relaxed)
     }
+    /// Inactive connections.
     #[inline]
     pub fn inactconns(&self) -> u32 {
         self.inactconns.load(Relaxed)
     }
+    /// Persistence templates bound to it (the kernel's persistconns).
     #[inline]
     pub fn persistconns(&self) -> u32 {
         self.persistconns.load(Relaxed)
@@ -155,11 +166,13 @@ impl Dest {
         ((self.activeconns() as i64) << 8) + self.inactconns() as i64
     }
 
+    /// Whether OVERLOAD is set (the upper threshold was reached).
     #[inline]
     pub fn is_overloaded(&self) -> bool {
         self.flags() & DEST_F_OVERLOAD != 0
     }
 
+    /// Whether it may get new connections (AVAILABLE).
     #[inline]
     pub fn is_available(&self) -> bool {
         self.flags() & DEST_F_AVAILABLE != 0

@@ -17,16 +17,26 @@ pub use crate::addr::Af;
 /// What identifies a virtual service: protocol + VIP + port, or a firewall mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceKey {
+    /// A protocol, address and port (`-t`/`-u`).
     Addr {
+        /// The protocol.
         proto: Protocol,
+        /// The virtual address.
         addr: IpAddr,
+        /// The virtual port (0: every port).
         port: u16,
     },
     /// xvs assigns marks itself from the mark table of its config (XDP sees no skb mark).
-    Fwmark { mark: u32, af: Af },
+    Fwmark {
+        /// The firewall mark (`-f`).
+        mark: u32,
+        /// The address family of its real servers.
+        af: Af,
+    },
 }
 
 impl ServiceKey {
+    /// The address family of the service.
     pub fn af(&self) -> Af {
         match self {
             ServiceKey::Addr { addr, .. } => Af::of(addr),
@@ -42,6 +52,7 @@ impl ServiceKey {
         }
     }
 
+    /// Whether the service is a firewall-mark one.
     pub fn is_fwmark(&self) -> bool {
         matches!(self, ServiceKey::Fwmark { .. })
     }
@@ -108,27 +119,53 @@ impl FwdMethod {
             FwdMethod::FullNat => 5,
         }
     }
+
+    /// The method of a kernel conn flag value ([`FwdMethod::conn_flag`]);
+    /// any other value is direct routing (the default method).
+    #[inline]
+    pub const fn from_conn_flag(flag: u8) -> FwdMethod {
+        match flag {
+            0 => FwdMethod::Masq,
+            2 => FwdMethod::Tunnel,
+            5 => FwdMethod::FullNat,
+            _ => FwdMethod::Route,
+        }
+    }
 }
 
 /// The schedulers xvs implements, named as `-s` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchedKind {
+    /// Round robin.
     Rr,
+    /// Weighted round robin.
     Wrr,
+    /// Least connection.
     Lc,
+    /// Weighted least connection.
     Wlc,
+    /// Locality-based least connection.
     Lblc,
+    /// Locality-based least connection with replication.
     Lblcr,
+    /// Destination hashing.
     Dh,
+    /// Source hashing.
     Sh,
+    /// Shortest expected delay.
     Sed,
+    /// Never queue.
     Nq,
+    /// Maglev hashing.
     Mh,
+    /// Weighted failover.
     Fo,
+    /// Weighted overflow.
     Ovf,
 }
 
 impl SchedKind {
+    /// Every scheduler.
     pub const ALL: [SchedKind; 13] = [
         SchedKind::Rr,
         SchedKind::Wrr,
@@ -145,6 +182,7 @@ impl SchedKind {
         SchedKind::Ovf,
     ];
 
+    /// Name as `-s` takes it.
     pub const fn name(self) -> &'static str {
         match self {
             SchedKind::Rr => "rr",
@@ -180,7 +218,9 @@ impl fmt::Display for SchedKind {
 pub struct SvcFlags(pub u32);
 
 impl SvcFlags {
+    /// Persistent (`-p`).
     pub const PERSISTENT: u32 = 0x1;
+    /// One-packet scheduling (`-o`).
     pub const ONEPACKET: u32 = 0x4;
     /// sh-fallback / mh-fallback / flag-1.
     pub const SCHED1: u32 = 0x8;
@@ -188,17 +228,21 @@ impl SvcFlags {
     pub const SCHED2: u32 = 0x10;
     /// flag-3.
     pub const SCHED3: u32 = 0x20;
+    /// The scheduler flag bits.
     pub const SCHED_MASK: u32 = Self::SCHED1 | Self::SCHED2 | Self::SCHED3;
 
+    /// Whether flag `bit` is set.
     #[inline]
     pub const fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
     }
 
+    /// Persistent (`-p`).
     pub fn persistent(self) -> bool {
         self.has(Self::PERSISTENT)
     }
 
+    /// One-packet scheduling (`-o`).
     pub fn one_packet(self) -> bool {
         self.has(Self::ONEPACKET)
     }
@@ -210,8 +254,11 @@ pub const DEFAULT_PERSIST_TIMEOUT: u32 = 360;
 /// A virtual service as configured by `-A`/`-E`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
+    /// What identifies the service.
     pub key: ServiceKey,
+    /// The scheduler.
     pub sched: SchedKind,
+    /// Its flags.
     pub flags: SvcFlags,
     /// Persistence timeout in seconds (meaningful with `SvcFlags::PERSISTENT`).
     pub timeout: u32,
@@ -244,8 +291,11 @@ pub const fn default_netmask(af: Af) -> u32 {
 /// A real server as configured by `-a`/`-e`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestSpec {
+    /// Real server address.
     pub addr: IpAddr,
+    /// Real server port.
     pub port: u16,
+    /// How packets reach it.
     pub fwd: FwdMethod,
     /// 0..=65535; 0 = quiesced (no new connections).
     pub weight: i32,

@@ -55,9 +55,11 @@ pub struct Service {
     /// Unique per service created by this table (an edit keeps it): a service
     /// with a reused id is a new object, with its own counters.
     pub serial: u64,
+    /// What ipvsadm set.
     pub spec: ServiceSpec,
     /// Real servers in kernel order: newest first.
     pub dests: Vec<Arc<Dest>>,
+    /// The scheduler for this dest list.
     pub sched: Box<dyn Scheduler>,
 }
 

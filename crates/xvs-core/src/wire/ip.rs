@@ -9,14 +9,19 @@ use std::fmt;
 /// from a number with `From<u8>`, which never gives `Unknown` for a named one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum IpProtocol {
+    /// TCP (6).
     Tcp,
+    /// UDP (17).
     Udp,
+    /// ICMP (1).
     Icmp,
+    /// ICMPv6 (58).
     Icmpv6,
     /// IPv4 in IP (IPIP, the outer header of TUN toward an IPv4 packet).
     IpIp,
     /// IPv6 in IP (the outer header of TUN toward an IPv6 packet).
     Ipv6,
+    /// Any other protocol, by number.
     Unknown(u8),
 }
 

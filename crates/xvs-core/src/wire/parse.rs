@@ -15,10 +15,13 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// VLAN tags read before the IP header (802.1ad + 802.1Q: QinQ). The steering
 /// program reads the same number (bpf/classify.h).
 const MAX_VLAN_TAGS: usize = 2;
-// The numbers `PacketInfo::proto` holds (raw: the conn table keys on it).
+/// IP protocol number of ICMP (raw in `PacketInfo::proto`: the conn table keys on it).
 pub const PROTO_ICMP: u8 = IpProtocol::Icmp.number();
+/// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = IpProtocol::Tcp.number();
+/// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = IpProtocol::Udp.number();
+/// IP protocol number of ICMPv6.
 pub const PROTO_ICMPV6: u8 = IpProtocol::Icmpv6.number();
 /// IPv6 extension headers walked before giving up.
 const MAX_EXT_HEADERS: usize = 8;
@@ -29,23 +32,36 @@ pub enum Frag {
     /// Not a fragment.
     None,
     /// The first fragment (offset 0, more to come): carries the L4 header.
-    First { id: u32 },
+    First {
+        /// IPv4 identification / IPv6 fragment id.
+        id: u32,
+    },
     /// A later fragment: no L4 header.
-    Later { id: u32, offset: u16 },
+    Later {
+        /// IPv4 identification / IPv6 fragment id.
+        id: u32,
+        /// Offset of its data, in 8-byte units.
+        offset: u16,
+    },
 }
 
 /// The packet quoted in an ICMP / ICMPv6 error. Small on purpose (it rides in
 /// every [`PacketInfo`]): the quoted addresses are read from the frame on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpInfo {
+    /// ICMP type.
     pub ty: u8,
+    /// ICMP code.
     pub code: u8,
     /// Offset of the quoted IP header in the frame.
     pub inner_l3_off: u16,
     /// Offset of the quoted L4 header in the frame.
     pub inner_l4_off: u16,
+    /// The quoted packet's IP protocol.
     pub proto: u8,
+    /// The quoted packet's source port.
     pub sport: u16,
+    /// The quoted packet's destination port.
     pub dport: u16,
 }
 
@@ -66,16 +82,23 @@ impl IcmpInfo {
 pub struct PacketInfo {
     /// Tag control information of the outer VLAN tag, if tagged.
     pub vlan: Option<u16>,
+    /// Offset of the IP header in the frame.
     pub l3_off: u16,
+    /// Offset of the L4 header in the frame.
     pub l4_off: u16,
+    /// Address family.
     pub af: Af,
     /// L4 protocol (after IPv6 extension headers).
     pub proto: u8,
+    /// Source address.
     pub saddr: Addr,
+    /// Destination address.
     pub daddr: Addr,
     /// 0 unless TCP/UDP carrying its header.
     pub sport: u16,
+    /// Destination port (0 unless TCP/UDP carrying its header).
     pub dport: u16,
+    /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
     /// TTL / hop limit.
     pub ttl: u8,
@@ -83,6 +106,7 @@ pub struct PacketInfo {
     pub df: bool,
     /// IP length per the header (total length / 40 + payload length).
     pub l3_len: u16,
+    /// Whether and which fragment it is.
     pub frag: Frag,
     /// For ICMP errors quoting a TCP/UDP packet.
     pub icmp: Option<IcmpInfo>,
@@ -95,9 +119,13 @@ pub enum ParseError {
     NotIp,
     /// Shorter than its headers say.
     Truncated,
+    /// Not IP version 4 or 6 where the EtherType says so.
     BadVersion,
+    /// An IPv4 header length below 20 or past the frame.
     BadHeaderLen,
+    /// A total length past the frame or below the header.
     BadTotalLen,
+    /// More IPv6 extension headers than are walked.
     TooManyExtHeaders,
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use xvs_core::addr::Addr;
 use xvs_core::engine::{Engine, Limits, NextHop, RuleSet, StaticFib, Verdict, Worker};
 use xvs_core::frame::Frame;
-use xvs_core::service::table::ServiceTable;
+use xvs_core::service::ServiceTable;
 use xvs_core::time::Time;
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];

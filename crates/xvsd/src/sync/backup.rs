@@ -7,7 +7,7 @@ use std::net::{IpAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xvs_core::engine::sync::SyncApply;
+use xvs_core::engine::SyncApply;
 use xvs_core::engine::{Engine, Snapshot};
 use xvs_core::time::Time;
 use xvs_ctl::DaemonSpec;
@@ -203,7 +203,7 @@ impl Backup {
                     return;
                 }
                 let secs = if c.timeout != 0 {
-                    c.timeout.min(xvs_core::conn::state::MAX_TIMEOUT)
+                    c.timeout.min(xvs_core::conn::MAX_TIMEOUT)
                 } else {
                     xvs_sync::wire::V0_TEMPLATE_TIMEOUT_SECS
                 };

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xvs_core::engine::sync::syncable_state;
+use xvs_core::engine::syncable_state;
 use xvs_core::engine::Engine;
 use xvs_ctl::DaemonSpec;
 use xvs_sync::ext::{self, ExtKind, SnapshotBuilder};

@@ -5,7 +5,7 @@
 //!
 //! - **Master** ([`master`]): one thread. Every [`TICK`] it drains the
 //!   workers' sync queues (filled by the data path as `ip_vs_sync_conn`
-//!   decides, see `xvs_core::engine::sync`), packs the records into messages
+//!   decides, see xvs-core's `engine/sync.rs`), packs the records into messages
 //!   of at most `sync_maxlen` bytes and sends each one as soon as it is full;
 //!   a partly filled one goes after `flush_ms` (the kernel's 2 s). It also
 //!   answers snapshot requests: the whole table, paced, at most once per
@@ -79,7 +79,7 @@ impl Default for SyncConfig {
             sync_retries: k.sync_retries,
             sync_persist_mode: false,
             sync_version: 1,
-            sync_qlen_max: xvs_core::engine::sync::DEFAULT_SYNC_QUEUE as u32,
+            sync_qlen_max: xvs_core::engine::DEFAULT_SYNC_QUEUE as u32,
             flush_ms: xvs_sync::needed::SYNC_FLUSH_TIME_MS as u32,
             snapshot_interval_ms: 5000,
             snapshot_rate: 200_000,
