@@ -6,6 +6,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use xvs_netns::Netns;
 
+pub mod raw;
 pub mod traffic;
 
 /// A binary of the workspace, built by `make test` before the tests run

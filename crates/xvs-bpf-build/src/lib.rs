@@ -2,6 +2,8 @@
 //! (xvs-xdp's steering and generator programs, xvs-lab's decapsulation), so the
 //! flags, the header search path and the install hints are written once.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -194,7 +194,7 @@ fn conn_reuse_mode_2_still_reuses() {
     assert_eq!(lab.counts_any("10.77.1.12:80"), (0, 0, 0), "old conn gone");
 
     // DR: ES -fin-> FIN_WAIT (input-only table), NOOUTPUT still set.
-    for mode in [1u8, 2, 3] {
+    for mode in [1u32, 2, 3] {
         let mut lab = Lab::new(64);
         lab.cmd("-A -t 10.77.0.100:80 -s rr");
         lab.cmd("-a -t 10.77.0.100:80 -r 10.77.1.13:80 -g");

@@ -44,6 +44,7 @@ pub fn check_op(op: &Op) -> Result<(), String> {
         }
         Op::AddMark(m) | Op::DelMark(m) => m.check(),
         Op::SetMarks(ms) => ms.iter().try_for_each(|m| m.check()),
+        Op::SetKnob(n, v) => crate::knobs::check(n, *v),
     }
 }
 

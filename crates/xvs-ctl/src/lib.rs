@@ -16,6 +16,7 @@ pub mod check;
 pub mod client;
 pub mod cmdline;
 pub mod health;
+pub mod knobs;
 pub mod mark;
 pub mod proto;
 

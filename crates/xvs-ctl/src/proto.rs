@@ -61,6 +61,9 @@ pub enum Op {
     /// A connection-sync knob (xvs extension, `--sync-knob NAME=VALUE`): the
     /// kernel's `sync_*` sysctls and xvs's own sync settings.
     SetSyncKnob(String, u64),
+    /// A DoS/behaviour knob (xvs extension, `--knob NAME=VALUE`): the
+    /// kernel's `net.ipv4.vs.*` sysctls of [`crate::knobs::NAMES`].
+    SetKnob(String, i64),
 }
 
 /// A request.
@@ -87,6 +90,8 @@ pub enum Request {
     GetHealth(Option<ServiceKey>),
     /// The sync daemons' counters and knobs (xvs extension, `-L --daemon --stats`).
     GetSyncStats,
+    /// The DoS/behaviour knobs in force (xvs extension, `-L --knobs`).
+    GetKnobs,
 }
 
 /// Counters, rates and state of a dest.
@@ -229,6 +234,8 @@ pub enum Response {
     Health(Vec<crate::health::VsHealth>),
     /// Counters and knobs of connection sync, by name, in a fixed order.
     SyncStats(Vec<(String, u64)>),
+    /// The DoS/behaviour knobs, by name, in [`crate::knobs::NAMES`] order.
+    Knobs(Vec<(String, i64)>),
 }
 
 /// A framing or encoding failure.

@@ -197,6 +197,9 @@ pub const XVSADM_EXTRA: &[(&str, bool)] = &[
     ("--del-mark", false),
     ("--list-marks", false),
     ("--health", false),
+    ("--knob", true),
+    ("--knobs", false),
+    ("--sync-knob", true),
     ("--socket", true),
 ];
 

@@ -146,6 +146,12 @@ impl Tables {
             .map(|l| l.index)
     }
 
+    /// The MAC address of interface `ifindex` (all zeros for one without an
+    /// Ethernet address).
+    pub fn link_mac(&self, ifindex: u32) -> Option<[u8; 6]> {
+        self.links.get(&ifindex).map(|l| l.mac)
+    }
+
     /// The addresses of interface `ifindex`.
     pub fn addrs_of(&self, ifindex: u32) -> impl Iterator<Item = &IfAddr> {
         self.addrs.iter().filter(move |a| a.index == ifindex)

@@ -5,6 +5,9 @@
  *   socket       - socket filter for the AF_PACKET backend: owned frames only;
  *   tcx/ingress  - drops owned frames in the kernel's ingress path when the
  *                  AF_PACKET backend handles them (packet taps run before tc ingress).
+ * None of them takes a frame addressed to another host's MAC (unicast, not the
+ * interface's own): the kernel would drop it as PACKET_OTHERHOST, so it is
+ * left to the kernel untouched (and counted, ST_OTHERHOST).
  *
  * Key kinds (must match src/steer.rs):
  *   1 VIP       dst addr + dst port + proto
@@ -79,12 +82,31 @@ XVS_MAP(xvs_mark_groups, BPF_MAP_TYPE_ARRAY, __u32, struct mark_group, 2 * MARK_
 XVS_MAP(xvs_mark_cur, BPF_MAP_TYPE_ARRAY, __u32, struct mark_cur, 1);
 /* Replaced per interface by the loader; one slot per RX queue. */
 XVS_MAP(xvs_xsks, BPF_MAP_TYPE_XSKMAP, __u32, __u32, 256);
-/* 0 redirected, 1 passed, 2 redirect failed (no socket on the queue). */
+/* 0 redirected, 1 passed, 2 redirect failed (no socket on the queue),
+ * 3 passed unlooked-at: addressed to another host's MAC. */
 XVS_MAP(xvs_stats, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 4);
 
 #define ST_REDIRECTED 0
 #define ST_PASSED 1
 #define ST_NOSOCK 2
+#define ST_OTHERHOST 3
+
+/* The receiving interface's own MAC address, as the first 4 and last 2 bytes
+ * of the address in wire order (compared as raw memory); `known` 0: no MAC
+ * to compare with (an interface without an Ethernet address), every frame is
+ * looked at as before. Replaced per interface by the loader, which writes it
+ * before attaching and again when the interface's address changes (layout:
+ * src/iface.rs). */
+struct if_mac {
+	__u32 lo;
+	__u16 hi;
+	__u16 known;
+};
+
+XVS_MAP(xvs_ifmac, BPF_MAP_TYPE_ARRAY, __u32, struct if_mac, 1);
+
+/* skb->pkt_type of a frame to another host's MAC (linux/if_packet.h). */
+#define PACKET_OTHERHOST 3
 
 static __always_inline void count(__u32 idx)
 {
@@ -121,9 +143,39 @@ static __always_inline int xdp_load(struct xdp_md *ctx, __u32 off, void *dst, __
 #define CLS_LOAD(ctx, off, dst, len) bpf_skb_load_bytes(ctx, off, dst, len)
 #include "classify.h"
 
+/* Whether the frame is addressed to another host: a unicast destination MAC
+ * that is not the interface's own. The kernel (eth_type_trans) makes such a
+ * frame PACKET_OTHERHOST and ip_rcv/ipv6_rcv drop it; it reaches XDP anyway
+ * on interfaces without a MAC filter (veth, bridge ports, promiscuous NICs).
+ * Group addresses (I/G bit set: broadcast, multicast) are kept, as ip_rcv
+ * keeps PACKET_BROADCAST and PACKET_MULTICAST frames (unless the
+ * drop_unicast_in_l2_multicast sysctl, 0 by default). */
+static __always_inline int other_host(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + 6 > end)
+		return 0;
+	__u8 *dst = data;
+	if (dst[0] & 1)
+		return 0;
+	__u32 zero = 0;
+	struct if_mac *m = bpf_map_lookup_elem(&xvs_ifmac, &zero);
+	if (!m || !m->known)
+		return 0;
+	/* Two loads, not six: packet loads need no alignment here (the
+	 * verifier checks it only on architectures that need it, where the
+	 * frame starts aligned anyway). */
+	return *(__u32 *)(void *)dst != m->lo || *(__u16 *)(void *)(dst + 4) != m->hi;
+}
+
 SEC("xdp")
 int xvs_steer(struct xdp_md *ctx)
 {
+	if (other_host(ctx)) {
+		count(ST_OTHERHOST);
+		return XDP_PASS;
+	}
 	if (!owned_xdp(ctx)) {
 		count(ST_PASSED);
 		return XDP_PASS;
@@ -134,16 +186,21 @@ int xvs_steer(struct xdp_md *ctx)
 	return rc;
 }
 
+/* The skb programs see the kernel's own verdict on the destination MAC. */
 SEC("socket")
 int xvs_sockfilter(struct __sk_buff *skb)
 {
-	return owned_skb(skb) ? skb->len : 0;
+	return skb->pkt_type != PACKET_OTHERHOST && owned_skb(skb) ? skb->len : 0;
 }
 
 /* tcx return codes: -1 next program, 2 drop. */
 SEC("tcx/ingress")
 int xvs_guard(struct __sk_buff *skb)
 {
+	if (skb->pkt_type == PACKET_OTHERHOST) {
+		count(ST_OTHERHOST);
+		return -1;
+	}
 	if (owned_skb(skb)) {
 		count(ST_REDIRECTED);
 		return 2;

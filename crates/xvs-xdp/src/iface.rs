@@ -73,6 +73,54 @@ pub struct SteerStats {
     pub passed: u64,
     /// Owned frames that found no socket on their queue and went to the kernel.
     pub no_socket: u64,
+    /// Frames addressed to another host's MAC (unicast, not the interface's
+    /// own), left to the kernel without a look: it drops them as
+    /// PACKET_OTHERHOST, or a bridge forwards them (both backends).
+    pub other_host: u64,
+}
+
+/// struct if_mac of bpf/steer.c: the address's first 4 and last 2 bytes in
+/// wire order, then `known` (0: no check).
+fn if_mac_value(mac: Option<[u8; 6]>) -> [u8; 8] {
+    let mut v = [0u8; 8];
+    if let Some(m) = mac {
+        v[..6].copy_from_slice(&m);
+        v[6..].copy_from_slice(&1u16.to_ne_bytes());
+    }
+    v
+}
+
+/// Writes the interface MAC the XDP steering program compares destination
+/// MACs with into its `xvs_ifmac` map (None: compare with nothing, take
+/// frames whatever their destination MAC, as before the check existed).
+pub fn write_if_mac(map: &Map, mac: Option<[u8; 6]>) -> Result<()> {
+    map.update(&0u32.to_ne_bytes(), &if_mac_value(mac), sys::BPF_ANY)
+        .map_err(|e| os(format!("map {}: write the interface MAC", map.def.name), e))
+}
+
+/// The MAC of interface `ifname` for the steering program: None, logged,
+/// when it has none (not Ethernet) or it cannot be read; the program then
+/// looks at every frame, as it would have without the check, rather than
+/// leave every frame to a kernel that has no virtual services.
+fn steer_mac(ifname: &str) -> Option<[u8; 6]> {
+    match crate::sys::hw_addr(ifname) {
+        Ok(Some(m)) => Some(m),
+        Ok(None) => {
+            tracing::warn!(
+                ifname,
+                "not an Ethernet interface: frames are taken whatever their destination MAC"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                ifname,
+                error = %e,
+                "cannot read the interface's MAC address: frames are taken whatever their destination MAC"
+            );
+            None
+        }
+    }
 }
 
 /// xvs attached to one interface.
@@ -83,6 +131,8 @@ pub struct Interface {
     stats: Arc<Map>,
     /// XDP backends: the queue → socket map of this interface's program.
     xsks: Option<Arc<Map>>,
+    /// XDP backends: the interface's own MAC as the program sees it.
+    ifmac: Option<Arc<Map>>,
     /// AF_PACKET: the socket filter program (attached to each worker socket).
     filter: Option<OwnedFd>,
     _xdp: Option<XdpLink>,
@@ -134,6 +184,7 @@ impl Interface {
             backend,
             stats: stats.clone(),
             xsks: None,
+            ifmac: None,
             filter: None,
             _xdp: None,
             frags: false,
@@ -143,16 +194,21 @@ impl Interface {
         match backend {
             Backend::XdpNative | Backend::XdpGeneric => {
                 let xsks = Map::create(obj.map("xvs_xsks")?)?;
+                // The MAC before the program runs: no frame is judged
+                // against a blank one.
+                let ifmac = Map::create(obj.map("xvs_ifmac")?)?;
+                write_if_mac(&ifmac, steer_mac(ifname))?;
                 let mode = if backend == Backend::XdpNative {
                     XdpMode::Native
                 } else {
                     XdpMode::Generic
                 };
-                let maps = [steering.maps(), vec![&xsks, &stats]].concat();
+                let maps = [steering.maps(), vec![&xsks, &stats, &ifmac]].concat();
                 let (link, frags) = attach_xdp(obj, &maps, ifname, ifindex, mode)?;
                 i._xdp = Some(link);
                 i.frags = frags;
                 i.xsks = Some(xsks);
+                i.ifmac = Some(ifmac);
             }
             Backend::AfPacket => {
                 let filter = obj.load(
@@ -193,6 +249,33 @@ impl Interface {
         self.frags
     }
 
+    /// XDP backends: the MAC the steering program takes unicast frames for
+    /// (None: no check). AF_PACKET: None, the kernel's own verdict
+    /// (skb->pkt_type) is used, which follows the interface by itself.
+    pub fn steer_mac(&self) -> Result<Option<[u8; 6]>> {
+        let Some(m) = &self.ifmac else {
+            return Ok(None);
+        };
+        let mut v = [0u8; 8];
+        m.lookup(&0u32.to_ne_bytes(), &mut v)
+            .map_err(|e| os(format!("{}: read the steering MAC", self.name), e))?;
+        if u16::from_ne_bytes([v[6], v[7]]) == 0 {
+            return Ok(None);
+        }
+        Ok(Some(v[..6].try_into().expect("6 bytes")))
+    }
+
+    /// XDP backends: tells the steering program the interface's MAC after a
+    /// change (`ip link set dev X address ...`): from then on it takes the
+    /// unicast frames addressed to `mac` and leaves those to the old one to
+    /// the kernel. A no-op for AF_PACKET (see [`Interface::steer_mac`]).
+    pub fn set_steer_mac(&self, mac: Option<[u8; 6]>) -> Result<()> {
+        match &self.ifmac {
+            Some(m) => write_if_mac(m, mac),
+            None => Ok(()),
+        }
+    }
+
     /// Puts AF_XDP socket `fd` in the slot of RX queue `queue`.
     pub(crate) fn register_socket(&self, queue: u32, fd: RawFd) -> Result<()> {
         let xsks = self.xsks.as_ref().ok_or_else(|| Error::NotXdp {
@@ -228,7 +311,7 @@ impl Interface {
             .stats
             .lookup_len()
             .map_err(|e| os(format!("{}: size the steering counters", self.name), e))?;
-        let mut out = [0u64; 3];
+        let mut out = [0u64; 4];
         for (idx, o) in out.iter_mut().enumerate() {
             let mut v = vec![0u8; len];
             self.stats
@@ -243,6 +326,7 @@ impl Interface {
             redirected: out[0],
             passed: out[1],
             no_socket: out[2],
+            other_host: out[3],
         })
     }
 }

@@ -76,6 +76,43 @@ fn mtu_on(fd: RawFd, name: &str) -> Result<u32> {
     })
 }
 
+/// The Ethernet address of interface `name` (SIOCGIFHWADDR, in the calling
+/// thread's network namespace); None for an interface whose hardware address
+/// is not Ethernet's (a tunnel, a loopback-like device).
+pub fn hw_addr(name: &str) -> Result<Option<[u8; 6]>> {
+    let sock = socket(libc::AF_INET, libc::SOCK_DGRAM, 0, "the MAC address ioctl")?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
+        return Err(Error::BadIfName(name.to_string()));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name;
+    // SIOCGIFHWADDR writes only its ifru_hwaddr member.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFHWADDR,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        return Err(last_os(format!("MAC address of {name} (SIOCGIFHWADDR)")));
+    }
+    // SAFETY: after a successful SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if sa.sa_family != libc::ARPHRD_ETHER {
+        return Ok(None);
+    }
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(Some(mac))
+}
+
 /// Creates a socket, close-on-exec.
 pub fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd> {
     // SAFETY: socket() takes no pointers.

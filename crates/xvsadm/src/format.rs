@@ -551,6 +551,16 @@ pub fn sync_stats(counters: &[(String, u64)]) -> String {
     out
 }
 
+/// `-L --knobs` (xvs): one `NAME VALUE` line per knob, in the order given;
+/// what `--knob NAME=VALUE` takes back.
+pub fn knobs(knobs: &[(String, i64)]) -> String {
+    let mut out = String::new();
+    for (n, v) in knobs {
+        let _ = writeln!(out, "{n:<26} {v}");
+    }
+    out
+}
+
 /// `-G`, as the FULLNAT ipvsadm forks print local addresses:
 /// `"%-20s %-8s %-20s %-10s %-10s\n"` titles, a `"%-20s %-8u \n"` line per
 /// service (numeric address, number of local addresses) and a

@@ -26,6 +26,12 @@
 //!   ([`format::sync_stats`]); ipvsadm ignores `--stats` there.
 //! - `--sync-knob NAME=VALUE ...` sets connection-sync knobs at run time
 //!   (the kernel's `net.ipv4.vs.sync_*` sysctls, and xvs's own).
+//! - `--knob NAME=VALUE ...` sets the DoS and behaviour knobs at run time
+//!   (the kernel's other `net.ipv4.vs.*` sysctls: drop_entry, drop_packet,
+//!   secure_tcp, amemthresh, am_droprate, expire_nodest_conn,
+//!   expire_quiescent_template, conn_reuse_mode, sloppy_tcp; see
+//!   [`xvs_ctl::knobs`]), all or nothing; `-L --knobs` lists them
+//!   ([`format::knobs`]).
 
 #![forbid(unsafe_code)]
 
@@ -220,6 +226,14 @@ pub fn run(args: &[String], stdin: &mut dyn Read, out: &mut dyn Write, err: &mut
     if argv.get(1).is_some_and(|a| a == "--sync-knob") {
         return sync_knobs(&socket, &argv[2..], &mut io);
     }
+    // So is `--knob`: the kernel's other net.ipv4.vs sysctls.
+    if argv.get(1).is_some_and(|a| a == "--knob") {
+        return set_knobs(&socket, &argv[2..], &mut io);
+    }
+    // And `-L --knobs`, their listing.
+    if argv.iter().skip(1).any(|a| a == "--knobs") {
+        return list_knobs(&socket, &argv, &mut io);
+    }
     // `--health` is xvs's: taken out before ipvsadm's grammar sees the line.
     let with_health = argv.iter().skip(1).any(|a| a == "--health");
     let argv: Vec<String> = argv.into_iter().filter(|a| a != "--health").collect();
@@ -321,6 +335,83 @@ fn sync_knobs(socket: &std::path::Path, args: &[String], io: &mut Io) -> i32 {
         Ok(Response::Ok) => 0,
         Ok(Response::Error(e)) => io.fail(&e.message, EXIT_OP),
         Ok(r) => unexpected(io, &r, EXIT_OP),
+        Err(code) => code,
+    }
+}
+
+/// A knob's value as written: an integer, or on/off words.
+fn knob_value(v: &str) -> Option<i64> {
+    match v {
+        "true" | "yes" | "on" => Some(1),
+        "false" | "no" | "off" => Some(0),
+        v => v.parse().ok(),
+    }
+}
+
+/// `--knob NAME=VALUE ...`: checked here, then sent as one batch (all or
+/// nothing; xvsd checks again).
+fn set_knobs(socket: &std::path::Path, args: &[String], io: &mut Io) -> i32 {
+    let me = io.me.clone();
+    if args.is_empty() {
+        return io.fail(
+            &format!(
+                "{me}: --knob needs NAME=VALUE (NAME one of {})",
+                xvs_ctl::knobs::NAMES.join(", ")
+            ),
+            2,
+        );
+    }
+    let mut ops = Vec::new();
+    for a in args {
+        let Some((n, v)) = a.split_once('=') else {
+            return io.fail(&format!("{me}: --knob: `{a}' is not NAME=VALUE"), 2);
+        };
+        let Some(v) = knob_value(v.trim()) else {
+            return io.fail(&format!("{me}: --knob: bad value `{v}' for {n}"), 2);
+        };
+        let n = xvs_ctl::knobs::name(n.trim());
+        if let Err(e) = xvs_ctl::knobs::check(n, v) {
+            return io.fail(&format!("{me}: --knob {a}: {e}"), 2);
+        }
+        ops.push(xvs_ctl::Op::SetKnob(n.to_string(), v));
+    }
+    let mut c = match connect(socket, io) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match call(&mut c, &Request::Batch(ops), io, EXIT_OP) {
+        Ok(Response::Ok) => 0,
+        Ok(Response::Error(e)) => io.fail(&e.message, EXIT_OP),
+        Ok(r) => unexpected(io, &r, EXIT_OP),
+        Err(code) => code,
+    }
+}
+
+/// `-L --knobs` (`-n` allowed, it changes nothing): one `NAME VALUE` line
+/// per knob.
+fn list_knobs(socket: &std::path::Path, argv: &[String], io: &mut Io) -> i32 {
+    let rest: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| *a != "--knobs")
+        .collect();
+    let listing = rest.iter().any(|a| matches!(*a, "-L" | "-l" | "--list"));
+    if !listing
+        || rest
+            .iter()
+            .any(|a| !matches!(*a, "-L" | "-l" | "--list" | "-n" | "--numeric"))
+    {
+        return io.fail("--knobs goes with -L (and -n) only", 2);
+    }
+    let mut c = match connect(socket, io) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match call(&mut c, &Request::GetKnobs, io, EXIT_LIST) {
+        Ok(Response::Knobs(k)) => io.print(&format::knobs(&k)),
+        Ok(Response::Error(e)) => io.fail(&e.message, EXIT_LIST),
+        Ok(r) => unexpected(io, &r, EXIT_LIST),
         Err(code) => code,
     }
 }

@@ -70,7 +70,7 @@ pub struct Config {
 }
 
 /// `[sched]`: how the table schedulers are built.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SchedConfig {
     /// The order sh, dh and mh fill their tables in: "address" (xvs's
@@ -79,6 +79,38 @@ pub struct SchedConfig {
     /// kernel's list order, newest dest first).
     #[serde(default)]
     pub table_order: TableOrder,
+    /// The mh scheduler's lookup table size: one of the primes the kernel
+    /// offers (`CONFIG_IP_VS_MH_TAB_INDEX` 8..17, 251 to 131071), 4093 as
+    /// the kernel's default build. A service has at most this many real
+    /// servers; a larger table spreads clients closer to the weights.
+    #[serde(default = "default_mh_table_size", deserialize_with = "mh_table_size")]
+    pub mh_table_size: u32,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        SchedConfig {
+            table_order: TableOrder::default(),
+            mh_table_size: default_mh_table_size(),
+        }
+    }
+}
+
+fn default_mh_table_size() -> u32 {
+    xvs_core::sched::mh::DEFAULT_TABLE_SIZE
+}
+
+/// Refused in the deserializer, so that the error carries the value's line.
+fn mh_table_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    let v = u64::deserialize(d)?;
+    let primes = &xvs_core::sched::mh::PRIMES;
+    match u32::try_from(v) {
+        Ok(v) if primes.contains(&v) => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "mh_table_size must be one of the kernel's table sizes {}, not {v}",
+            primes.map(|p| p.to_string()).join(", ")
+        ))),
+    }
 }
 
 /// `[timeouts]`: the kernel's per-state TCP timeouts (which ipvsadm cannot
@@ -159,6 +191,23 @@ fn mark_line(text: &str, n: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// The line of `key = ...` in table `[section]` of `text`, if found.
+fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            inside = l.trim_end().split('#').next().map(str::trim) == Some(&format!("[{section}]"));
+        } else if inside
+            && l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 impl Config {
     /// Reads and checks the file. Errors name `file:line` where the file
     /// says where (a syntax error, an unknown key, a bad `[[mark]]` rule), so
@@ -174,6 +223,12 @@ impl Config {
             if let Err(e) = xvs_ctl::MarkSpec::from_rule(m).check() {
                 let at = mark_line(&text, i).unwrap_or(1);
                 bail!("{}:{at}: [[mark]] rule {}: {e}", path.display(), i + 1);
+            }
+        }
+        if let Some(k) = &c.knobs {
+            if let Err((key, e)) = xvs_ctl::knobs::validate(k) {
+                let at = key_line(&text, "knobs", key).unwrap_or(1);
+                bail!("{}:{at}: [knobs] {e}", path.display());
             }
         }
         c.validate()
@@ -278,6 +333,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `[knobs]` takes what the kernel's sysctl handlers take; a value the
+    /// types let through but the kernel would refuse names its line.
+    #[test]
+    fn knobs_out_of_range_say_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("xvsd-config-knobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        let text = "[sched]\ndrop_entry = 1\n\n[knobs]\nsloppy_tcp = true\n  drop_entry= 4 # no\n";
+        assert!(
+            toml::from_str::<Config>(text).is_err(),
+            "drop_entry is not a [sched] key"
+        );
+        let text = "[knobs]\nsloppy_tcp = true\n\n  drop_entry= 4 # no\n";
+        std::fs::write(&p, text).unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "{}:4: [knobs] Invalid argument: drop_entry takes 0 to 3, not 4",
+                p.display()
+            )
+        );
+        std::fs::write(&p, "[knobs]\namemthresh = 3000000000\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(
+            e.starts_with(&format!("{}:2: [knobs] ", p.display())),
+            "{e}"
+        );
+        std::fs::write(&p, "[knobs]\nsecure_tcp = 3\ndrop_packet = 2\n").unwrap();
+        let k = Config::load(&p).unwrap().knobs.unwrap();
+        assert_eq!((k.secure_tcp, k.drop_packet), (3, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn timeouts_replace_the_keys_given() {
         let c: Config = toml::from_str("[timeouts]\nsyn_recv = 5\nudp = 30\nsynack = 7").unwrap();
@@ -315,5 +404,47 @@ mod tests {
         let list: Config = toml::from_str("[sched]\ntable_order = \"list\"").unwrap();
         assert_eq!(list.sched.unwrap().table_order, TableOrder::List);
         assert!(toml::from_str::<Config>("[sched]\ntable_order = \"kernel\"").is_err());
+        assert_eq!(c.sched.unwrap_or_default().mh_table_size, 4093);
+    }
+
+    /// `[sched] mh_table_size` takes the kernel's primes only, and a wrong
+    /// one is refused with the file and the line of the value.
+    #[test]
+    fn mh_table_size_is_one_of_the_kernels_primes() {
+        assert_eq!(SchedConfig::default().mh_table_size, 4093);
+        let c: Config = toml::from_str("[sched]\ntable_order = \"list\"").unwrap();
+        assert_eq!(c.sched.unwrap().mh_table_size, 4093, "default when absent");
+        for p in xvs_core::sched::mh::PRIMES {
+            let c: Config = toml::from_str(&format!("[sched]\nmh_table_size = {p}")).unwrap();
+            assert_eq!(c.sched.unwrap().mh_table_size, p);
+        }
+        let dir = std::env::temp_dir().join(format!("xvsd-config-mh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        for bad in [
+            "4096",
+            "65537",
+            "0",
+            "-1",
+            "131072",
+            "4294967296",
+            "\"4093\"",
+        ] {
+            std::fs::write(
+                &p,
+                format!("conn_max = 5\n\n[sched]\nmh_table_size = {bad}\n"),
+            )
+            .unwrap();
+            let e = format!("{:#}", Config::load(&p).unwrap_err());
+            assert!(e.starts_with(&format!("{}:4: ", p.display())), "{bad}: {e}");
+            if bad.parse::<u64>().is_ok() {
+                assert!(
+                    e.contains("one of the kernel's table sizes 251, 509,")
+                        && e.contains("131071, not "),
+                    "{e}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -147,6 +147,7 @@ pub fn handle(state: &Mutex<State>, req: Request) -> Response {
         Request::GetDaemons => Response::Daemons(s.daemons.clone()),
         Request::GetLaddrs(k) => Response::Laddrs(s.list_laddrs(k.as_ref())),
         Request::GetMarks => Response::Marks(s.marks.clone()),
+        Request::GetKnobs => Response::Knobs(xvs_ctl::knobs::list(&s.knobs)),
         Request::GetSyncStats => match &s.sync {
             Some(sync) => Response::SyncStats(sync.counters()),
             None => err("connection sync is not available".into(), None),

@@ -43,6 +43,12 @@ impl DataPlane {
         self.steer.clone()
     }
 
+    /// A reader of the steering programs' counters that does not keep the
+    /// interfaces attached once the data plane is dropped.
+    pub fn steer_counters(&self) -> SteerCounters {
+        SteerCounters(Arc::downgrade(&self._ifaces))
+    }
+
     /// The workers' heartbeats: each moves on every turn of its worker's loop.
     pub fn heartbeats(&self) -> Arc<Vec<Beat>> {
         self.beats.clone()
@@ -55,6 +61,60 @@ impl Drop for DataPlane {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// See [`DataPlane::steer_counters`].
+pub struct SteerCounters(std::sync::Weak<Vec<Interface>>);
+
+impl SteerCounters {
+    /// The steering programs' counters of every data interface, by name
+    /// (none once the data plane is gone).
+    pub fn read(&self) -> Vec<(String, xvs_xdp::SteerStats)> {
+        let Some(ifaces) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        ifaces
+            .iter()
+            .filter_map(|i| match i.steer_stats() {
+                Ok(s) => Some((i.name().to_string(), s)),
+                Err(e) => {
+                    tracing::warn!(interface = %i.name(), "reading steering counters: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// As metric families: `xvs_steer_frames_total{interface, verdict}`.
+    pub fn families(&self) -> Vec<xvs_core::engine::metrics::Family> {
+        use xvs_core::engine::metrics::{Family, Kind, Value};
+        let stats = self.read();
+        if stats.is_empty() {
+            return Vec::new();
+        }
+        let mut f = Family::new(
+            "xvs_steer_frames_total",
+            "Frames the steering program saw, by verdict: redirected (taken by xvs), passed (left to the kernel; XDP only), no_socket (xvs's, but no socket on the queue: left to the kernel), other_host (unicast to another host's MAC: left to the kernel unlooked-at, which drops them as PACKET_OTHERHOST)",
+            Kind::Counter,
+        );
+        for (name, s) in stats {
+            for (verdict, v) in [
+                ("redirected", s.redirected),
+                ("passed", s.passed),
+                ("no_socket", s.no_socket),
+                ("other_host", s.other_host),
+            ] {
+                f.add(
+                    &[
+                        ("interface", name.clone()),
+                        ("verdict", verdict.to_string()),
+                    ],
+                    Value::int(v),
+                );
+            }
+        }
+        vec![f]
     }
 }
 
@@ -359,7 +419,7 @@ pub fn start(
     }
     let ifaces = Arc::new(ifaces);
     if let Some(f) = &fib {
-        watch_links(f.clone(), &ifaces, stop.clone())?;
+        watch_links(f.clone(), ifaces.clone(), stop.clone())?;
     }
     // The host's addresses first: no reply to its own connections is taken
     // once workers run. The rules' keys come from the control plane.
@@ -418,12 +478,25 @@ fn link_seen(t: &xvs_fib::Tables, name: &str, ifindex: u32) -> LinkSeen {
     }
 }
 
-/// Logs when a data interface is removed while xvsd runs (and when one of
-/// the same name appears again). Its sockets and XDP link went with it; the
-/// workers keep serving the other interfaces, so forwarding goes on there.
+/// The MAC the steering program of `iface` should take unicast frames for,
+/// when the kernel's tables say it changed (`ip link set dev X address ...`).
+/// None: nothing to do (AF_PACKET, which reads the kernel's verdict; an
+/// interface without an Ethernet address, or gone; the same MAC).
+fn mac_change(t: &xvs_fib::Tables, iface: &Interface) -> Option<[u8; 6]> {
+    let now = t.link_mac(iface.ifindex())?;
+    let was = iface.steer_mac().ok()??;
+    (now != was && now != [0; 6]).then_some(now)
+}
+
+/// Follows the data interfaces in the kernel's tables: a changed MAC goes to
+/// the steering program (so that frames to the new address are taken, those
+/// to the old one left to the kernel); a removed interface is logged (and
+/// one of the same name that appears again). A removed interface's sockets
+/// and XDP link went with it; the workers keep serving the other interfaces,
+/// so forwarding goes on there.
 fn watch_links(
     fib: Arc<xvs_fib::KernelFib>,
-    ifaces: &[Interface],
+    ifaces: Arc<Vec<Interface>>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let mut seen: Vec<(String, u32, LinkSeen)> = ifaces
@@ -435,13 +508,30 @@ fn watch_links(
         .spawn(move || {
             let mut gen = 0;
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(50));
                 let g = xvs_core::fib::Fib::generation(&*fib);
                 if g == gen {
                     continue;
                 }
                 gen = g;
                 let t = fib.tables();
+                for iface in ifaces.iter() {
+                    let Some(mac) = mac_change(&t, iface) else {
+                        continue;
+                    };
+                    match iface.set_steer_mac(Some(mac)) {
+                        Ok(()) => tracing::info!(
+                            interface = %iface.name(),
+                            mac = %mac.map(|b| format!("{b:02x}")).join(":"),
+                            "MAC address changed: steering frames addressed to the new one"
+                        ),
+                        // Retried at the next turn.
+                        Err(e) => {
+                            gen = 0;
+                            tracing::warn!(interface = %iface.name(), "following a MAC change: {e}")
+                        }
+                    }
+                }
                 for (name, ifindex, was) in &mut seen {
                     let now = link_seen(&t, name, *ifindex);
                     if now == *was {

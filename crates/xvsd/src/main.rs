@@ -223,8 +223,10 @@ fn run() -> Result<()> {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.sync = Some(sync.clone());
         s.sync_cfg = sync_cfg;
+        let sched = cfg.sched.unwrap_or_default();
         let params = xvs_core::sched::SchedParams {
-            table_order: cfg.sched.unwrap_or_default().table_order,
+            table_order: sched.table_order,
+            mh_table_size: sched.mh_table_size,
             ..s.table.sched_params()
         };
         s.table.set_sched_params(params).context("in [sched]")?;
@@ -276,7 +278,9 @@ fn run() -> Result<()> {
         let s = steer.clone();
         let h = health.clone();
         let sy = sync.clone();
+        let counters = dp.steer_counters();
         let extra: Arc<metrics::Extra> = Arc::new(move |out: &mut Vec<_>| {
+            out.extend(counters.families());
             if let Some(h) = &h {
                 h.metrics(out);
             }

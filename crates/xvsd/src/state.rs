@@ -215,6 +215,9 @@ impl State {
                 }
                 self.sync_cfg = c;
             }
+            Op::SetKnob(name, v) => {
+                xvs_ctl::knobs::set(&mut self.knobs, name, *v).map_err(OpError)?
+            }
             Op::AddLaddr(k, a) => {
                 if self.table.get(k).is_none() {
                     return Err(ServiceError::ServiceNotDefined.into());
@@ -675,6 +678,30 @@ mod tests {
         assert_eq!(i, 1);
         assert!(e.0.contains("sync_retries"), "{}", e.0);
         assert_eq!(s.sync_cfg.sync_period, 0, "nothing of the batch applied");
+    }
+
+    /// `--knob` reaches the engine's snapshot, all or nothing.
+    #[test]
+    fn knobs_are_published_all_or_nothing() {
+        let mut s = state();
+        s.apply_batch(&[
+            Op::SetKnob("sloppy_tcp".into(), 1),
+            Op::SetKnob("net.ipv4.vs.drop_packet".into(), 2),
+        ])
+        .unwrap();
+        let k = s.engine.snapshot().knobs;
+        assert!(k.sloppy_tcp);
+        assert_eq!(k.drop_packet, 2);
+        let (i, e) = s
+            .apply_batch(&[
+                Op::SetKnob("sloppy_tcp".into(), 0),
+                Op::SetKnob("drop_packet".into(), -1),
+            ])
+            .unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.0.contains("drop_packet takes 0 to 3"), "{}", e.0);
+        assert_eq!(s.knobs, k, "nothing of the batch applied");
+        assert_eq!(s.engine.snapshot().knobs, k);
     }
 
     #[test]

@@ -58,10 +58,11 @@ impl Default for Knobs {
 /// scheduled afresh (the kernel's `is_new_conn_expected`), for one not
 /// controlled by a template and in TIME_WAIT or CLOSE; with bit 1 also in
 /// FIN_WAIT with no reply seen (the last state DR sees). Any non-zero value
-/// turns it on, as in the kernel; the value is kept as given, for listings.
+/// turns it on, as in the kernel; the value is kept as given, for listings
+/// (an int in the kernel; xvs takes 0..=i32::MAX, `xvs_ctl::knobs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
-pub struct ReuseMode(pub u8);
+pub struct ReuseMode(pub u32);
 
 impl ReuseMode {
     /// 0: a SYN follows the old connection to its dest.

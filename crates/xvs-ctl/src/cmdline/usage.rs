@@ -24,6 +24,8 @@ Usage:\n\
 \x20 {p} -G [virtual-service]\n\
 \x20 {p} --add-mark|--del-mark [-s prefix] [-d prefix] [-p tcp|udp] [--dport port[:port] | -m multiport --dports ports] -j MARK --set-mark mark\n\
 \x20 {p} --list-marks\n\
+\x20 {p} --knob NAME=VALUE ...\n\
+\x20 {p} --sync-knob NAME=VALUE ...\n\
 \x20 {p} -h\n\
 \n\
 Commands:\n\
@@ -48,6 +50,11 @@ Either long or short options are allowed.\n\
 \x20 --add-mark                  add a fwmark rule, iptables mangle form (xvs)\n\
 \x20 --del-mark                  delete a fwmark rule (xvs)\n\
 \x20 --list-marks                list the fwmark rules in order (xvs)\n\
+\x20 --knob NAME=VALUE ...       set DoS and behaviour knobs, the net.ipv4.vs sysctls\n\
+\x20                             drop_entry, drop_packet, secure_tcp, amemthresh,\n\
+\x20                             am_droprate, expire_nodest_conn, conn_reuse_mode,\n\
+\x20                             expire_quiescent_template, sloppy_tcp (xvs)\n\
+\x20 --sync-knob NAME=VALUE ...  set connection-sync knobs, net.ipv4.vs.sync_* (xvs)\n\
 \x20 --help            -h        display this help message\n\
 \n\
 virtual-service:\n\
@@ -71,6 +78,7 @@ Options:\n\
 \x20 --fullnat                           full NAT: source to a local address too (xvs)\n\
 \x20 --laddr        -z local-address     FULLNAT local address, with -P/-Q (xvs)\n\
 \x20 --health                            with -L: the health checks of --keepalived-conf (xvs)\n\
+\x20 --knobs                             with -L: the knobs --knob sets, NAME VALUE (xvs)\n\
 \x20 --tun-type      type                one of ipip|gue|gre,\n\
 \x20                                     the default tunnel type is ipip.\n\
 \x20 --tun-port      port                tunnel destination port\n\

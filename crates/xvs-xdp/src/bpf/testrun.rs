@@ -107,23 +107,89 @@ impl TestObject {
 /// Runs `prog` once on `frame` (BPF_PROG_TEST_RUN) and returns what it
 /// returned. For XDP and tc programs (the frame starts at Ethernet).
 pub fn run_once(prog: &impl AsRawFd, frame: &[u8]) -> Result<u32> {
+    Ok(run_on(prog, frame, RunOn::Loopback, 1)?.retval)
+}
+
+/// Where a one-shot test run's frame arrives. The interface is resolved in
+/// the calling thread's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOn {
+    /// The kernel's default: the namespace's loopback device.
+    Loopback,
+    /// An XDP program, as if received on this interface (queue 0).
+    Xdp(u32),
+    /// A tc or socket-filter program on an skb received on this interface:
+    /// the kernel classifies the frame against the interface's MAC
+    /// (`skb->pkt_type`) as its driver would.
+    Skb(u32),
+}
+
+/// What a test run returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunResult {
+    pub retval: u32,
+    /// Mean time of one run, as the kernel measured it.
+    pub duration_ns: u32,
+}
+
+/// struct __sk_buff as ctx_in, up to `ifindex`: len, pkt_type, mark,
+/// queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto, priority,
+/// ingress_ifindex, ifindex. The kernel takes a shorter context (the rest
+/// zero) and reads only mark, priority, the ifindexes and later fields.
+#[repr(C)]
+#[derive(Default)]
+struct SkbCtx {
+    fields: [u32; 11],
+}
+
+/// Runs `prog` on `frame` `repeat` times (BPF_PROG_TEST_RUN) as received
+/// where `on` says.
+pub fn run_on(prog: &impl AsRawFd, frame: &[u8], on: RunOn, repeat: u32) -> Result<RunResult> {
     if frame.len() < 14 || frame.len() > 65535 {
         return Err(Error::TestRunFrame {
             len: frame.len(),
             max: 65535,
         });
     }
+    let xdp = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex: match on {
+            RunOn::Xdp(i) => i,
+            _ => 0,
+        },
+        ..Default::default()
+    };
+    let mut skb = SkbCtx::default();
+    if let RunOn::Skb(i) = on {
+        skb.fields[10] = i;
+    }
+    let (ctx, ctx_size) = match on {
+        RunOn::Loopback => (0, 0),
+        RunOn::Xdp(_) => (
+            &xdp as *const XdpMd as u64,
+            std::mem::size_of::<XdpMd>() as u32,
+        ),
+        RunOn::Skb(_) => (
+            &skb as *const SkbCtx as u64,
+            std::mem::size_of::<SkbCtx>() as u32,
+        ),
+    };
     let mut a = sys::TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
-        repeat: 1,
+        repeat: repeat.max(1),
+        ctx_size_in: ctx_size,
+        ctx_in: ctx,
         ..Default::default()
     };
-    // SAFETY: `frame` outlives the call and its size is the one given; no
-    // output buffers or context are passed (sizes 0).
+    // SAFETY: `frame`, `xdp` and `skb` outlive the call and their sizes are
+    // the ones given; no output buffers are passed (sizes 0).
     unsafe { sys::prog_test_run(&mut a) }.map_err(|e| os("BPF_PROG_TEST_RUN", e))?;
-    Ok(a.retval)
+    Ok(RunResult {
+        retval: a.retval,
+        duration_ns: a.duration,
+    })
 }
 
 /// Options of a live test run.

@@ -66,13 +66,26 @@ pub fn temp_dir() -> PathBuf {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_in(temp_dir(), &[])
+    }
+
+    /// Starts xvsd with `--config` a file holding `toml`.
+    #[allow(dead_code)] // not every test file has a config
+    pub fn start_with_config(toml: &str) -> Daemon {
         let dir = temp_dir();
+        let cfg = dir.join("xvsd.toml");
+        std::fs::write(&cfg, toml).expect("config file");
+        Daemon::start_in(dir, &["--config", cfg.to_str().expect("utf-8 path")])
+    }
+
+    fn start_in(dir: PathBuf, args: &[&str]) -> Daemon {
         let sock = dir.join("xvsd.sock");
         let log = std::fs::File::create(dir.join("xvsd.log")).expect("log file");
         let child = Command::new(xvsd_bin())
             .arg("--socket")
             .arg(&sock)
             .args(["--conn-max", "4096"])
+            .args(args)
             .env_remove("XVS_SOCKET")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
