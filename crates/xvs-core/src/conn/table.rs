@@ -266,6 +266,30 @@ impl ConnTable {
         xvs_mem::prefetch(&buckets[b2]);
     }
 
+    /// Prefetches the first bucket of the reply-direction key `c` will be
+    /// indexed under (if it has one), so that [`ConnTable::insert`] finds it
+    /// in cache: the request key's buckets were brought in by the lookup
+    /// that missed, the reply key's are cold.
+    #[inline]
+    pub fn prefetch_insert(&self, c: &NewConn) {
+        if !c.flags.contains(EntryFlags::HAS_OUT) {
+            return;
+        }
+        let (daddr, dport) = if c.flags.contains(EntryFlags::FULLNAT) {
+            (self.lip(c.lip), c.lport)
+        } else {
+            (c.caddr, c.cport)
+        };
+        let key = ConnKey {
+            proto: c.proto,
+            saddr: c.daddr,
+            sport: c.dport,
+            daddr,
+            dport,
+        };
+        self.prefetch(self.index.hash(&key));
+    }
+
     /// Finds the live connection one of whose keys is `key`, ignoring connections
     /// whose expiry tick is before `now` (they only wait for the sweep). A
     /// template past its expiry is found while it controls connections: the
@@ -632,6 +656,14 @@ impl ConnTable {
                 .compare_exchange_weak(head, new, Acquire, Relaxed)
                 .is_ok()
             {
+                // The next insert's entry: its first read (this `ctl`, then
+                // `sw`) misses otherwise, a packet from now.
+                if let Some(e) = (next as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.entries.get(i))
+                {
+                    xvs_mem::prefetch(&e.sw);
+                }
                 return Some(idx);
             }
         }

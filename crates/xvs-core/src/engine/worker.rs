@@ -646,6 +646,7 @@ impl Worker {
                 return Verdict::Drop(*reason);
             }
         };
+        self.engine.conns.prefetch_insert(&built.conn);
         if let Err(reason) = self.insert_conn(&sched, built) {
             self.engine.conns.release(sched.picked.control);
             return Verdict::Drop(reason);
