@@ -60,6 +60,40 @@ pub fn sh(ns: &Netns, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Client, director and real-server namespaces (`{prefix}-c`, `-d`, `-r`)
+/// in a line: c0—d0 on 10.77.`net`.0/24 (client .2, director .1) and d1—r0
+/// on 10.77.`net+1`.0/24 (director .1), the client routing the second net via
+/// the director, which forwards. VIPs and real-server addresses are the
+/// caller's.
+pub struct Line {
+    pub c: Netns,
+    pub d: Netns,
+    pub r: Netns,
+}
+
+impl Line {
+    pub fn new(prefix: &str, net: u8) -> Line {
+        let c = Netns::new(&format!("{prefix}-c")).unwrap();
+        let d = Netns::new(&format!("{prefix}-d")).unwrap();
+        let r = Netns::new(&format!("{prefix}-r")).unwrap();
+        xvs_netns::veth("c0", &c, "d0", &d).unwrap();
+        xvs_netns::veth("d1", &d, "r0", &r).unwrap();
+        let n2 = net + 1;
+        sh(
+            &c,
+            &format!("ip addr add 10.77.{net}.2/24 dev c0 && ip route add 10.77.{n2}.0/24 via 10.77.{net}.1"),
+        );
+        sh(
+            &d,
+            &format!(
+                "ip addr add 10.77.{net}.1/24 dev d0 && ip addr add 10.77.{n2}.1/24 dev d1 && \
+                 sysctl -qw net.ipv4.ip_forward=1"
+            ),
+        );
+        Line { c, d, r }
+    }
+}
+
 /// `xvsadm args` against the xvsd at `socket`.
 pub fn xvsadm(socket: &Path, args: &[&str]) -> Output {
     Command::new(crate::bin("xvsadm"))

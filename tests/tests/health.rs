@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs_core::service::{Protocol, ServiceKey};
 use xvs_ctl::{Request, Response};
+use xvs_e2e::traffic::Line;
 use xvs_e2e::{bin, require_root, Daemon};
-use xvs_netns::{test_prefix, veth, Netns};
+use xvs_netns::{test_prefix, Netns};
 
 /// keepalived's detection bound for the test configurations.
 const BOUND: Duration = Duration::from_millis(2000);
@@ -124,22 +125,8 @@ struct Lab {
 impl Lab {
     fn new(tag: &str, conf: &str, metrics: Option<&str>) -> Lab {
         let p = format!("{}-{tag}", test_prefix());
-        let c = Netns::new(&format!("{p}-c")).unwrap();
-        let d = Netns::new(&format!("{p}-d")).unwrap();
-        let r = Netns::new(&format!("{p}-r")).unwrap();
-        veth("c0", &c, "d0", &d).unwrap();
-        veth("d1", &d, "r0", &r).unwrap();
-        sh(
-            &c,
-            "ip addr add 10.77.90.2/24 dev c0 && ip route add 10.77.91.0/24 via 10.77.90.1",
-        );
-        sh(
-            &d,
-            &format!(
-                "ip addr add 10.77.90.1/24 dev d0 && ip addr add {VIP}/32 dev d0 && \
-                 ip addr add 10.77.91.1/24 dev d1 && sysctl -qw net.ipv4.ip_forward=1"
-            ),
-        );
+        let Line { c, d, r } = Line::new(&p, 90);
+        sh(&d, &format!("ip addr add {VIP}/32 dev d0"));
         sh(
             &r,
             "for a in 11 12 13 14; do ip addr add 10.77.91.$a/24 dev r0; done && \

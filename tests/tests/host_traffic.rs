@@ -5,8 +5,9 @@
 
 use std::process::Command;
 use std::time::Duration;
+use xvs_e2e::traffic::Line;
 use xvs_e2e::{bin, require_root, send_stream, stream_sink, Daemon};
-use xvs_netns::{test_prefix, veth, Netns};
+use xvs_netns::{test_prefix, Netns};
 
 fn sh(ns: &Netns, script: &str) {
     let out = ns.sh(script).unwrap();
@@ -45,19 +46,10 @@ fn the_directors_own_connections_are_left_to_the_kernel() {
         return;
     }
     let p = format!("{}-host", test_prefix());
-    let c = Netns::new(&format!("{p}-c")).unwrap();
-    let d = Netns::new(&format!("{p}-d")).unwrap();
-    let r = Netns::new(&format!("{p}-r")).unwrap();
-    veth("c0", &c, "d0", &d).unwrap();
-    veth("d1", &d, "r0", &r).unwrap();
-    sh(
-        &c,
-        "ip addr add 10.77.80.2/24 dev c0 && ip route add 10.77.81.0/24 via 10.77.80.1",
-    );
+    let Line { c, d, r } = Line::new(&p, 80);
     sh(
         &d,
-        "ip addr add 10.77.80.1/24 dev d0 && ip addr add 10.77.81.1/24 dev d1 && \
-         ip addr add 10.77.81.200/32 dev d1 && sysctl -qw net.ipv4.ip_forward=1 && \
+        "ip addr add 10.77.81.200/32 dev d1 && \
          for v in 100 101 102 103; do ip addr add 10.77.80.$v/32 dev d0; done",
     );
     // One real-server host with an address per service; the director is its

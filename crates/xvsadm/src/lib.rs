@@ -317,16 +317,16 @@ fn sync_knobs(socket: &std::path::Path, args: &[String], io: &mut Io) -> i32 {
         let Some((n, v)) = a.split_once('=') else {
             return io.fail(&format!("{me}: --sync-knob: `{a}' is not NAME=VALUE"), 2);
         };
-        let v = match v {
-            "true" | "yes" | "on" => 1,
-            "false" | "no" | "off" => 0,
-            v => match v.parse::<u64>() {
-                Ok(v) => v,
-                Err(_) => return io.fail(&format!("{me}: --sync-knob: bad value `{v}'"), 2),
-            },
+        let Some(v) = knob_value(v).and_then(|v| u64::try_from(v).ok()) else {
+            return io.fail(&format!("{me}: --sync-knob: bad value `{v}'"), 2);
         };
         ops.push(xvs_ctl::Op::SetSyncKnob(n.to_string(), v));
     }
+    send_batch(socket, ops, io)
+}
+
+/// Sends `ops` as one batch (all or nothing) and reports how it went.
+fn send_batch(socket: &std::path::Path, ops: Vec<xvs_ctl::Op>, io: &mut Io) -> i32 {
     let mut c = match connect(socket, io) {
         Ok(c) => c,
         Err(code) => return code,
@@ -375,16 +375,7 @@ fn set_knobs(socket: &std::path::Path, args: &[String], io: &mut Io) -> i32 {
         }
         ops.push(xvs_ctl::Op::SetKnob(n.to_string(), v));
     }
-    let mut c = match connect(socket, io) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match call(&mut c, &Request::Batch(ops), io, EXIT_OP) {
-        Ok(Response::Ok) => 0,
-        Ok(Response::Error(e)) => io.fail(&e.message, EXIT_OP),
-        Ok(r) => unexpected(io, &r, EXIT_OP),
-        Err(code) => code,
-    }
+    send_batch(socket, ops, io)
 }
 
 /// `-L --knobs` (`-n` allowed, it changes nothing): one `NAME VALUE` line
