@@ -164,14 +164,21 @@ fn bench_run_measures_xvs_nat_and_its_ceiling() {
         "{r}"
     );
     for row in rows {
-        for f in ["no_drop_mpps", "cycles_per_packet_at_load"] {
+        // The core's busy time comes from /proc/stat in 10 ms ticks: over
+        // this test's 0.5 s at a low load it can read 0 (it did once); the
+        // threads' own time (schedstat, in ns) cannot.
+        for (f, min) in [
+            ("no_drop_mpps", f64::MIN_POSITIVE),
+            ("cycles_per_packet_at_load", 0.0),
+            ("own_cycles_per_packet_at_load", f64::MIN_POSITIVE),
+        ] {
             let c = &row[f];
             let (m, lo, hi) = (
                 c["median"].as_f64().unwrap(),
                 c["lo"].as_f64().unwrap(),
                 c["hi"].as_f64().unwrap(),
             );
-            assert!(m > 0.0 && lo <= m && m <= hi, "{f} of {}: {c}", key(row));
+            assert!(m >= min && lo <= m && m <= hi, "{f} of {}: {c}", key(row));
         }
         assert!(row["load_mpps"].as_f64().unwrap() > 0.0, "{row}");
     }
