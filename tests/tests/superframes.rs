@@ -24,20 +24,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// One transfer at a time: each keeps both cores busy.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Root is needed for namespaces and XDP. Skipped without it, except under
-/// CI=true, where a missing capability is a failure.
-fn root() -> bool {
-    if xvs_netns::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "super-frame tests need root (namespaces, XDP); CI must run them"
-    );
-    eprintln!("skipped: namespace tests need root");
-    false
-}
-
 fn pattern() -> Vec<u8> {
     // Twice the period plus a chunk, so any offset has a contiguous run.
     (0..2 * PERIOD + 65536)
@@ -296,35 +282,35 @@ fn dr(tag: &str, backend: &str) {
 
 #[test]
 fn nat_generic_xdp_100mb() {
-    if root() {
+    if xvs_netns::require_root() {
         nat("sfng", "xdp-generic", false);
     }
 }
 
 #[test]
 fn dr_generic_xdp_100mb() {
-    if root() {
+    if xvs_netns::require_root() {
         dr("sfdg", "xdp-generic");
     }
 }
 
 #[test]
 fn nat_af_packet_100mb() {
-    if root() {
+    if xvs_netns::require_root() {
         nat("sfna", "af-packet", false);
     }
 }
 
 #[test]
 fn nat_generic_xdp_ipv6_100mb() {
-    if root() {
+    if xvs_netns::require_root() {
         nat("sfn6", "xdp-generic", true);
     }
 }
 
 #[test]
 fn dr_af_packet_100mb() {
-    if root() {
+    if xvs_netns::require_root() {
         dr("sfda", "af-packet");
     }
 }

@@ -50,8 +50,34 @@ pub fn run(args: &[&str]) -> Result<Output> {
 }
 
 /// A prefix unique to this process for test namespaces: `xvst-<pid>`.
+///
+/// The first call also deletes the `xvst-<pid>-*` namespaces of test
+/// processes that no longer exist: one killed (SIGKILL, a machine restart)
+/// never ran its namespaces' `Drop`.
 pub fn test_prefix() -> String {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_orphans);
     format!("xvst-{}", std::process::id())
+}
+
+/// Deletes test namespaces whose process is gone (see [`test_prefix`]).
+fn remove_orphans() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("xvst-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
 }
 
 /// True when running as root (namespace tests need it).
@@ -213,6 +239,30 @@ pub fn veth(a: &str, a_ns: &Netns, b: &str, b_ns: &Netns) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// A namespace of a test process that is gone is deleted; one of a live
+    /// process (this one) is kept.
+    #[test]
+    fn orphaned_test_namespaces_are_removed() {
+        if !require_root() {
+            return;
+        }
+        // No process has this pid (above any pid_max).
+        let dead = Netns::new("xvst-999999999-orphan").unwrap();
+        std::mem::forget(dead);
+        let ours = Netns::new(&format!("{}-kept", test_prefix())).unwrap();
+        remove_orphans();
+        let names = std::fs::read_dir("/run/netns")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        assert!(
+            !names.iter().any(|n| n == "xvst-999999999-orphan"),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n == ours.name()), "{names:?}");
+    }
+
     use super::*;
 
     #[test]
