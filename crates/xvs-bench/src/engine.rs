@@ -180,6 +180,7 @@ fn populate(s: &mut Setup, n: u32) -> Result<f64> {
             }
             i += 1;
         }
+        s.worker.finish_batch();
     }
     let secs = t0.elapsed().as_secs_f64();
     if s.engine.conns.live() != n {
@@ -273,6 +274,7 @@ fn established_share(
                 tx += 1;
             }
         }
+        w.finish_batch();
         sent += BATCH as u64;
         after_batch();
     }
@@ -325,6 +327,7 @@ fn syns(w: &mut Worker, first: u32, n: u32, now: Time) -> Result<f64> {
             }
             i += 1;
         }
+        w.finish_batch();
     }
     Ok(t0.elapsed().as_secs_f64())
 }

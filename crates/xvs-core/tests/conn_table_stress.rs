@@ -10,7 +10,10 @@
 //! Asserted: a connection whose last refresh took effect and whose expiry has
 //! not passed is always found (never lost); every view is of exactly the
 //! connection asked for; no index slot is orphaned, `live` equals the entries
-//! reachable from the index, and no entry is on the free stack twice.
+//! reachable from the index, and no entry is on the free stack twice. Half
+//! of the churned connections are made as a worker's burst makes them (reply
+//! key indexed at the end of the round) and expire at once, so the sweeper
+//! removes many of them before their reply key is indexed.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs_core::addr::Addr;
 use xvs_core::conn::{
-    ConnKey, ConnTable, ConnView, EntryFlags, EntryState, InsertError, NewConn, TcpState,
+    ConnKey, ConnTable, ConnView, EntryFlags, EntryState, InsertError, NewConn, OutDone, TcpState,
     TemplateRef,
 };
 use xvs_core::service::FwdMethod;
@@ -162,6 +165,12 @@ struct Counts {
     lookups: u64,
     table_full: u64,
     index_full: u64,
+    /// Churned conns made with their reply key deferred to the end of the
+    /// round, as a worker's burst does: completed, and removed by the sweep
+    /// (or found without room) before their completion.
+    deferred: u64,
+    deferred_gone: u64,
+    deferred_index_full: u64,
 }
 
 impl Counts {
@@ -221,7 +230,31 @@ fn sweeper_racing_refreshes_loses_nothing() {
                 // successful refresh (or insert) set; None while not in the table.
                 let mut kept: Vec<(u32, Option<Tick>)> = vec![(0, None); KEPT as usize];
                 let mut churn_i = KEPT;
+                let mut pending = Vec::with_capacity(CHURN as usize);
                 while !stop.load(Relaxed) {
+                    // Short-lived connections keep the sweeper and the free stack busy.
+                    for _ in 0..CHURN {
+                        let now = clock.load(SeqCst);
+                        churn_i = if churn_i >= 60_000 { KEPT } else { churn_i + 1 };
+                        // Every other one the way a burst makes them, and
+                        // already expired: the sweeper races their completion
+                        // (after the kept conns' round below).
+                        let deferred = churn_i.is_multiple_of(2);
+                        let exp = now.wrapping_add(if deferred { u32::MAX } else { 1 });
+                        let c = conn(w, churn_i, 0, exp);
+                        let made = if deferred {
+                            t.insert_deferred(&c).map(|p| pending.push(p))
+                        } else {
+                            t.insert(&c).map(|_| ())
+                        };
+                        match made {
+                            Ok(()) => n.churned += 1,
+                            Err(e) => n.failed(e),
+                        }
+                        if let Some((v, _)) = t.lookup(&in_key(&c), now) {
+                            assert_is(&v, &c);
+                        }
+                    }
                     for i in 0..KEPT {
                         let now = clock.load(SeqCst);
                         let (inc, exp) = kept[i as usize];
@@ -263,17 +296,14 @@ fn sweeper_racing_refreshes_loses_nothing() {
                             }
                         };
                     }
-                    // Short-lived connections keep the sweeper and the free stack busy.
-                    for _ in 0..CHURN {
-                        let now = clock.load(SeqCst);
-                        churn_i = if churn_i >= 60_000 { KEPT } else { churn_i + 1 };
-                        let c = conn(w, churn_i, 0, now.wrapping_add(1));
-                        match t.insert(&c) {
-                            Ok(_) => n.churned += 1,
-                            Err(e) => n.failed(e),
-                        }
-                        if let Some((v, _)) = t.lookup(&in_key(&c), now) {
-                            assert_is(&v, &c);
+                    // The end of the "burst": the sweeper may have removed
+                    // some of them meanwhile (they expire after one tick).
+                    for p in pending.drain(..) {
+                        n.deferred += 1;
+                        match t.complete_out(p) {
+                            OutDone::Indexed => {}
+                            OutDone::Gone => n.deferred_gone += 1,
+                            OutDone::IndexFull(_) => n.deferred_index_full += 1,
                         }
                     }
                     pause.point();
@@ -317,6 +347,9 @@ fn sweeper_racing_refreshes_loses_nothing() {
         total.lookups += n.lookups;
         total.table_full += n.table_full;
         total.index_full += n.index_full;
+        total.deferred += n.deferred;
+        total.deferred_gone += n.deferred_gone;
+        total.deferred_index_full += n.deferred_index_full;
     }
     let census = t
         .check_invariants()
@@ -329,4 +362,8 @@ fn sweeper_racing_refreshes_loses_nothing() {
     );
     assert!(checks >= 3);
     assert!(total.refreshed > 10_000 && total.expired > 0 && swept.load(Relaxed) > 10_000);
+    assert!(
+        total.deferred > 1_000 && total.deferred_gone > 0,
+        "the sweeper never raced a pending reply key"
+    );
 }

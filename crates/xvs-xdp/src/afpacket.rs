@@ -359,6 +359,7 @@ impl PacketWorker {
                     slot += 1;
                 }
             }
+            h.finish();
         }
         self.transmit();
         total
@@ -403,6 +404,7 @@ impl PacketWorker {
         let skip = if tag.is_some() { 4 } else { 0 };
         for k in 0..plan.segments() {
             if slot == self.slots {
+                h.finish();
                 self.transmit();
                 slot = 0;
             }

@@ -384,6 +384,7 @@ impl XdpWorker {
                 let (head, len) = (frame.head(), frame.len());
                 self.dispose(disp, base, head, len, false);
             }
+            h.finish();
             self.ports[p].sock.rx.release(n);
         }
         self.stats.rx += total as u64;

@@ -169,4 +169,8 @@ pub trait BatchHandler {
     /// `i` is its index in the burst shown to [`BatchHandler::prepare`], or
     /// `None` for a frame that was not in it (a super-frame's segment).
     fn handle(&mut self, port: PortId, i: Option<usize>, frame: &mut Frame) -> Disposition;
+    /// Called before any frame handled since the last call is sent: the
+    /// handler finishes what it deferred (the engine indexes its new
+    /// connections' reply keys here, so no reply can come first).
+    fn finish(&mut self) {}
 }

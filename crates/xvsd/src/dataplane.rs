@@ -690,6 +690,11 @@ impl BatchHandler for Burst<'_> {
             Verdict::Pass | Verdict::Drop(_) => Disposition::Drop,
         }
     }
+
+    #[inline]
+    fn finish(&mut self) {
+        self.ew.finish_batch();
+    }
 }
 
 /// The ceiling's engine: MACs swapped, out of the next interface.

@@ -37,6 +37,11 @@ impl EntryFlags {
     /// The template expired while it controlled connections and was re-armed:
     /// its timeout is 60 s from then on (`ip_vs_conn_expire`).
     pub const REARMED: EntryFlags = EntryFlags(0x40);
+    /// Published before its reply key is indexed
+    /// ([`ConnTable::insert_deferred`](super::ConnTable::insert_deferred)):
+    /// until [`ConnTable::complete_out`](super::ConnTable::complete_out)
+    /// clears it, the inserter owns the reply key and shares the free.
+    pub const OUT_PENDING: EntryFlags = EntryFlags(0x80);
 
     /// Whether every flag of `f` is set.
     #[inline]

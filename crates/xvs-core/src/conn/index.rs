@@ -206,7 +206,17 @@ impl Index {
         idx: u32,
         resident_key: impl Fn(u64) -> Option<ConnKey>,
     ) -> bool {
-        let h = self.hash(key);
+        self.insert_hashed(self.hash(key), dir, idx, resident_key)
+    }
+
+    /// [`Index::insert`] of a key whose hash is `h`.
+    pub(super) fn insert_hashed(
+        &self,
+        h: u64,
+        dir: KeyDir,
+        idx: u32,
+        resident_key: impl Fn(u64) -> Option<ConnKey>,
+    ) -> bool {
         let (b1, b2) = self.buckets_of(h);
         let val = Self::slot_value(h, dir, idx);
         // First bucket first: lookups read it first, and most find the key there.
@@ -277,7 +287,11 @@ impl Index {
     /// displacement can leave two for an instant). Acquire: having read a
     /// displacer's swap in the first bucket, it sees the copy in the second.
     pub(super) fn remove(&self, key: &ConnKey, dir: KeyDir, idx: u32) {
-        let h = self.hash(key);
+        self.remove_hashed(self.hash(key), dir, idx)
+    }
+
+    /// [`Index::remove`] of a key whose hash is `h`.
+    pub(super) fn remove_hashed(&self, h: u64, dir: KeyDir, idx: u32) {
         let (b1, b2) = self.buckets_of(h);
         let val = Self::slot_value(h, dir, idx);
         for b in [b1, b2] {

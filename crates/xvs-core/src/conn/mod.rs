@@ -12,4 +12,4 @@ pub use state::{
     tcp_transition, Direction, TcpEvent, TcpState, Timeouts, MAX_TIMEOUT, TCP_ACK, TCP_FIN,
     TCP_RST, TCP_STATE_COUNT, TCP_SYN,
 };
-pub use table::{Census, ConnTable, InsertError, MAX_LIPS};
+pub use table::{Census, ConnTable, InsertError, OutDone, PendingOut, MAX_LIPS};

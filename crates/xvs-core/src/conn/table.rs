@@ -45,6 +45,17 @@
 //! index room takes its slots back and returns the entry to the free stack
 //! alone, exactly once.
 //!
+//! **Deferred reply key.** A worker may publish a new NAT connection with its
+//! client key only ([`ConnTable::insert_deferred`], flag `OUT_PENDING`) and
+//! index the reply key at the end of its burst ([`ConnTable::complete_out`]),
+//! before the burst's frames are sent, so no reply can miss it. The inserter
+//! owns the reply key until it clears the flag with a CAS of `sw`. A removal
+//! that kills an entry still pending removes only the client key; the
+//! completion then finds the generation changed and removes the reply key
+//! itself. Each of the two then adds one to the entry's `ctl` word (0 for a
+//! connection) and the second pushes the entry on the free stack, so the
+//! entry's next life starts only after both are done with its slots.
+//!
 //! **Removal** kills the generation (CAS), then removes the entry's slots, then
 //! pushes the entry on the free stack (a Treiber stack with an ABA tag in the
 //! head word; the link lives in the dead entry's `ctl` word). Only the thread
@@ -107,6 +118,37 @@ pub enum InsertError {
     Full,
     /// Both candidate index buckets of a key are full (practically never at 80 % load).
     IndexFull,
+}
+
+/// A connection whose reply key [`ConnTable::insert_deferred`] left to
+/// [`ConnTable::complete_out`]: its entry, generation and the reply key's hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingOut {
+    idx: u32,
+    gen: u32,
+    hash: u64,
+}
+
+impl PendingOut {
+    /// The connection's entry index.
+    #[inline]
+    pub fn idx(&self) -> u32 {
+        self.idx
+    }
+}
+
+/// What [`ConnTable::complete_out`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum OutDone {
+    /// The reply key is indexed: the connection is complete.
+    Indexed,
+    /// The connection was removed meanwhile (its remover did the accounting).
+    Gone,
+    /// No index room for the reply key: the connection, whose word was this,
+    /// is removed; the caller undoes its accounting as after
+    /// [`ConnTable::remove`].
+    IndexFull(Sw),
 }
 
 /// The connection table. See the module documentation for the design.
@@ -691,6 +733,82 @@ impl ConnTable {
 
     /// Creates a connection and indexes its keys. Returns its entry index.
     pub fn insert(&self, c: &NewConn) -> Result<u32, InsertError> {
+        let idx = self.write_entry(c)?;
+        let e = &self.entries[idx as usize];
+        if c.flags.contains(EntryFlags::HAS_OUT) {
+            let out_key = self.out_key_of(e, c.flags);
+            if !self.index_insert(&out_key, KeyDir::Out, idx) {
+                self.index.remove(&self.in_key_of(e), KeyDir::In, idx);
+                self.push_free(idx);
+                return Err(InsertError::IndexFull);
+            }
+        }
+        Ok(self.publish(idx, c, c.flags).0)
+    }
+
+    /// Creates a connection with a reply key ([`EntryFlags::HAS_OUT`]) and
+    /// indexes its client key only; [`ConnTable::complete_out`] indexes the
+    /// reply key later. Meant for a burst: the reply key's bucket, prefetched
+    /// here, is in cache by the time the burst's inserts are completed, and
+    /// no reply can come before the burst's frames are sent. Until then the
+    /// entry carries [`EntryFlags::OUT_PENDING`], and a removal meanwhile
+    /// leaves the reply key and the entry's free to the completion (whichever
+    /// of the two finishes last frees it).
+    pub fn insert_deferred(&self, c: &NewConn) -> Result<PendingOut, InsertError> {
+        debug_assert!(c.flags.contains(EntryFlags::HAS_OUT) && !c.flags.is_template());
+        let idx = self.write_entry(c)?;
+        let e = &self.entries[idx as usize];
+        let hash = self.index.hash(&self.out_key_of(e, c.flags));
+        self.prefetch(hash);
+        let (idx, gen) = self.publish(idx, c, c.flags | EntryFlags::OUT_PENDING);
+        Ok(PendingOut { idx, gen, hash })
+    }
+
+    /// Indexes the reply key of a connection [`ConnTable::insert_deferred`]
+    /// made, and clears its [`EntryFlags::OUT_PENDING`].
+    pub fn complete_out(&self, p: PendingOut) -> OutDone {
+        let e = &self.entries[p.idx as usize];
+        let indexed = self
+            .index
+            .insert_hashed(p.hash, KeyDir::Out, p.idx, |v| self.resident_key(v));
+        let mut cur = Sw::from_bits(e.sw.load(Acquire));
+        loop {
+            if cur.gen() != p.gen {
+                // Removed meanwhile: its remover left the reply key to us.
+                if indexed {
+                    self.index.remove_hashed(p.hash, KeyDir::Out, p.idx);
+                }
+                self.free_shared(e, p.idx);
+                return OutDone::Gone;
+            }
+            let new = if indexed {
+                cur.with_flags(cur.flags().with(EntryFlags::OUT_PENDING, false))
+            } else {
+                cur.killed()
+            };
+            match e
+                .sw
+                .compare_exchange_weak(cur.bits(), new.bits(), AcqRel, Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => cur = Sw::from_bits(now),
+            }
+        }
+        if indexed {
+            return OutDone::Indexed;
+        }
+        // No room for the reply key: the connection is taken back, by us alone
+        // (the kill above won, so no remover shares it).
+        self.index.remove(&self.in_key_of(e), KeyDir::In, p.idx);
+        self.live.fetch_sub(1, Relaxed);
+        self.push_free(p.idx);
+        OutDone::IndexFull(cur)
+    }
+
+    /// Takes an entry and writes `c`'s fields into it, and indexes its client
+    /// key, all while it is dead: nobody else touches it until
+    /// [`ConnTable::publish`].
+    fn write_entry(&self, c: &NewConn) -> Result<u32, InsertError> {
         debug_assert_eq!(
             matches!(c.state, EntryState::Template { .. }),
             c.flags.is_template()
@@ -700,7 +818,6 @@ impl ConnTable {
         // Dead since its removal (which happens-before our pop) or never used.
         let dead = Sw::from_bits(e.sw.load(Relaxed));
         debug_assert!(!dead.is_live());
-        let gen = gen_next(dead.gen());
         // Seqlock writer: a reader still on the old generation that sees any
         // store below also sees the entry dead.
         fence(Release);
@@ -723,33 +840,42 @@ impl ConnTable {
         );
         e.dest_id.store(c.dest_id, Relaxed);
         e.control.store(c.control.bits(), Relaxed);
+        // Templates: the count of controlled conns; conns: 0, the token of a
+        // shared free (`free_shared`).
         let ctl = if c.flags.is_template() {
-            ctl_open(gen)
+            ctl_open(gen_next(dead.gen()))
         } else {
             0
         };
         e.ctl.store(ctl, Relaxed);
         e.timeout.store(c.timeout, Relaxed);
-
-        // Indexed while still dead: nobody else touches it until it is published.
-        let in_key = self.in_key_of(e);
-        if !self.index_insert(&in_key, KeyDir::In, idx) {
+        if !self.index_insert(&self.in_key_of(e), KeyDir::In, idx) {
             self.push_free(idx);
             return Err(InsertError::IndexFull);
         }
-        if c.flags.contains(EntryFlags::HAS_OUT) {
-            let out_key = self.out_key_of(e, c.flags);
-            if !self.index_insert(&out_key, KeyDir::Out, idx) {
-                self.index.remove(&in_key, KeyDir::In, idx);
-                self.push_free(idx);
-                return Err(InsertError::IndexFull);
-            }
-        }
+        Ok(idx)
+    }
+
+    /// Makes entry `idx`, written and indexed, live with flags `fl`. Returns
+    /// it and its generation.
+    fn publish(&self, idx: u32, c: &NewConn, fl: EntryFlags) -> (u32, u32) {
+        let e = &self.entries[idx as usize];
+        let gen = gen_next(Sw::from_bits(e.sw.load(Relaxed)).gen());
         // Counted before it can be removed, so `live` never drops below zero.
         self.live.fetch_add(1, Relaxed);
-        let sw = Sw::new(gen, c.state, c.in_pkts, c.flags, c.expires);
+        let sw = Sw::new(gen, c.state, c.in_pkts, fl, c.expires);
         e.sw.store(sw.bits(), Release);
-        Ok(idx)
+        (idx, gen)
+    }
+
+    /// The free of an entry removed while its reply key was pending: its
+    /// remover and the completion each finish their part, then the second
+    /// of them pushes it (AcqRel: the pusher sees the other's index writes
+    /// done, so the entry's next life cannot lose a slot to them).
+    fn free_shared(&self, e: &Entry, idx: u32) {
+        if e.ctl.fetch_add(1, AcqRel) == 1 {
+            self.push_free(idx);
+        }
     }
 
     /// Indexes entry `idx` under `key` (displacing a resident if need be).
@@ -792,11 +918,17 @@ impl ConnTable {
         }
         let k = self.in_key_of(e);
         self.index.remove(&k, KeyDir::In, idx);
+        self.live.fetch_sub(1, Relaxed);
+        if fl.contains(EntryFlags::OUT_PENDING) {
+            // The reply key is its inserter's (`complete_out`), and so is
+            // half of the free.
+            self.free_shared(e, idx);
+            return Some(expected);
+        }
         if fl.contains(EntryFlags::HAS_OUT) {
             let k = self.out_key_of(e, fl);
             self.index.remove(&k, KeyDir::Out, idx);
         }
-        self.live.fetch_sub(1, Relaxed);
         self.push_free(idx);
         Some(expected)
     }
@@ -1095,6 +1227,68 @@ mod tests {
     }
 
     /// `assure` marks a held template ASSURED once, keeping its expiry.
+    #[test]
+    fn deferred_reply_key_is_indexed_on_completion() {
+        let t = ConnTable::new(16, [1, 2, 3, 4]);
+        let c = conn(1000, EntryFlags::HAS_OUT);
+        let p = t.insert_deferred(&c).unwrap();
+        let (v, _) = t
+            .lookup(&in_key(&c), 0)
+            .expect("published with its client key");
+        assert!(v.flags().contains(EntryFlags::OUT_PENDING));
+        assert!(t.lookup(&out_key(&c), 0).is_none());
+        // A table with a pending reply key is not in its resting state.
+        assert!(t.check_invariants().is_err());
+        assert_eq!(t.complete_out(p), OutDone::Indexed);
+        let (r, dir) = t.lookup(&out_key(&c), 0).expect("reply key");
+        assert_eq!((r.idx, dir), (v.idx, KeyDir::Out));
+        assert!(!r.flags().contains(EntryFlags::OUT_PENDING));
+        assert_eq!(t.check_invariants().unwrap().live, 1);
+        // A view taken while pending is stale now: its changes fail.
+        assert!(!t.cas_state(v.idx, v.sw, EST, v.flags()));
+        assert!(t.remove(r.idx, r.sw).is_some());
+        assert_eq!(t.check_invariants().unwrap().live, 0);
+    }
+
+    #[test]
+    fn removal_while_pending_leaves_the_free_to_the_last() {
+        let t = ConnTable::new(1, [1, 2, 3, 4]);
+        let c = conn(1000, EntryFlags::HAS_OUT);
+        let p = t.insert_deferred(&c).unwrap();
+        let (v, _) = t.lookup(&in_key(&c), 0).unwrap();
+        assert!(t.remove(v.idx, v.sw).is_some());
+        assert!(t.lookup(&in_key(&c), 0).is_none());
+        // The one entry is not free yet: the completion still holds it.
+        assert_eq!(
+            t.insert(&conn(1001, EntryFlags::NONE)),
+            Err(InsertError::Full)
+        );
+        assert_eq!(t.complete_out(p), OutDone::Gone);
+        assert!(t.lookup(&out_key(&c), 0).is_none());
+        assert_eq!(t.check_invariants().unwrap().free, 1);
+        t.insert(&c).unwrap();
+        assert!(t.lookup(&out_key(&c), 0).is_some());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn completion_without_index_room_takes_the_conn_back() {
+        // One bucket of 8 slots: 7 one-key conns and the new client key fill it.
+        let t = ConnTable::with_buckets(16, 1, [1, 2, 3, 4]);
+        for p in 0..7 {
+            t.insert(&conn(2000 + p, EntryFlags::NONE)).unwrap();
+        }
+        let c = conn(1000, EntryFlags::HAS_OUT);
+        let p = t.insert_deferred(&c).unwrap();
+        match t.complete_out(p) {
+            OutDone::IndexFull(sw) => assert_eq!(sw.flags(), c.flags | EntryFlags::OUT_PENDING),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.lookup(&in_key(&c), 0).is_none());
+        let census = t.check_invariants().unwrap();
+        assert_eq!((census.live, census.free), (7, 1));
+    }
+
     #[test]
     fn assure_sets_the_template_state() {
         let t = ConnTable::new(4, [1, 2, 3, 4]);

@@ -96,6 +96,9 @@ impl ConnTable {
                 continue;
             }
             live += 1;
+            if sw.flags().contains(EntryFlags::OUT_PENDING) {
+                return Err(format!("live entry {idx}'s reply key was never completed"));
+            }
             let r = TemplateRef::from_bits(e.control.load(Relaxed));
             if let Some(t) = r.idx() {
                 let tsw = self.entries.get(t as usize).map(sw_of);

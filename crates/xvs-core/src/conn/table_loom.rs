@@ -422,3 +422,82 @@ fn hold_vs_template_sweep() {
         check(&t);
     });
 }
+
+fn out_key(c: &NewConn) -> ConnKey {
+    ConnKey {
+        proto: c.proto,
+        saddr: c.daddr,
+        sport: c.dport,
+        daddr: c.caddr,
+        dport: c.cport,
+    }
+}
+
+/// A connection published before its reply key (`insert_deferred`, then
+/// `complete_out` at the end of the burst) racing a sweep that removes
+/// whatever it finds: whoever finishes last frees the entry, once; no slot
+/// is left behind; and a connection that survives has both keys.
+#[test]
+fn deferred_out_vs_sweep() {
+    model(|| {
+        let t = Arc::new(ConnTable::new(1, SEED));
+        let c = conn(1000, EntryFlags::HAS_OUT);
+        let w = spawn(&t, move |t| {
+            let p = t.insert_deferred(&c).unwrap();
+            t.complete_out(p)
+        });
+        let s = spawn(&t, |t| {
+            let mut removed = false;
+            t.scan(0, 10, |v, _| {
+                removed |= t.remove(v.idx, v.sw).is_some();
+            });
+            removed
+        });
+        let removed = s.join().unwrap();
+        let done = w.join().unwrap();
+        match done {
+            OutDone::Indexed => {
+                assert!(!removed || t.lookup(&in_key(&c), 0).is_none());
+                if !removed {
+                    let (v, _) = t.lookup(&out_key(&c), 0).expect("reply key indexed");
+                    assert!(!v.flags().contains(EntryFlags::OUT_PENDING));
+                }
+            }
+            OutDone::Gone => assert!(removed),
+            OutDone::IndexFull(_) => panic!("room was there"),
+        }
+        check(&t);
+        // The entry is free (or live) exactly once: it can be had again.
+        if removed {
+            t.insert(&c).unwrap();
+            check(&t);
+        }
+    });
+}
+
+/// The entry of a connection removed while its reply key is pending is not
+/// reused before the completion is done with its slots: a worker that
+/// removes it and inserts the same connection again (same key, and with one
+/// entry the same index, so the same slot values) keeps both of its keys.
+#[test]
+fn deferred_out_vs_remove_and_reuse() {
+    model(|| {
+        let t = Arc::new(ConnTable::new(1, SEED));
+        let c = conn(1000, EntryFlags::HAS_OUT);
+        let p = t.insert_deferred(&c).unwrap();
+        let w = spawn(&t, move |t| t.complete_out(p));
+        let r = spawn(&t, move |t| {
+            let (v, _) = t.lookup(&in_key(&c), 0).expect("published");
+            t.remove(v.idx, v.sw)?;
+            t.insert(&c).ok()
+        });
+        let done = w.join().unwrap();
+        let again = r.join().unwrap();
+        assert!(!matches!(done, OutDone::IndexFull(_)), "{done:?}");
+        if again.is_some() {
+            assert!(t.lookup(&in_key(&c), 0).is_some());
+            assert!(t.lookup(&out_key(&c), 0).is_some());
+        }
+        check(&t);
+    });
+}

@@ -13,7 +13,8 @@ use super::Engine;
 use crate::addr::Addr;
 use crate::conn::{tcp_transition, Direction, TCP_RST, TCP_SYN};
 use crate::conn::{
-    ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, TcpState, TemplateRef,
+    ConnKey, ConnView, EntryFlags, EntryState, KeyDir, NewConn, OutDone, PendingOut, TcpState,
+    TemplateRef,
 };
 use crate::fib::{Fib, NextHop, Resolve};
 use crate::frame::{Frame, PortId};
@@ -157,6 +158,15 @@ struct Prepared {
     hash: u64,
 }
 
+/// A new connection of the batch whose reply key waits for
+/// [`Worker::finish_batch`], with what undoing it needs.
+#[derive(Clone, Copy, Default)]
+struct Pending {
+    out: PendingOut,
+    dest_id: u32,
+    control: TemplateRef,
+}
+
 /// What [`Worker::schedule`] chose for a new connection.
 struct Scheduled {
     svc_id: u32,
@@ -242,6 +252,11 @@ pub struct Worker {
     nh: NhCache,
     batch: Box<[Prepared]>,
     batch_len: usize,
+    /// Between [`Worker::prepare`] and [`Worker::finish_batch`]: new NAT
+    /// connections' reply keys are indexed at the end of the batch.
+    defer_out: bool,
+    pending: Box<[Pending]>,
+    pending_len: usize,
     fib_gen: u64,
     icmp_tokens: u32,
     icmp_refill_tick: Tick,
@@ -256,6 +271,15 @@ pub struct Worker {
 
 /// Generated ICMP messages a worker may send per second (burst and refill).
 const ICMP_BURST: u32 = 100;
+
+impl Drop for Worker {
+    /// A worker dropped inside a batch (a caller that never finished it)
+    /// still indexes its connections' reply keys: the table must not keep
+    /// entries that nobody completes.
+    fn drop(&mut self) {
+        self.complete_pending();
+    }
+}
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -299,6 +323,9 @@ impl Worker {
             ]
             .into_boxed_slice(),
             batch_len: 0,
+            defer_out: false,
+            pending: vec![Pending::default(); MAX_BATCH].into_boxed_slice(),
+            pending_len: 0,
             fib_gen: 0,
             icmp_tokens: ICMP_BURST,
             icmp_refill_tick: 0,
@@ -378,6 +405,9 @@ impl Worker {
     /// loads of the whole batch overlap instead of stalling one frame at a time.
     /// Then call [`Worker::process_prepared`] for frame `i` of the batch.
     pub fn prepare<'a>(&mut self, frames: impl IntoIterator<Item = &'a [u8]>) {
+        // A caller that skipped finish_batch: the last batch is completed now.
+        self.finish_batch();
+        self.defer_out = true;
         let conns = &self.engine.conns;
         let mut n = 0;
         for (slot, data) in self.batch.iter_mut().zip(frames) {
@@ -398,6 +428,31 @@ impl Worker {
                 conns.prefetch_entry(p.hash);
             }
         }
+    }
+
+    /// Ends a batch begun by [`Worker::prepare`]: indexes the reply keys of
+    /// the connections it made (their buckets were prefetched when they were
+    /// made, so these inserts find them in cache). Call it before the batch's
+    /// frames are sent, so that no reply can come before its key.
+    pub fn finish_batch(&mut self) {
+        self.complete_pending();
+        self.defer_out = false;
+    }
+
+    /// Indexes the pending reply keys. One that finds no index room takes its
+    /// connection back (counted as `conn_table_full`; the first packet went).
+    fn complete_pending(&mut self) {
+        for k in 0..self.pending_len {
+            let p = self.pending[k];
+            if let OutDone::IndexFull(sw) = self.engine.conns.complete_out(p.out) {
+                if let Some(d) = self.snap.dest(p.dest_id) {
+                    d.unbind_conn(false, sw.flags().is_active());
+                }
+                self.engine.release_control(p.control, self.tick);
+                self.stats.count_drop(DropReason::ConnTableFull);
+            }
+        }
+        self.pending_len = 0;
     }
 
     /// Processes frame `i` of the batch given to [`Worker::prepare`] (the same
@@ -646,7 +701,9 @@ impl Worker {
                 return Verdict::Drop(*reason);
             }
         };
-        self.engine.conns.prefetch_insert(&built.conn);
+        if !self.defer_out {
+            self.engine.conns.prefetch_insert(&built.conn);
+        }
         if let Err(reason) = self.insert_conn(&sched, built) {
             self.engine.conns.release(sched.picked.control);
             return Verdict::Drop(reason);
@@ -793,10 +850,36 @@ impl Worker {
     /// never entered, as the kernel does not hash it.
     #[inline(always)]
     fn insert_conn(&mut self, sched: &Scheduled, b: &Built) -> Result<(), DropReason> {
+        let control = sched.picked.control;
+        let idx = if sched.one_packet {
+            None
+        } else if self.defer_out && b.conn.flags.contains(EntryFlags::HAS_OUT) {
+            if self.pending_len == self.pending.len() {
+                self.complete_pending();
+            }
+            let out = self
+                .engine
+                .conns
+                .insert_deferred(&b.conn)
+                .map_err(|_| DropReason::ConnTableFull)?;
+            self.pending[self.pending_len] = Pending {
+                out,
+                dest_id: b.conn.dest_id,
+                control,
+            };
+            self.pending_len += 1;
+            Some(out.idx())
+        } else {
+            let idx = self
+                .engine
+                .conns
+                .insert(&b.conn)
+                .map_err(|_| DropReason::ConnTableFull)?;
+            Some(idx)
+        };
         let conns = &self.engine.conns;
         let dest = &sched.picked.dest;
-        let control = sched.picked.control;
-        if sched.one_packet {
+        let Some(idx) = idx else {
             // The bind may set OVERLOAD (the upper threshold), and the unbind
             // (ip_vs_unbind_dest) may leave it.
             dest.bind_conn(false);
@@ -806,10 +889,7 @@ impl Worker {
             }
             conns.release(control);
             return Ok(());
-        }
-        let idx = conns
-            .insert(&b.conn)
-            .map_err(|_| DropReason::ConnTableFull)?;
+        };
         dest.bind_conn(false);
         if b.conn.flags.is_active() {
             dest.conn_activated();

@@ -285,6 +285,45 @@ impl Lab {
         (v, f.data().to_vec())
     }
 
+    /// Sends frames through the worker as one burst (prepare, each frame,
+    /// then `between`, then finish_batch, as the data path does); returns
+    /// the verdicts and the frames as they would be transmitted.
+    pub fn send_batch_with(
+        &mut self,
+        frames: &[Vec<u8>],
+        rx_port: u16,
+        between: impl FnOnce(&mut Lab),
+    ) -> Vec<(Verdict, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; HEADROOM + 2048];
+                b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+                b
+            })
+            .collect();
+        self.worker.begin_batch(self.now);
+        self.worker.prepare(
+            bufs.iter()
+                .zip(frames)
+                .map(|(b, f)| &b[HEADROOM..HEADROOM + f.len()]),
+        );
+        let mut out = Vec::new();
+        for (i, (b, f)) in bufs.iter_mut().zip(frames).enumerate() {
+            let mut fr = Frame::new(b, HEADROOM, f.len());
+            let v = self.worker.process_prepared(i, &mut fr, rx_port);
+            out.push((v, fr.data().to_vec()));
+        }
+        between(self);
+        self.worker.finish_batch();
+        out
+    }
+
+    /// [`Lab::send_batch_with`] with nothing between the frames and the end.
+    pub fn send_batch(&mut self, frames: &[Vec<u8>], rx_port: u16) -> Vec<(Verdict, Vec<u8>)> {
+        self.send_batch_with(frames, rx_port, |_| {})
+    }
+
     pub fn advance(&mut self, secs: u64) {
         self.now = self.now.add_secs(secs);
     }

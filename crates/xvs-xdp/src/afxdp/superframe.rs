@@ -193,6 +193,8 @@ impl XdpWorker {
     /// Cuts the super-frame in `scratch[..len]` (of port `p`) as `plan` says,
     /// each segment into a fresh chunk, through the handler and out.
     fn send_segments<H: BatchHandler>(&mut self, h: &mut H, p: usize, len: usize, plan: &Plan) {
+        // Segments may be sent before the burst ends (have_free, push_tx).
+        h.finish();
         if !self.have_free(plan.segments()) {
             self.stats.superframe_no_buffers += 1;
             return;
@@ -227,6 +229,7 @@ impl XdpWorker {
 
     /// The frame in `scratch[..len]` as it is, in a fresh chunk.
     fn send_whole<H: BatchHandler>(&mut self, h: &mut H, p: usize, len: usize) {
+        h.finish();
         if !self.have_free(1) {
             self.stats.superframe_no_buffers += 1;
             return;
