@@ -186,7 +186,7 @@ fn syn_spec(t: &Topo, first_flow: u64) -> GenSpec {
 /// Expected seconds of one step (a director start, both measurements, the
 /// settling and the drain), for the run's progress estimate.
 pub fn step_secs(secs: f64) -> f64 {
-    1.0 + 2.0 * secs + settle(secs) + 1.0
+    1.0 + 1.5 + 2.0 * secs + settle(secs) + 1.0
 }
 
 /// One round of `sys`: without the flood, then during it. `next_flow` is
@@ -206,6 +206,7 @@ fn round(
     let _d = systems::start(t, sys, XVS_CONN_MAX)
         .with_context(|| format!("setting up {}", sys.label()))?;
     let to = SocketAddr::new(VIP.parse().expect("literal"), FLOOD_PORT);
+    probe::warm_up(&t.gen, to);
     let without = probe::conn_rate(&t.gen, to, conn_threads, secs);
 
     let before = read_table(t, sys)

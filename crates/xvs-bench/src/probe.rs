@@ -49,6 +49,17 @@ pub struct ConnRate {
     pub p99_us: f64,
 }
 
+/// Warms a freshly started director up before its connection rate is
+/// measured: 4 clients for 1.5 s, not counted. A director that has just
+/// started may lose the first packets to a server whose MAC it has not
+/// learnt yet (xvs resolves a neighbour on its first packet and drops that
+/// packet; the kernel queues it while it resolves), and TCP resends a lost
+/// SYN only after a second: unwarmed, a 5-s window would count that second
+/// against the director instead of its steady rate.
+pub fn warm_up(ns: &Netns, to: SocketAddr) {
+    let _ = conn_rate(ns, to, 4, 1.5);
+}
+
 /// New TCP connections per second from `ns` to `to`: `threads` clients each
 /// connecting, sending a request, reading the answer, closing, for `secs`.
 pub fn conn_rate(ns: &Netns, to: SocketAddr, threads: usize, secs: f64) -> ConnRate {

@@ -241,7 +241,7 @@ pub fn run(a: Args) -> Result<()> {
         weights: [
             1.0 + (o_secs_half(a.secs)) + 10.0 * (a.secs + 0.8),
             1.0 + 0.5 + a.load_secs + 2.0 * 0.8,
-            1.0 + 2.0 * a.load_secs + 1.0,
+            1.0 + 1.5 + 2.0 * a.load_secs + 1.0,
             crate::flood::step_secs(a.load_secs),
         ],
         done: [0; 4],
@@ -498,6 +498,7 @@ fn tcp_phase(t: &Topo, systems_: &[System], a: &Args, prog: &mut Progress) -> Re
             let d = systems::start(t, sys, 1 << 20)?;
             let threads = d.threads(t);
             let to: SocketAddr = sys.tcp_target(HTTP_PORT).parse()?;
+            probe::warm_up(&t.gen, to);
             let b0 = crate::cpu::busy_secs(DIR_CPU)?;
             let o0 = crate::cpu::own_secs(&threads, DIR_CPU)?;
             let cr = probe::conn_rate(&t.gen, to, a.conn_threads, a.load_secs);
