@@ -22,8 +22,8 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// True when the test can run (root); see [`xvs_netns::require_root`].
-pub fn require_root() -> bool {
+/// Fails the test when not root; see [`xvs_netns::require_root`].
+pub fn require_root() {
     xvs_netns::require_root()
 }
 

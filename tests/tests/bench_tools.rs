@@ -11,9 +11,7 @@ static RUN: Mutex<()> = Mutex::new(());
 
 #[test]
 fn gen_sends_what_sink_counts_per_rs() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let p = format!("{}-bt", test_prefix());
     let g = Netns::new(&format!("{p}-g")).unwrap();
     let s = Netns::new(&format!("{p}-s")).unwrap();
@@ -114,9 +112,7 @@ fn gen_refuses_addresses_outside_the_lab_range() {
 /// carries the issue's fields with intervals; the namespaces go away.
 #[test]
 fn bench_run_measures_xvs_nat_and_its_ceiling() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let _one = RUN.lock().unwrap_or_else(|e| e.into_inner());
     let p = format!("{}-br", test_prefix());
     let out_dir = std::env::temp_dir().join(&p);
@@ -207,9 +203,7 @@ fn bench_run_measures_xvs_nat_and_its_ceiling() {
 /// and the README generator show it.
 #[test]
 fn bench_run_flood_figure_for_xvs_and_nft() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let _one = RUN.lock().unwrap_or_else(|e| e.into_inner());
     let p = format!("{}-bf", test_prefix());
     let out_dir = std::env::temp_dir().join(&p);

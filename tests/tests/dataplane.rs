@@ -9,7 +9,7 @@ use xvs_ctl::{Op, Request, Response};
 use xvs_e2e::{wait_for, Daemon};
 use xvs_netns::{test_prefix, veth, Netns};
 
-fn root() -> bool {
+fn root() {
     xvs_e2e::require_root()
 }
 
@@ -170,9 +170,7 @@ fn check_nat(lab: &NatLab) {
 
 #[test]
 fn nat_forwards_udp_and_tcp() {
-    if !root() {
-        return;
-    }
+    root();
     let lab = nat_lab("nat");
     let rules = write_rules("nat", NAT_RULES);
     let d = Daemon::start(
@@ -190,9 +188,7 @@ fn nat_forwards_udp_and_tcp() {
 
 #[test]
 fn af_packet_backend_forwards_the_same_traffic() {
-    if !root() {
-        return;
-    }
+    root();
     let lab = nat_lab("afp");
     let rules = write_rules("afp", NAT_RULES);
     let d = Daemon::start(
@@ -219,9 +215,7 @@ fn af_packet_backend_forwards_the_same_traffic() {
 
 #[test]
 fn dr_one_arm_forwards_udp_and_tcp() {
-    if !root() {
-        return;
-    }
+    root();
     let p = format!("{}-dr", test_prefix());
     let sw = Netns::new(&format!("{p}-sw")).unwrap();
     let c = Netns::new(&format!("{p}-c")).unwrap();
@@ -275,9 +269,7 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
 
 #[test]
 fn xdp_program_is_gone_after_sigterm_and_after_sigkill() {
-    if !root() {
-        return;
-    }
+    root();
     let lab = nat_lab("det");
     for sig in ["-TERM", "-KILL"] {
         let mut d = Daemon::start(
@@ -302,9 +294,7 @@ fn apply(d: &Daemon, op: Op) {
 
 #[test]
 fn reconfiguration_keeps_established_flows() {
-    if !root() {
-        return;
-    }
+    root();
     let lab = nat_lab("rcf");
     let rules = write_rules("rcf", NAT_RULES);
     let d = Daemon::start(

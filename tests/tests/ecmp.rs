@@ -433,16 +433,14 @@ fn scenario(mode: Mode, sched: &str, strict: bool) {
 
 #[test]
 fn dr_flows_survive_director_loss_and_join() {
-    if xvs_e2e::require_root() {
-        scenario(Mode::Dr, "mh", true);
-    }
+    xvs_e2e::require_root();
+    scenario(Mode::Dr, "mh", true);
 }
 
 #[test]
 fn tun_flows_survive_director_loss_and_join() {
-    if xvs_e2e::require_root() {
-        scenario(Mode::Tun, "mh", true);
-    }
+    xvs_e2e::require_root();
+    scenario(Mode::Tun, "mh", true);
 }
 
 /// The same failover and join with rr: measures (prints) how many of the
@@ -451,19 +449,16 @@ fn tun_flows_survive_director_loss_and_join() {
 #[test]
 #[ignore]
 fn rr_failover_comparison() {
-    if xvs_e2e::require_root() {
-        scenario(Mode::Dr, "rr", false);
-        scenario(Mode::Tun, "rr", false);
-    }
+    xvs_e2e::require_root();
+    scenario(Mode::Dr, "rr", false);
+    scenario(Mode::Tun, "rr", false);
 }
 
 /// `xvs-lab up ecmp` leaves the lab running (BIRD on the router and each
 /// director, the health loops, xvsd); `xvs-lab down` removes all of it.
 #[test]
 fn cli_up_ecmp_then_down_leaves_nothing() {
-    if !xvs_e2e::require_root() {
-        return;
-    }
+    xvs_e2e::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = format!("{}-cliecmp", xvs_netns::test_prefix());
     // Removes the lab even when an assertion fails.

@@ -457,28 +457,24 @@ fn failover(mode: Mode, restart_backup: bool) {
 
 #[test]
 fn nat_failover_keeps_every_connection() {
-    if xvs_e2e::require_root() {
-        failover(Mode::Nat, false);
-    }
+    xvs_e2e::require_root();
+    failover(Mode::Nat, false);
 }
 
 #[test]
 fn nat_failover_after_backup_restart() {
-    if xvs_e2e::require_root() {
-        failover(Mode::Nat, true);
-    }
+    xvs_e2e::require_root();
+    failover(Mode::Nat, true);
 }
 
 #[test]
 fn dr_failover_keeps_every_connection() {
-    if xvs_e2e::require_root() {
-        failover(Mode::Dr, false);
-    }
+    xvs_e2e::require_root();
+    failover(Mode::Dr, false);
 }
 
 #[test]
 fn dr_failover_after_backup_restart() {
-    if xvs_e2e::require_root() {
-        failover(Mode::Dr, true);
-    }
+    xvs_e2e::require_root();
+    failover(Mode::Dr, true);
 }

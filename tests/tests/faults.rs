@@ -47,9 +47,7 @@ fn all_ok(samples: &[xvs_e2e::traffic::Sample], from: Duration, to: Duration, wh
 /// error) and the service resumes, UDP flow included.
 #[test]
 fn sigkill_under_load_leaves_nothing_and_restart_resumes() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("kill", 2);
     let rules = temp_file("kill.rules", &nat_rules(&lab, true));
     let args = ["-i", "c0", "-i", "r0", "--rules", rules.to_str().unwrap()];
@@ -206,9 +204,7 @@ fn sigkill_under_load_leaves_nothing_and_restart_resumes() {
 /// connections again and a connection held across the outage resumes.
 #[test]
 fn rs_interface_down_and_back() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("rsdown", 2);
     let rules = temp_file("rsdown.rules", &nat_rules(&lab, false));
     let d = director(&lab, "rsdown", &["--rules", rules.to_str().unwrap()]);
@@ -286,9 +282,7 @@ fn rs_interface_down_and_back() {
 /// never affected.
 #[test]
 fn rs_mac_change_reaches_the_workers() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("mac", 2);
     let rules = temp_file("mac.rules", &nat_rules(&lab, false));
     // Short neighbour timers on the director's RS side, for the silent case.
@@ -372,9 +366,7 @@ fn rs_mac_change_reaches_the_workers() {
 /// SYN_RECV timeout from the config), new connections are served again.
 #[test]
 fn full_conn_table_drops_new_and_keeps_established() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("full", 1);
     // The RS retransmits its SYN-ACKs to the sources that never answer, and
     // each one refreshes the entry's timer: one retransmission, not five.
@@ -481,9 +473,7 @@ fn full_conn_table_drops_new_and_keeps_established() {
 /// as they were, traffic flowing throughout; a good file is then taken.
 #[test]
 fn sighup_with_broken_files_keeps_the_running_state() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("hup", 2);
     let good_rules = nat_rules(&lab, false);
     let rules = temp_file("hup.rules", &good_rules);
@@ -590,9 +580,7 @@ fn sighup_with_broken_files_keeps_the_running_state() {
 /// notices.
 #[test]
 fn control_socket_directory_removed() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("ctl", 1);
     let rules = temp_file("ctl.rules", &nat_rules(&lab, false));
     let base = std::env::temp_dir().join(format!("{}-ctl", xvs_netns::test_prefix()));
@@ -658,9 +646,7 @@ fn control_socket_directory_removed() {
 /// does not spin on the dead socket.
 #[test]
 fn interface_removed_while_running() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = nat_lab("ifrm", 1);
     // A second client network on its own director interface, c1.
     let c2 = Netns::new(&format!("{}-c2", lab.plan().prefix)).unwrap();

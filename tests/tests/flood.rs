@@ -497,9 +497,7 @@ fn cases(conn_max: u32, addrs: u32, ports: u32, half_open: u64) -> Vec<Case> {
 /// A 64K table against a million flows: full within a second of the flood.
 #[test]
 fn syn_flood_small_table() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = flood_lab("flood64k");
     for case in cases(65536, 32768, 32, HALF_OPEN) {
@@ -513,9 +511,7 @@ fn syn_flood_small_table() {
 /// xvsd takes over 175K new flows a second.
 #[test]
 fn syn_flood_default_table() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = flood_lab("flood1m");
     let (addrs, ports, half_open) = if flood_secs() >= 20.0 {

@@ -91,9 +91,7 @@ fn who(ns: &Netns, from: &str, to: &str) -> Result<String, String> {
 
 #[test]
 fn fwmark_and_port_zero_services_get_traffic() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-fwm", test_prefix());
     let c = Netns::new(&format!("{p}-c")).unwrap();
     let d = Netns::new(&format!("{p}-d")).unwrap();

@@ -294,9 +294,7 @@ const TCP_CHECK: &str = "TCP_CHECK {
 
 #[test]
 fn dead_servers_leave_within_the_bound_and_come_back() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let conf = format!(
         "! a NAT lab as keepalived would run it
 global_defs {{
@@ -459,9 +457,7 @@ virtual_server {VIP} 83 {{
 
 #[test]
 fn quorum_with_hysteresis_swaps_in_the_sorry_server() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     // Lost below quorum - hysteresis = 1 (no alive weight), regained at
     // quorum + hysteresis = 3.
     let conf = format!(
@@ -525,9 +521,7 @@ fn quorum_with_hysteresis_swaps_in_the_sorry_server() {
 
 #[test]
 fn sighup_reloads_keeping_connections_and_health_state() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let conf = |w2: u32, extra: &str| {
         format!(
             "virtual_server {VIP} 80 {{
@@ -672,9 +666,7 @@ fn total_checks(d: &Daemon) -> u64 {
 /// for a few seconds with xvsd's CPU time. Prints the figures.
 #[test]
 fn five_hundred_checks_a_second_on_one_thread() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     const N: usize = 500;
     let p = format!("{}-hscale", test_prefix());
     let d = Netns::new(&format!("{p}-d")).unwrap();

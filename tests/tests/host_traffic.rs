@@ -42,9 +42,7 @@ fn exchange(from: &Netns, to: &str, rx: &std::sync::mpsc::Receiver<(u64, bool)>,
 
 #[test]
 fn the_directors_own_connections_are_left_to_the_kernel() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-host", test_prefix());
     let Line { c, d, r } = Line::new(&p, 80);
     sh(

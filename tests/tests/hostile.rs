@@ -201,9 +201,7 @@ fn metric(ns: &Netns, name: &str) -> u64 {
 
 #[test]
 fn hostile_frames_are_counted_and_hurt_no_one() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-hostile", test_prefix());
     let c = Netns::new(&format!("{p}-c")).unwrap();
     let d = Netns::new(&format!("{p}-d")).unwrap();

@@ -17,9 +17,7 @@ const METRICS: &str = "127.0.0.1:9191";
 
 #[test]
 fn sloppy_tcp_switched_at_run_time_changes_what_is_forwarded() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-knobs", test_prefix());
     let Line { c, d, r } = Line::new(&p, 120);
     sh(&d, "ip addr add 10.77.120.100/32 dev d0");

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 use xvs_lab::{Lab, LabOptions, Mode};
 
-fn root() -> bool {
+fn root() {
     xvs_e2e::require_root()
 }
 
@@ -78,30 +78,26 @@ fn check_mode(mode: Mode, tag: &str, ipv6: bool) {
 
 #[test]
 fn nat_ipv4_and_ipv6_round_robin() {
-    if root() {
-        check_mode(Mode::Nat, "nat", true);
-    }
+    root();
+    check_mode(Mode::Nat, "nat", true);
 }
 
 #[test]
 fn dr_ipv4_and_ipv6_round_robin() {
-    if root() {
-        check_mode(Mode::Dr, "dr", true);
-    }
+    root();
+    check_mode(Mode::Dr, "dr", true);
 }
 
 #[test]
 fn tun_round_robin() {
-    if root() {
-        check_mode(Mode::Tun, "tun", false);
-    }
+    root();
+    check_mode(Mode::Tun, "tun", false);
 }
 
 #[test]
 fn fullnat_round_robin() {
-    if root() {
-        check_mode(Mode::FullNat, "fnat", false);
-    }
+    root();
+    check_mode(Mode::FullNat, "fnat", false);
 }
 
 fn vip_svc(l: &Lab) -> String {
@@ -114,9 +110,7 @@ fn rs_addr(l: &Lab, i: usize) -> String {
 
 #[test]
 fn wrr_three_to_one_gives_45_and_15() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "wrr", 2, "wrr", false);
     let svc = vip_svc(&l);
     l.xvsadm(&["-e", "-t", &svc, "-r", &rs_addr(&l, 0), "-m", "-w", "3"])
@@ -185,9 +179,7 @@ impl Held {
 
 #[test]
 fn lc_balances_held_connections() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "lc", 3, "lc", false);
     let mut held: Vec<Held> = (0..6).map(|_| Held::open(&l)).collect();
     let names: Vec<String> = held.iter_mut().map(Held::ask).collect();
@@ -201,9 +193,7 @@ fn lc_balances_held_connections() {
 
 #[test]
 fn weight_zero_takes_no_new_conns_but_keeps_a_held_one() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "w0", 2, "rr", false);
     let mut h = Held::open(&l);
     let first = h.ask();
@@ -231,9 +221,7 @@ fn weight_zero_takes_no_new_conns_but_keeps_a_held_one() {
 
 #[test]
 fn persistence_pins_a_client_and_lets_it_move_after_the_timeout() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "per", 3, "rr", false);
     let svc = vip_svc(&l);
     l.xvsadm(&["-E", "-t", &svc, "-s", "rr", "-p", "300"])
@@ -278,9 +266,7 @@ fn persistence_pins_a_client_and_lets_it_move_after_the_timeout() {
 
 #[test]
 fn upper_threshold_diverts_until_conns_drop() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "thr", 2, "rr", false);
     let svc = vip_svc(&l);
     // fo always picks the heaviest available server: the threshold alone
@@ -313,9 +299,7 @@ fn upper_threshold_diverts_until_conns_drop() {
 
 #[test]
 fn listings_show_the_connections_and_100mb_arrive_intact() {
-    if !root() {
-        return;
-    }
+    root();
     let l = lab(Mode::Nat, "lst", 2, "rr", false);
     requests(&l, 10, false);
     let out = l.xvsadm(&["-L", "-n"]).unwrap();

@@ -52,9 +52,7 @@ fn redirected_per_queue(ns: &Netns, dev: &str) -> Vec<u64> {
 
 #[test]
 fn connections_on_every_rx_queue_are_forwarded() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-mq", test_prefix());
     let c = Netns::new(&format!("{p}-c")).unwrap();
     let d = Netns::new(&format!("{p}-d")).unwrap();

@@ -141,9 +141,7 @@ fn bulk(t: &Topo, d: &Daemon, fwd: &str) {
 
 #[test]
 fn dr_in_the_kernel_selftest_topology() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let t = setup("stdr");
     // test_dr()
     sh(
@@ -180,9 +178,7 @@ fn dr_in_the_kernel_selftest_topology() {
 
 #[test]
 fn nat_in_the_kernel_selftest_topology() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let t = setup("stnat");
     // test_nat()
     sh(

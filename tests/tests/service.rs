@@ -99,9 +99,7 @@ impl Drop for Procs {
 
 #[test]
 fn xvsd_runs_as_the_unit_runs_it() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let t0 = Instant::now();
     let p = format!("{}-svc", test_prefix());
     let Line { c, d, r } = Line::new(&p, 92);
@@ -470,9 +468,7 @@ fn xvsd_runs_as_the_unit_runs_it() {
 /// threads' priority and it says so).
 #[test]
 fn each_capability_of_the_unit_is_needed() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-caps", test_prefix());
     let ns = Netns::new(&p).unwrap();
     sh(

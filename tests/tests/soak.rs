@@ -212,9 +212,7 @@ fn svg_chart(
 #[test]
 #[ignore = "long: `make soak` runs it (SOAK_SECS, default 600)"]
 fn soak() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let secs = env_u64("SOAK_SECS", 600);
     let out_dir = std::env::var("SOAK_OUT")
         .map(PathBuf::from)

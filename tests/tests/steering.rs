@@ -48,9 +48,7 @@ fn metric(ns: &Netns, addr: &str, name: &str) -> u64 {
 
 #[test]
 fn a_change_the_steering_map_cannot_take_is_refused_whole() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = format!("{}-steer", test_prefix());
     let d = Netns::new(&format!("{p}-d")).unwrap();
     let c = Netns::new(&format!("{p}-c")).unwrap();
@@ -345,16 +343,12 @@ fn other_mac_test(backend: &str, tag: &str) {
 
 #[test]
 fn frames_for_another_hosts_mac_are_left_to_the_kernel_xdp() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     other_mac_test("xdp-native", "omac-x");
 }
 
 #[test]
 fn frames_for_another_hosts_mac_are_left_to_the_kernel_af_packet() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     other_mac_test("af-packet", "omac-p");
 }

@@ -282,35 +282,30 @@ fn dr(tag: &str, backend: &str) {
 
 #[test]
 fn nat_generic_xdp_100mb() {
-    if xvs_netns::require_root() {
-        nat("sfng", "xdp-generic", false);
-    }
+    xvs_netns::require_root();
+    nat("sfng", "xdp-generic", false);
 }
 
 #[test]
 fn dr_generic_xdp_100mb() {
-    if xvs_netns::require_root() {
-        dr("sfdg", "xdp-generic");
-    }
+    xvs_netns::require_root();
+    dr("sfdg", "xdp-generic");
 }
 
 #[test]
 fn nat_af_packet_100mb() {
-    if xvs_netns::require_root() {
-        nat("sfna", "af-packet", false);
-    }
+    xvs_netns::require_root();
+    nat("sfna", "af-packet", false);
 }
 
 #[test]
 fn nat_generic_xdp_ipv6_100mb() {
-    if xvs_netns::require_root() {
-        nat("sfn6", "xdp-generic", true);
-    }
+    xvs_netns::require_root();
+    nat("sfn6", "xdp-generic", true);
 }
 
 #[test]
 fn dr_af_packet_100mb() {
-    if xvs_netns::require_root() {
-        dr("sfda", "af-packet");
-    }
+    xvs_netns::require_root();
+    dr("sfda", "af-packet");
 }

@@ -532,9 +532,7 @@ fn verdicts(obj: &TestObject, frame: &[u8], ifindex: u32) -> Verdicts {
 
 #[test]
 fn steering_programs_and_parser_agree_on_every_fixture() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let (_steering, obj) = programs();
     let (ns, ifindex) = own_mac_interface();
     let engine = Engine::new(Limits::default(), Arc::new(StaticFib::new()), [1, 2, 3, 4]);
@@ -604,9 +602,7 @@ fn steering_programs_and_parser_agree_on_every_fixture() {
 /// virtual services because a MAC is missing.
 #[test]
 fn the_xdp_program_follows_the_mac_it_is_given() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let (_steering, obj) = programs();
     let syn = ip4(TCP, CLIENT, VIP, 0x4000, 0, &l4(TCP, 40000, 80, 0));
     let to = |mac| to_mac(mac, frame(&[], syn.clone()));
@@ -639,9 +635,7 @@ fn the_xdp_program_follows_the_mac_it_is_given() {
 /// before the classifier; a frame to another host skips the classifier.
 #[test]
 fn xdp_run_time_per_frame() {
-    if !xvs_netns::require_root() {
-        return;
-    }
+    xvs_netns::require_root();
     let (_steering, obj) = programs();
     let xdp = obj.prog("xdp").unwrap();
     let syn = frame(

@@ -251,17 +251,13 @@ fn cut_and_count(tag: &str, backend: Backend) {
 
 #[test]
 fn generic_xdp_cuts_superframes() {
-    if root().is_none() {
-        return;
-    }
+    root();
     cut_and_count("sfg", Backend::XdpGeneric);
 }
 
 #[test]
 fn af_packet_cuts_superframes() {
-    if root().is_none() {
-        return;
-    }
+    root();
     cut_and_count("sfa", Backend::AfPacket);
 }
 
@@ -270,9 +266,7 @@ fn af_packet_cuts_superframes() {
 /// a UMEM chunk arrives as a chain and is cut to what a chunk holds.
 #[test]
 fn native_xdp_takes_jumbo_frames_and_cuts_them_to_chunks() {
-    if root().is_none() {
-        return;
-    }
+    root();
     let (c, d) = lab("sfn", 9000);
     let (_steer, iface, mut w) = setup(&d, Backend::XdpNative);
     assert!(iface.xdp_multi_buffer());
@@ -294,9 +288,7 @@ fn native_xdp_takes_jumbo_frames_and_cuts_them_to_chunks() {
 /// polls: here the test's own, outside that namespace).
 #[test]
 fn an_mtu_change_is_picked_up() {
-    if root().is_none() {
-        return;
-    }
+    root();
     let (c, d) = lab("sfm", 1500);
     let (_steer, _iface, mut w) = setup(&d, Backend::XdpGeneric);
     sh(&d, "ip link set d0 mtu 1280");

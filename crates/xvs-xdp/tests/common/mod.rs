@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use xvs_netns::Netns;
 use xvs_xdp::{Disposition, Worker};
 
-/// Skips the test (returns None) when not root.
-pub fn root() -> Option<()> {
-    xvs_netns::require_root().then_some(())
+/// Fails the test when not root (see [`xvs_netns::require_root`]).
+pub fn root() {
+    xvs_netns::require_root()
 }
 
 /// A namespace named `<test prefix>-<tag>`.
