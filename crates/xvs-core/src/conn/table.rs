@@ -733,7 +733,7 @@ impl ConnTable {
 
     /// Creates a connection and indexes its keys. Returns its entry index.
     pub fn insert(&self, c: &NewConn) -> Result<u32, InsertError> {
-        let idx = self.write_entry(c)?;
+        let (idx, gen) = self.write_entry(c)?;
         let e = &self.entries[idx as usize];
         if c.flags.contains(EntryFlags::HAS_OUT) {
             let out_key = self.out_key_of(e, c.flags);
@@ -743,7 +743,8 @@ impl ConnTable {
                 return Err(InsertError::IndexFull);
             }
         }
-        Ok(self.publish(idx, c, c.flags).0)
+        self.publish(idx, gen, c, c.flags);
+        Ok(idx)
     }
 
     /// Creates a connection with a reply key ([`EntryFlags::HAS_OUT`]) and
@@ -756,11 +757,11 @@ impl ConnTable {
     /// of the two finishes last frees it).
     pub fn insert_deferred(&self, c: &NewConn) -> Result<PendingOut, InsertError> {
         debug_assert!(c.flags.contains(EntryFlags::HAS_OUT) && !c.flags.is_template());
-        let idx = self.write_entry(c)?;
+        let (idx, gen) = self.write_entry(c)?;
         let e = &self.entries[idx as usize];
         let hash = self.index.hash(&self.out_key_of(e, c.flags));
         self.prefetch(hash);
-        let (idx, gen) = self.publish(idx, c, c.flags | EntryFlags::OUT_PENDING);
+        self.publish(idx, gen, c, c.flags | EntryFlags::OUT_PENDING);
         Ok(PendingOut { idx, gen, hash })
     }
 
@@ -807,8 +808,9 @@ impl ConnTable {
 
     /// Takes an entry and writes `c`'s fields into it, and indexes its client
     /// key, all while it is dead: nobody else touches it until
-    /// [`ConnTable::publish`].
-    fn write_entry(&self, c: &NewConn) -> Result<u32, InsertError> {
+    /// [`ConnTable::publish`]. Returns the entry and the generation it will
+    /// live under.
+    fn write_entry(&self, c: &NewConn) -> Result<(u32, u32), InsertError> {
         debug_assert_eq!(
             matches!(c.state, EntryState::Template { .. }),
             c.flags.is_template()
@@ -818,6 +820,7 @@ impl ConnTable {
         // Dead since its removal (which happens-before our pop) or never used.
         let dead = Sw::from_bits(e.sw.load(Relaxed));
         debug_assert!(!dead.is_live());
+        let gen = gen_next(dead.gen());
         // Seqlock writer: a reader still on the old generation that sees any
         // store below also sees the entry dead.
         fence(Release);
@@ -843,7 +846,7 @@ impl ConnTable {
         // Templates: the count of controlled conns; conns: 0, the token of a
         // shared free (`free_shared`).
         let ctl = if c.flags.is_template() {
-            ctl_open(gen_next(dead.gen()))
+            ctl_open(gen)
         } else {
             0
         };
@@ -853,19 +856,16 @@ impl ConnTable {
             self.push_free(idx);
             return Err(InsertError::IndexFull);
         }
-        Ok(idx)
+        Ok((idx, gen))
     }
 
-    /// Makes entry `idx`, written and indexed, live with flags `fl`. Returns
-    /// it and its generation.
-    fn publish(&self, idx: u32, c: &NewConn, fl: EntryFlags) -> (u32, u32) {
-        let e = &self.entries[idx as usize];
-        let gen = gen_next(Sw::from_bits(e.sw.load(Relaxed)).gen());
+    /// Makes entry `idx`, written and indexed, live as generation `gen`
+    /// with flags `fl`.
+    fn publish(&self, idx: u32, gen: u32, c: &NewConn, fl: EntryFlags) {
         // Counted before it can be removed, so `live` never drops below zero.
         self.live.fetch_add(1, Relaxed);
         let sw = Sw::new(gen, c.state, c.in_pkts, fl, c.expires);
-        e.sw.store(sw.bits(), Release);
-        (idx, gen)
+        self.entries[idx as usize].sw.store(sw.bits(), Release);
     }
 
     /// The free of an entry removed while its reply key was pending: its

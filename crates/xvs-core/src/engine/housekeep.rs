@@ -151,6 +151,23 @@ impl Engine {
         out
     }
 
+    /// Undoes the accounting of a connection this thread removed: its dest's
+    /// counters (`ip_vs_unbind_dest`) and its count on its template, given
+    /// back at `end` ([`Engine::release_control`], whose answer it returns).
+    pub(crate) fn unaccount(
+        &self,
+        snap: &Snapshot,
+        dest_id: u32,
+        fl: EntryFlags,
+        control: TemplateRef,
+        end: Tick,
+    ) -> bool {
+        if let Some(d) = snap.dest(dest_id) {
+            d.unbind_conn(fl.is_template(), fl.is_active());
+        }
+        self.release_control(control, end)
+    }
+
     /// Gives back the count a gone connection held on its template `r`, at
     /// `end`, the tick the connection ended (its expiry, or now when it was
     /// removed early). The kernel's template timer fires at its expiry and
@@ -260,10 +277,7 @@ impl Engine {
         if self.conns.remove(v.idx, v.sw).is_none() {
             return 0;
         }
-        if let Some(d) = snap.dest(v.dest_id) {
-            d.unbind_conn(fl.is_template(), fl.is_active());
-        }
-        self.release_control(v.control, tick);
+        self.unaccount(snap, v.dest_id, fl, v.control, tick);
         // ip_vs_conn_del sets `cp->timeout = 0`, so ip_vs_conn_expire then
         // deletes the template if it controls nothing more and is not ASSURED.
         1 + self.drop_template(snap, v.control, true) as u32

@@ -445,10 +445,8 @@ impl Worker {
         for k in 0..self.pending_len {
             let p = self.pending[k];
             if let OutDone::IndexFull(sw) = self.engine.conns.complete_out(p.out) {
-                if let Some(d) = self.snap.dest(p.dest_id) {
-                    d.unbind_conn(false, sw.flags().is_active());
-                }
-                self.engine.release_control(p.control, self.tick);
+                self.engine
+                    .unaccount(&self.snap, p.dest_id, sw.flags(), p.control, self.tick);
                 self.stats.count_drop(DropReason::ConnTableFull);
             }
         }
@@ -530,10 +528,8 @@ impl Worker {
         if self.engine.conns.remove(v.idx, v.sw).is_none() {
             return false;
         }
-        if let Some(d) = self.snap.dest(v.dest_id) {
-            d.unbind_conn(v.flags().is_template(), v.flags().is_active());
-        }
-        self.engine.release_control(v.control, self.tick);
+        self.engine
+            .unaccount(&self.snap, v.dest_id, v.flags(), v.control, self.tick);
         true
     }
 
@@ -851,35 +847,8 @@ impl Worker {
     #[inline(always)]
     fn insert_conn(&mut self, sched: &Scheduled, b: &Built) -> Result<(), DropReason> {
         let control = sched.picked.control;
-        let idx = if sched.one_packet {
-            None
-        } else if self.defer_out && b.conn.flags.contains(EntryFlags::HAS_OUT) {
-            if self.pending_len == self.pending.len() {
-                self.complete_pending();
-            }
-            let out = self
-                .engine
-                .conns
-                .insert_deferred(&b.conn)
-                .map_err(|_| DropReason::ConnTableFull)?;
-            self.pending[self.pending_len] = Pending {
-                out,
-                dest_id: b.conn.dest_id,
-                control,
-            };
-            self.pending_len += 1;
-            Some(out.idx())
-        } else {
-            let idx = self
-                .engine
-                .conns
-                .insert(&b.conn)
-                .map_err(|_| DropReason::ConnTableFull)?;
-            Some(idx)
-        };
-        let conns = &self.engine.conns;
         let dest = &sched.picked.dest;
-        let Some(idx) = idx else {
+        if sched.one_packet {
             // The bind may set OVERLOAD (the upper threshold), and the unbind
             // (ip_vs_unbind_dest) may leave it.
             dest.bind_conn(false);
@@ -887,9 +856,11 @@ impl Worker {
             if self.sync_on {
                 self.sync_template(control);
             }
-            conns.release(control);
+            self.engine.conns.release(control);
             return Ok(());
-        };
+        }
+        let idx = self.enter(&b.conn)?;
+        let conns = &self.engine.conns;
         dest.bind_conn(false);
         if b.conn.flags.is_active() {
             dest.conn_activated();
@@ -904,6 +875,34 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Enters a new connection in the table; inside a batch, a NAT one with
+    /// its reply key left to [`Worker::finish_batch`].
+    #[inline(always)]
+    fn enter(&mut self, c: &NewConn) -> Result<u32, DropReason> {
+        if !(self.defer_out && c.flags.contains(EntryFlags::HAS_OUT)) {
+            return self
+                .engine
+                .conns
+                .insert(c)
+                .map_err(|_| DropReason::ConnTableFull);
+        }
+        if self.pending_len == self.pending.len() {
+            self.complete_pending();
+        }
+        let out = self
+            .engine
+            .conns
+            .insert_deferred(c)
+            .map_err(|_| DropReason::ConnTableFull)?;
+        self.pending[self.pending_len] = Pending {
+            out,
+            dest_id: c.dest_id,
+            control: c.control,
+        };
+        self.pending_len += 1;
+        Ok(out.idx())
     }
 
     #[inline]
